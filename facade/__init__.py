@@ -1,0 +1,1 @@
+"""The facade: the public REST service (validation, UUID minting, fan-out)."""

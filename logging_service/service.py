@@ -1,0 +1,66 @@
+"""The logging service: stores each message once, by UUID, and prints every one it stores."""
+
+from __future__ import annotations
+
+import uuid as uuid_lib
+
+import structlog
+
+from resilience import Conflict, Dependency, InvalidArgument, rpc
+
+from .store import MessageStore, UuidConflict
+
+log = structlog.get_logger("logging_service")
+
+MAX_PAGE = 100_000
+
+
+class LoggingService:
+    """Keeps every message in memory keyed by UUID; returns them all in order."""
+
+    name = "logging"
+    store = Dependency(MessageStore)
+    max_msg_chars = 10_000
+
+    @rpc(expected=(InvalidArgument, Conflict))
+    def log(self, uuid: str, msg: str) -> dict[str, bool]:
+        """Store ``msg`` under ``uuid`` once; the same pair again is acknowledged as a duplicate.
+
+        Returns ``{"stored": True}`` the first time, ``{"stored": False,
+        "duplicate": True}`` after; the same UUID with another text is a ``Conflict``.
+        """
+        if not _is_canonical_uuid(uuid):
+            raise InvalidArgument("uuid must be a canonical UUID string")
+        if not msg or len(msg) > self.max_msg_chars:
+            raise InvalidArgument(f"msg must be 1 to {self.max_msg_chars} characters")
+        try:
+            stored = self.store.add(uuid, msg)
+        except UuidConflict:
+            log.warning("uuid conflict", uuid=uuid)
+            raise Conflict(f"uuid {uuid} is already stored with a different message") from None
+        if stored:
+            log.info("message stored", uuid=uuid, msg=msg)
+            return {"stored": True}
+        log.info("duplicate message ignored", uuid=uuid)
+        return {"stored": False, "duplicate": True}
+
+    @rpc(expected=(InvalidArgument,))
+    def messages(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        """All messages in insertion order, or the page ``[offset, offset + limit)``."""
+        if offset < 0:
+            raise InvalidArgument("offset must be 0 or more")
+        if limit is not None and not 0 <= limit <= MAX_PAGE:
+            raise InvalidArgument(f"limit must be between 0 and {MAX_PAGE}")
+        return self.store.messages(offset, limit)
+
+    @rpc
+    def count(self) -> int:
+        """How many messages are stored."""
+        return len(self.store)
+
+
+def _is_canonical_uuid(value: str) -> bool:
+    try:
+        return str(uuid_lib.UUID(value)) == value
+    except ValueError:
+        return False

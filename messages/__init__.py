@@ -1,0 +1,1 @@
+"""The messages service: a stub that answers "not implemented yet"."""

@@ -1,0 +1,20 @@
+"""The messages service's app factory and process entry point."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from resilience import Settings, build_service, rpc_app
+from resilience.runner import run_main
+
+from .service import MessagesService
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The messages service as an RPC app."""
+    return rpc_app(build_service(MessagesService), max_body_bytes=settings.max_body_bytes)
+
+
+def main() -> None:
+    """``messages-service``: serve on ``MESSAGES_PORT`` (default 5002)."""
+    run_main("messages", create_app, lambda s: s.messages_port)

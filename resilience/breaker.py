@@ -1,0 +1,150 @@
+"""A circuit breaker for coroutines, built on pybreaker.
+
+pybreaker has no asyncio support: ``breaker.call(coro_fn)`` only creates the
+coroutine, so every call counts as a success. Its ``calling()`` context
+manager does account for what happens inside the ``with`` block, but it has
+no neutral exit: a ``CancelledError`` leaving the block counts either as a
+failure (and on the Nth one is replaced by ``CircuitBreakerError``, so the
+task no longer looks cancelled) or, if excluded, as a success (which closes a
+half-open breaker without any trial having succeeded). Its half-open state
+also lets every concurrent caller through, not one trial.
+
+``AsyncCircuitBreaker`` therefore keeps admission to itself (open with an
+injectable clock, half-open with one trial at a time) and hands every real
+outcome, success or failure, to pybreaker through ``calling()``, which keeps
+pybreaker's counting, transitions and listeners. Cancellation is the one
+outcome pybreaker never hears about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pybreaker
+import structlog
+
+from .errors import CircuitOpen, ExpectedError
+
+log = structlog.get_logger("resilience.breaker")
+
+Clock = Callable[[], float]
+
+
+class AsyncCircuitBreaker:
+    """Guard calls to one downstream ``service``: open after ``fail_max`` consecutive failures.
+
+    While open, ``guard()`` raises ``CircuitOpen`` without running the call;
+    ``reset_timeout`` seconds after opening it admits one trial call
+    (half-open), which closes the breaker on success and reopens it on failure.
+    ``ExpectedError`` (the caller's fault) never counts as a failure.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        fail_max: int = 5,
+        reset_timeout: float = 5.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.service = service
+        self._clock = clock
+        self._opened_at = 0.0
+        self._trial_in_flight = False
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=fail_max,
+            reset_timeout=reset_timeout,
+            exclude=[ExpectedError],
+            listeners=[_TransitionListener(self)],
+            name=service,
+            # Keep the caller's own exception when the failure that trips the
+            # breaker is recorded; the next call gets CircuitOpen.
+            throw_new_error_on_trip=False,
+        )
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half-open``."""
+        return str(self._breaker.current_state)
+
+    @property
+    def fail_counter(self) -> int:
+        """Consecutive failures counted while closed."""
+        return int(self._breaker.fail_counter)
+
+    def retry_after(self) -> float:
+        """Seconds until an open breaker admits its trial call (0 when not open)."""
+        if self.state != pybreaker.STATE_OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self._breaker.reset_timeout - self._clock())
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run the ``with`` block under the breaker, or raise ``CircuitOpen`` at once."""
+        trial = self._admit()
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise  # no outcome: neither a failure nor a success
+        except BaseException as exc:
+            self._record(exc)
+            raise
+        else:
+            self._record(None)
+        finally:
+            if trial:
+                self._trial_in_flight = False
+
+    def _admit(self) -> bool:
+        """Return whether this call is the half-open trial; raise CircuitOpen if refused."""
+        state = self.state
+        if state == pybreaker.STATE_CLOSED:
+            return False
+        if state == pybreaker.STATE_OPEN:
+            wait = self.retry_after()
+            if wait > 0:
+                raise CircuitOpen(self.service, "circuit breaker open", retry_after=wait)
+            self._breaker.half_open()
+        if self._trial_in_flight:
+            raise CircuitOpen(self.service, "circuit breaker half-open, trial call in flight",
+                              retry_after=1.0)
+        self._trial_in_flight = True
+        return True
+
+    def _record(self, exc: BaseException | None) -> None:
+        """Let pybreaker account for one outcome through its own ``calling()``."""
+        try:
+            with self._breaker.calling():
+                if exc is not None:
+                    raise exc
+        except pybreaker.CircuitBreakerError:
+            pass  # opened meanwhile by a concurrent call: this outcome changes nothing
+        except BaseException as raised:
+            if raised is not exc:
+                raise
+
+    def _opened(self) -> None:
+        self._opened_at = self._clock()
+
+
+class _TransitionListener(pybreaker.CircuitBreakerListener):
+    """Logs every state change and stamps the opening time with the breaker's clock."""
+
+    def __init__(self, owner: AsyncCircuitBreaker) -> None:
+        self._owner = owner
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        if new_state.name == pybreaker.STATE_OPEN:
+            self._owner._opened()
+        log.warning(
+            "circuit breaker state changed",
+            breaker=self._owner.service,
+            old_state=getattr(old_state, "name", None),
+            new_state=new_state.name,
+            retry_after=math.ceil(self._owner.retry_after()) or None,
+        )

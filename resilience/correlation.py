@@ -1,0 +1,44 @@
+"""Correlation IDs: one ID per client request, carried through every service's logs.
+
+The facade takes ``X-Correlation-ID`` from the client or mints one; every RPC
+forwards it; every service echoes it on its responses and puts it on every
+log line written while handling the request.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+from aiohttp import web
+
+from .web import Handler
+
+HEADER = "X-Correlation-ID"
+_VALID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+
+
+def accept_or_mint(value: str | None) -> str:
+    """Keep a client's ID when it is a sane token (≤ 128 of ``A-Za-z0-9._:-``), else mint one."""
+    if value and _VALID.fullmatch(value):
+        return value
+    return uuid.uuid4().hex
+
+
+@web.middleware
+async def correlation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind the request's correlation ID for its logs and outgoing RPCs, and echo it back."""
+    cid = accept_or_mint(request.headers.get(HEADER))
+    token = correlation_id.set(cid)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[HEADER] = cid
+        raise
+    finally:
+        correlation_id.reset(token)
+    response.headers[HEADER] = cid
+    return response

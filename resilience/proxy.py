@@ -1,0 +1,100 @@
+"""The client side of RPC over HTTP: ``await proxy.method(**kwargs)``.
+
+Every call goes through the proxy's ``CallPolicy`` (retry, breaker,
+timeout) on the app's one shared ``ClientSession``, and forwards the current
+correlation ID. Errors come back as data: declared ones are re-raised as
+their own type, 502/503/504 and network failures as ``ServiceUnavailable``
+(transient, retried), anything else as ``RemoteError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from .correlation import HEADER, correlation_id
+from .errors import ExpectedError, RemoteError, ServiceUnavailable
+from .policy import CallPolicy
+
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+_JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class RpcProxy:
+    """Calls the RPC methods of the service at ``base_url``.
+
+    ``await proxy.log(uuid=..., msg=...)`` posts ``{"uuid": ..., "msg": ...}``
+    to ``<base_url>/rpc/log`` and returns the reply's ``result``.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, service: str,
+                 policy: CallPolicy) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.service = service
+        self.policy = policy
+
+    def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        async def call(**kwargs: Any) -> Any:
+            return await self.call(method, kwargs)
+
+        return call
+
+    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
+        """Call ``method`` with ``kwargs`` under the policy and return its result."""
+        url = f"{self.base_url}/rpc/{method}"
+        body = orjson.dumps(kwargs)
+        return await self.policy.call(lambda seconds: self._post(url, body, seconds))
+
+    async def _post(self, url: str, body: bytes, seconds: float) -> Any:
+        """One attempt: POST, then turn the reply or the failure into a result or an error."""
+        headers = _JSON_HEADERS
+        cid = correlation_id.get()
+        if cid is not None:
+            headers = {**headers, HEADER: cid}
+        try:
+            async with self.session.post(
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=seconds)
+            ) as resp:
+                status = resp.status
+                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                raw = await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise ServiceUnavailable(self.service, reason) from exc
+        if status in TRANSIENT_STATUSES:
+            raise ServiceUnavailable(self.service, f"HTTP {status}", retry_after)
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise RemoteError(self.service, "BadReply", f"HTTP {status}, not JSON", status) from None
+        if status == 200 and isinstance(payload, dict) and "result" in payload:
+            return payload["result"]
+        raise self._error(payload, status)
+
+    def _error(self, payload: Any, status: int) -> Exception:
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if not isinstance(error, dict):
+            return RemoteError(self.service, "BadReply", f"HTTP {status} without an error", status)
+        error_type = str(error.get("type", "Error"))
+        message = str(error.get("message", ""))
+        declared = ExpectedError.registry.get(error_type)
+        if declared is not None and 400 <= status < 500:
+            return declared(message)
+        return RemoteError(self.service, error_type, message, status)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header given in seconds (HTTP dates are ignored)."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None

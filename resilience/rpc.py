@@ -1,0 +1,177 @@
+"""Nameko-style services: plain classes with a ``name``, ``@rpc`` methods and declared dependencies.
+
+::
+
+    class LoggingService:
+        name = "logging"
+        store = Dependency(MessageStore)
+
+        @rpc(expected=(InvalidArgument, Conflict))
+        def log(self, uuid: str, msg: str) -> dict[str, bool]: ...
+
+``build_service`` injects the dependencies; ``dispatch`` calls a method the
+way the HTTP server does (argument and type checks, declared errors), so a
+test can call an entrypoint directly without a network.
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
+
+from .errors import ExpectedError, InvalidArgument, MethodNotFound
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_RPC_ATTR = "__rpc_expected__"
+
+
+@overload
+def rpc(fn: F, /) -> F: ...
+@overload
+def rpc(*, expected: tuple[type[ExpectedError], ...] = ()) -> Callable[[F], F]: ...
+def rpc(fn: Any = None, /, *, expected: tuple[type[ExpectedError], ...] = ()) -> Any:
+    """Mark a method as an RPC entrypoint; ``expected`` lists the errors that are the caller's fault."""
+
+    def mark(f: F) -> F:
+        setattr(f, _RPC_ATTR, tuple(expected))
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+class Dependency(Generic[T]):
+    """Declares something a service needs; ``build_service`` injects it.
+
+    ``factory`` builds a default (a store, say); a dependency without one
+    (a proxy to another service) must be passed in.
+    """
+
+    def __init__(self, factory: Callable[[], T] | None = None) -> None:
+        self.factory = factory
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Dependency[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> T: ...
+    def __get__(self, obj: object | None, owner: type) -> Dependency[T] | T:
+        if obj is None:
+            return self
+        raise LookupError(f"{owner.__name__}.{self.name} was not injected: use build_service()")
+
+
+def dependencies(cls: type) -> dict[str, Dependency[Any]]:
+    """The dependencies ``cls`` declares, by attribute name."""
+    found: dict[str, Dependency[Any]] = {}
+    for klass in reversed(cls.__mro__):
+        found.update({k: v for k, v in vars(klass).items() if isinstance(v, Dependency)})
+    return found
+
+
+S = TypeVar("S")
+
+
+def build_service(cls: type[S], **provided: Any) -> S:
+    """Instantiate ``cls`` with its dependencies: those ``provided``, else from their factories."""
+    declared = dependencies(cls)
+    unknown = set(provided) - set(declared)
+    if unknown:
+        raise TypeError(f"{cls.__name__} declares no dependency {sorted(unknown)}")
+    service = cls()
+    for name, dep in declared.items():
+        if name in provided:
+            value = provided[name]
+        elif dep.factory is not None:
+            value = dep.factory()
+        else:
+            raise TypeError(f"{cls.__name__}.{name} has no default: pass it to build_service()")
+        setattr(service, name, value)
+    return service
+
+
+@dataclass(frozen=True)
+class Entrypoint:
+    """One ``@rpc`` method as the server sees it."""
+
+    name: str
+    signature: inspect.Signature
+    hints: Mapping[str, Any]
+    expected: tuple[type[ExpectedError], ...]
+
+
+def entrypoints(cls: type) -> dict[str, Entrypoint]:
+    """The ``@rpc`` methods of ``cls``, by name."""
+    found = {}
+    for name, fn in inspect.getmembers(cls, inspect.isfunction):
+        if hasattr(fn, _RPC_ATTR):
+            sig = inspect.signature(fn)
+            params = list(sig.parameters.values())[1:]  # drop self
+            hints = typing.get_type_hints(fn)
+            found[name] = Entrypoint(name, sig.replace(parameters=params), hints,
+                                     getattr(fn, _RPC_ATTR))
+    return found
+
+
+async def dispatch(service: object, method: str, kwargs: Any,
+                   table: Mapping[str, Entrypoint] | None = None) -> Any:
+    """Call ``service.method(**kwargs)`` as the RPC server does.
+
+    Raises ``MethodNotFound`` or ``InvalidArgument`` before calling anything
+    when the method or its arguments are wrong, and the method's declared
+    errors as they are. An ``ExpectedError`` the method did not declare is a
+    bug in the service, raised as ``RuntimeError``.
+    """
+    table = entrypoints(type(service)) if table is None else table
+    entry = table.get(method)
+    if entry is None:
+        raise MethodNotFound(f"{getattr(service, 'name', type(service).__name__)} has no method {method!r}")
+    if not isinstance(kwargs, dict):
+        raise InvalidArgument("arguments must be a JSON object of keyword arguments")
+    try:
+        entry.signature.bind(**kwargs)
+    except TypeError as exc:
+        raise InvalidArgument(f"{method}(): {exc}") from None
+    for key, value in kwargs.items():
+        hint = entry.hints.get(key)
+        if hint is not None and not _matches(value, hint):
+            raise InvalidArgument(f"{method}(): {key} must be {_describe(hint)}")
+    try:
+        result = getattr(service, method)(**kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+    except entry.expected:
+        raise
+    except ExpectedError as exc:
+        raise RuntimeError(f"{method}() raised undeclared {type(exc).__name__}: {exc}") from exc
+    return result
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a simple annotation (str, int, float, bool, list, dict, X | None)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is None or hint is type(None):
+        return value is None
+    if origin is not None:
+        hint = origin
+    if hint is Any or not isinstance(hint, type):
+        return True
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("NoneType", "null")
