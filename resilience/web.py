@@ -38,7 +38,9 @@ async def read_json(request: web.Request, *, require_content_type: bool) -> Any:
     """
     ctype = request.headers.get("Content-Type")
     if (ctype is not None or require_content_type) and not _is_json(request.content_type):
-        raise BadRequest(415, "Content-Type must be application/json (with curl: -H 'Content-Type: application/json')")
+        raise BadRequest(
+            415, "Content-Type must be application/json (with curl: -H 'Content-Type: application/json')"
+        )
     body = await request.read()
     if not body.strip():
         raise BadRequest(400, "request body is empty: send a JSON object")

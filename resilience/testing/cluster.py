@@ -1,0 +1,148 @@
+"""The three real service processes on free ports, for end-to-end tests, the benchmark and the soak.
+
+::
+
+    with Cluster(tmp_path) as cluster:
+        cluster.start_all()
+        requests.post(cluster.facade_url + "/facade", ...)
+        cluster.kill("messages"); cluster.start("messages")
+
+Each process writes its JSON log lines to ``<log_dir>/<name>.log``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+import orjson
+
+SERVICES = ("logging", "messages", "facade")
+MODULES = {"facade": "facade", "logging": "logging_service", "messages": "messages"}
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_healthy(url: str, timeout: float = 15.0) -> None:
+    """Poll ``<url>/health`` until it answers 200, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not become healthy within {timeout} s")
+        time.sleep(0.05)
+
+
+class Cluster:
+    """Starts, stops and kills the real service processes; ports are picked free.
+
+    ``logging_url``/``messages_url`` can be pointed elsewhere (a fault proxy)
+    before ``start("facade")``; ``env`` adds settings to every process.
+    """
+
+    def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.ports = {name: free_port(host) for name in SERVICES}
+        self.logging_url = self.url("logging")
+        self.messages_url = self.url("messages")
+        self.extra_env = dict(env or {})
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def url(self, name: str) -> str:
+        return f"http://{self.host}:{self.ports[name]}"
+
+    @property
+    def facade_url(self) -> str:
+        return self.url("facade")
+
+    def env(self) -> dict[str, str]:
+        """The environment every service process gets."""
+        return {
+            **os.environ,
+            "HOST": self.host,
+            "FACADE_PORT": str(self.ports["facade"]),
+            "LOGGING_PORT": str(self.ports["logging"]),
+            "MESSAGES_PORT": str(self.ports["messages"]),
+            "LOGGING_URL": self.logging_url,
+            "MESSAGES_URL": self.messages_url,
+            "LOG_FORMAT": "json",
+            **self.extra_env,
+        }
+
+    def start(self, name: str, wait: bool = True) -> subprocess.Popen[bytes]:
+        """Start service ``name`` (appending to its log) and, with ``wait``, wait until healthy."""
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", MODULES[name]], env=self.env(),
+                                    stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        if wait:
+            wait_until_healthy(self.url(name))
+        return proc
+
+    def start_all(self) -> None:
+        for name in SERVICES:
+            self.start(name, wait=False)
+        for name in SERVICES:
+            wait_until_healthy(self.url(name))
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Send ``sig`` to service ``name`` and wait for it to exit; return its exit status."""
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        return proc.wait(timeout)
+
+    def kill(self, name: str) -> int:
+        """SIGKILL service ``name``: no chance to finish anything."""
+        return self.stop(name, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            try:
+                self.stop(name)
+            except subprocess.TimeoutExpired:
+                self.kill(name)
+
+    def log_lines(self, name: str) -> list[dict[str, object]]:
+        """The JSON log lines service ``name`` has written so far (other lines are skipped)."""
+        lines = []
+        for raw in (self.log_dir / f"{name}.log").read_bytes().splitlines():
+            try:
+                line = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(line, dict):
+                lines.append(line)
+        return lines
+
+    def raw_log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop_all()

@@ -1,0 +1,124 @@
+"""An HTTP proxy that injects the faults the retry policy must survive.
+
+Put it between a caller and a service (point the caller at ``proxy.url``)
+and set its knobs at any time:
+
+- ``refuse()`` / ``resume()``: stop and start listening (connection refused);
+- ``delay``: seconds to wait before forwarding (a slow service; timeouts);
+- ``error_rate``: share of requests answered 503 (with ``Retry-After``)
+  without being forwarded;
+- ``drop_rate``: share of requests forwarded, answered by the service, and
+  then dropped: the connection closes before the reply reaches the caller
+  (the write happened, the caller cannot know).
+
+Choices use a seeded ``random.Random`` so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+_HOP_HEADERS = frozenset({"host", "content-length", "connection", "keep-alive",
+                          "transfer-encoding"})
+
+
+@dataclass
+class FaultCounts:
+    """What the proxy did, request by request."""
+
+    forwarded: int = 0
+    dropped: int = 0
+    errored: int = 0
+
+
+class FaultProxy:
+    """Forwards HTTP requests to ``upstream`` unless told to misbehave."""
+
+    def __init__(self, upstream: str, *, host: str = "127.0.0.1", port: int = 0,
+                 seed: int = 0, retry_after: int = 1) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.host = host
+        self.port = port
+        self.rng = random.Random(seed)
+        self.delay = 0.0
+        self.error_rate = 0.0
+        self.drop_rate = 0.0
+        self.retry_after = retry_after
+        self.counts = FaultCounts()
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> FaultProxy:
+        """Start listening; the port stays the same across ``refuse()`` and ``resume()``."""
+        self._session = aiohttp.ClientSession()
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await self.resume()
+        return self
+
+    async def refuse(self) -> None:
+        """Stop listening: new connections are refused, open keep-alive ones are closed."""
+        if self._site is not None:
+            await self._site.stop()
+            self._site = None
+        if self._runner is not None and self._runner.server is not None:
+            await self._runner.server.shutdown(0.1)
+
+    async def resume(self) -> None:
+        """Listen again on the same port."""
+        assert self._runner is not None, "start() first"
+        if self._site is None:
+            self._site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+            await self._site.start()
+            self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Stop listening and release everything."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        self._site = None
+
+    async def __aenter__(self) -> FaultProxy:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.rng.random() < self.error_rate:
+            self.counts.errored += 1
+            return web.json_response(
+                {"error": {"type": "ServiceUnavailable", "message": "injected fault", "args": []}},
+                status=503, headers={"Retry-After": str(self.retry_after)})
+        drop = self.rng.random() < self.drop_rate
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
+        async with self._session.request(request.method, self.upstream + request.path_qs,
+                                         data=body, headers=headers) as upstream:
+            payload = await upstream.read()
+            status = upstream.status
+            reply_headers = {k: v for k, v in upstream.headers.items()
+                             if k.lower() not in _HOP_HEADERS}
+        self.counts.forwarded += 1
+        if drop:
+            self.counts.dropped += 1
+            assert request.transport is not None
+            request.transport.close()  # the service acted; its reply never arrives
+        return web.Response(body=payload, status=status, headers=reply_headers)
