@@ -28,7 +28,7 @@ from typing import Any
 import pybreaker
 import structlog
 
-from .errors import CircuitOpen, ExpectedError
+from .errors import CircuitOpen, ExpectedError, ServiceUnavailable
 
 log = structlog.get_logger("resilience.breaker")
 
@@ -91,8 +91,14 @@ class AsyncCircuitBreaker:
             yield
         except asyncio.CancelledError:
             raise  # no outcome: neither a failure nor a success
-        except BaseException as exc:
+        except Exception as exc:
             self._record(exc)
+            if self.state == pybreaker.STATE_OPEN and not isinstance(exc, ExpectedError):
+                # This failure tripped the breaker (or found it tripped): say so, so the
+                # retry loop ends now instead of sleeping before a refused attempt.
+                reason = exc.reason if isinstance(exc, ServiceUnavailable) else str(exc)
+                raise CircuitOpen(self.service, f"circuit breaker open after: {reason}",
+                                  retry_after=self.retry_after()) from exc
             raise
         else:
             self._record(None)
@@ -116,7 +122,7 @@ class AsyncCircuitBreaker:
         self._trial_in_flight = True
         return True
 
-    def _record(self, exc: BaseException | None) -> None:
+    def _record(self, exc: Exception | None) -> None:
         """Let pybreaker account for one outcome through its own ``calling()``."""
         try:
             with self._breaker.calling():
@@ -124,7 +130,7 @@ class AsyncCircuitBreaker:
                     raise exc
         except pybreaker.CircuitBreakerError:
             pass  # opened meanwhile by a concurrent call: this outcome changes nothing
-        except BaseException as raised:
+        except Exception as raised:
             if raised is not exc:
                 raise
 

@@ -1,0 +1,188 @@
+"""The facade over HTTP, wired to the real logging and messages apps on real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from resilience.correlation import HEADER
+from tests.conftest import stored
+
+Client = TestClient[web.Request, web.Application]
+MakeFacade = Callable[..., Awaitable[Client]]
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+async def facade(make_facade: MakeFacade) -> Client:
+    return await make_facade()
+
+
+async def test_assignment_session(facade: Client, logging_server: TestServer) -> None:
+    """POST msg1..msg3 then GET answers exactly as the assignment's curl session does."""
+    uuids = []
+    for text in ("msg1", "msg2", "msg3"):
+        resp = await facade.post("/facade", json={"msg": text})
+        assert resp.status == 200
+        body = await resp.json()
+        assert body["status"] == "success"
+        uuids.append(body["uuid"])
+    assert len(set(uuids)) == 3
+    resp = await facade.get("/facade")
+    assert resp.status == 200
+    assert await resp.json() == {"logs": ["msg1", "msg2", "msg3"], "message": "not implemented yet"}
+    assert stored(logging_server) == ["msg1", "msg2", "msg3"]
+
+
+async def test_post_without_content_type_is_read_as_json(facade: Client) -> None:
+    """A body sent with no Content-Type at all is still parsed as JSON."""
+    resp = await facade.post("/facade", data=b'{"msg": "bare"}', skip_auto_headers=["Content-Type"])
+    assert resp.status == 200
+
+
+BAD_BODIES: list[tuple[str, bytes, int, str]] = [
+    ("malformed JSON", b'{"msg": ', 400, "not valid JSON"),
+    ("empty body", b"", 400, "empty"),
+    ("whitespace body", b"  \n", 400, "empty"),
+    ("invalid UTF-8", b'{"msg": "\xff\xfe"}', 400, "not valid JSON"),
+    ("lone surrogate", b'{"msg": "\\ud800"}', 400, "not valid JSON"),
+    ("array body", b'["msg1"]', 422, "JSON object"),
+    ("string body", b'"msg1"', 422, "JSON object"),
+    ("number body", b"42", 422, "JSON object"),
+    ("null body", b"null", 422, "JSON object"),
+    ("missing msg", b'{"message": "x"}', 422, 'no "msg"'),
+    ("msg number", b'{"msg": 1}', 422, "not a number"),
+    ("msg null", b'{"msg": null}', 422, "not null"),
+    ("msg list", b'{"msg": ["a"]}', 422, "not an array"),
+    ("msg bool", b'{"msg": true}', 422, "not a boolean"),
+    ("msg object", b'{"msg": {"a": 1}}', 422, "not an object"),
+    ("msg empty", b'{"msg": ""}', 422, "must not be empty"),
+    ("msg too long", b'{"msg": "' + b"x" * 10_001 + b'"}', 422, "longer than 10000"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "says"), [b[1:] for b in BAD_BODIES],
+                         ids=[b[0] for b in BAD_BODIES])
+async def test_bad_input_gets_a_clear_json_error_and_stores_nothing(
+    facade: Client, logging_server: TestServer, body: bytes, status: int, says: str
+) -> None:
+    """Every malformed POST gets its 4xx {"status": "failure", "message": ...}; nothing is stored."""
+    resp = await facade.post("/facade", data=body, headers=JSON)
+    assert resp.status == status
+    payload = await resp.json()
+    assert payload["status"] == "failure"
+    assert says in payload["message"]
+    assert "Traceback" not in payload["message"]
+    assert stored(logging_server) == []
+
+
+async def test_body_over_the_limit_is_413(make_facade: MakeFacade, logging_server: TestServer) -> None:
+    """A body larger than MAX_BODY_BYTES is refused with 413 before it is parsed."""
+    facade = await make_facade(max_body_bytes=1024)
+    resp = await facade.post("/facade", data=b'{"msg": "' + b"x" * 2000 + b'"}', headers=JSON)
+    assert resp.status == 413
+    body = await resp.json()
+    assert body["status"] == "failure"
+    assert "too large" in body["message"]
+    assert stored(logging_server) == []
+
+
+async def test_wrong_content_type_is_415(facade: Client) -> None:
+    """A form post (curl -d without -H) is told to send JSON."""
+    resp = await facade.post("/facade", data={"msg": "x"})
+    assert resp.status == 415
+    assert "application/json" in (await resp.json())["message"]
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+async def test_wrong_method_is_405_json(facade: Client, method: str) -> None:
+    """Methods other than GET and POST get 405 with Allow and a JSON body."""
+    resp = await facade.request(method, "/facade")
+    assert resp.status == 405
+    assert "POST" in resp.headers["Allow"]
+    body = await resp.json()
+    assert body["status"] == "failure"
+    assert method in body["message"]
+
+
+async def test_unknown_path_is_404_json(facade: Client) -> None:
+    """Unknown paths get a JSON 404, not aiohttp's text page."""
+    resp = await facade.get("/nope")
+    assert resp.status == 404
+    assert await resp.json() == {"status": "failure", "message": "no such endpoint: GET /nope"}
+
+
+async def test_idempotency_key_stores_once_and_returns_the_same_uuid(
+    facade: Client, logging_server: TestServer
+) -> None:
+    """A client retrying with its Idempotency-Key gets the same UUID; the message is stored once."""
+    headers = {"Idempotency-Key": "order-42"}
+    first = await (await facade.post("/facade", json={"msg": "pay"}, headers=headers)).json()
+    again = await (await facade.post("/facade", json={"msg": "pay"}, headers=headers)).json()
+    assert first == again
+    assert stored(logging_server) == ["pay"]
+
+
+async def test_idempotency_key_reused_for_another_message_is_422(
+    facade: Client, logging_server: TestServer
+) -> None:
+    """Same key, different text: 422, and the first message stays the only one."""
+    headers = {"Idempotency-Key": "order-42"}
+    await facade.post("/facade", json={"msg": "pay"}, headers=headers)
+    resp = await facade.post("/facade", json={"msg": "refund"}, headers=headers)
+    assert resp.status == 422
+    assert "Idempotency-Key" in (await resp.json())["message"]
+    assert stored(logging_server) == ["pay"]
+
+
+async def test_malformed_idempotency_key_is_400(facade: Client, logging_server: TestServer) -> None:
+    """A key with spaces or over 128 characters is refused."""
+    for key in ("has space", "k" * 129):
+        resp = await facade.post("/facade", json={"msg": "x"}, headers={"Idempotency-Key": key})
+        assert resp.status == 400
+    assert stored(logging_server) == []
+
+
+async def test_get_pages_through_the_logs(facade: Client) -> None:
+    """GET /facade?offset=&limit= returns a page of the ordered messages."""
+    for i in range(5):
+        await facade.post("/facade", json={"msg": f"m{i}"})
+    resp = await facade.get("/facade", params={"offset": "1", "limit": "2"})
+    assert (await resp.json())["logs"] == ["m1", "m2"]
+
+
+@pytest.mark.parametrize("query", [{"limit": "-1"}, {"limit": "x"}, {"offset": "1.5"},
+                                   {"limit": "10001"}, {"offset": "²"}, {"offset": "9" * 50}])
+async def test_bad_paging_is_400(facade: Client, query: dict[str, str]) -> None:
+    """offset and limit must be whole numbers in range."""
+    resp = await facade.get("/facade", params=query)
+    assert resp.status == 400
+    assert (await resp.json())["status"] == "failure"
+
+
+async def test_correlation_id_is_echoed_or_minted(facade: Client) -> None:
+    """A client's X-Correlation-ID comes back as sent; without one (or a bad one) one is minted."""
+    resp = await facade.get("/facade", headers={HEADER: "trace-1"})
+    assert resp.headers[HEADER] == "trace-1"
+    minted = (await facade.get("/facade")).headers[HEADER]
+    assert len(minted) == 32
+    for bad in ("has spaces", "x" * 129, "<script>"):
+        assert (await facade.get("/facade", headers={HEADER: bad})).headers[HEADER] != bad
+
+
+async def test_error_responses_carry_the_correlation_id(facade: Client) -> None:
+    """Even a 404 or a 422 echoes the correlation ID, so failures can be traced too."""
+    for resp in (await facade.get("/nope", headers={HEADER: "t-404"}),
+                 await facade.post("/facade", json={}, headers={HEADER: "t-404"})):
+        assert resp.headers[HEADER] == "t-404"
+
+
+async def test_health(facade: Client) -> None:
+    """GET /health answers without asking the other services."""
+    resp = await facade.get("/health")
+    body: dict[str, Any] = await resp.json()
+    assert body == {"status": "ok", "service": "facade"}
