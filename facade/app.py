@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
 from resilience import CallPolicy, RpcProxy, Settings, build_service
+from resilience.breaker import Clock
 from resilience.correlation import correlation_middleware
 from resilience.runner import run_main
 
@@ -17,17 +20,20 @@ from .routes import setup_routes
 from .service import FacadeService
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The facade: validates, mints UUIDs and fans out to logging and messages."""
+def create_app(settings: Settings, clock: Clock = time.monotonic) -> web.Application:
+    """The facade: validates, mints UUIDs and fans out to logging and messages.
+
+    ``clock`` drives the retry deadlines and circuit breakers (a test passes a fake one).
+    """
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[correlation_middleware, json_errors])
     app[SETTINGS] = settings
-    app.cleanup_ctx.append(downstream_clients)
+    app.cleanup_ctx.append(functools.partial(downstream_clients, clock=clock))
     setup_routes(app)
     return app
 
 
-async def downstream_clients(app: web.Application) -> AsyncIterator[None]:
+async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterator[None]:
     """One keep-alive ClientSession for the app's lifetime, and a proxy per downstream service."""
     settings = app[SETTINGS]
     # No retries inside aiohttp and no limit below the retry policy's own.
@@ -36,10 +42,11 @@ async def downstream_clients(app: web.Application) -> AsyncIterator[None]:
         app[SERVICE] = build_service(
             FacadeService,
             logging_rpc=RpcProxy(session, settings.logging_url, "logging",
-                                 CallPolicy.from_settings("logging", settings)),
+                                 CallPolicy.from_settings("logging", settings, clock=clock)),
             # GET answers without messages when it is down: one attempt, no retry.
             messages_rpc=RpcProxy(session, settings.messages_url, "messages",
-                                  CallPolicy.from_settings("messages", settings, attempts=1)),
+                                  CallPolicy.from_settings("messages", settings, attempts=1,
+                                                           clock=clock)),
         )
         yield
 

@@ -50,9 +50,9 @@ class RpcProxy:
         """Call ``method`` with ``kwargs`` under the policy and return its result."""
         url = f"{self.base_url}/rpc/{method}"
         body = orjson.dumps(kwargs)
-        return await self.policy.call(lambda seconds: self._post(url, body, seconds))
+        return await self.policy.call(lambda timeout: self._post(url, body, timeout))
 
-    async def _post(self, url: str, body: bytes, seconds: float) -> Any:
+    async def _post(self, url: str, body: bytes, timeout: float) -> Any:
         """One attempt: POST, then turn the reply or the failure into a result or an error."""
         headers = _JSON_HEADERS
         cid = correlation_id.get()
@@ -60,7 +60,7 @@ class RpcProxy:
             headers = {**headers, HEADER: cid}
         try:
             async with self.session.post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=seconds)
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as resp:
                 status = resp.status
                 retry_after = _retry_after(resp.headers.get("Retry-After"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -17,6 +18,16 @@ from resilience.server import SERVICE_KEY
 
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+
+
+POLL_INTERVAL = 0.01
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``condition()`` holds (polling), or fail the test after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(POLL_INTERVAL)
 
 
 def fast_settings(**overrides: object) -> Settings:

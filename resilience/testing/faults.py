@@ -31,6 +31,7 @@ _HOP_HEADERS = frozenset({"host", "content-length", "connection", "keep-alive",
 class FaultCounts:
     """What the proxy did, request by request."""
 
+    received: int = 0
     forwarded: int = 0
     dropped: int = 0
     errored: int = 0
@@ -63,7 +64,9 @@ class FaultProxy:
         self._session = aiohttp.ClientSession()
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._forward)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A fault proxy holds delayed requests; on stop, cut them instead of waiting.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=0.1)
         await self._runner.setup()
         await self.resume()
         return self
@@ -100,6 +103,7 @@ class FaultProxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
+        self.counts.received += 1
         body = await request.read()
         if self.delay:
             await asyncio.sleep(self.delay)
