@@ -8,15 +8,19 @@ log line written while handling the request.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from contextvars import ContextVar
 
+import structlog
 from aiohttp import web
 
 from .web import Handler
 
 HEADER = "X-Correlation-ID"
 _VALID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+log = structlog.get_logger("resilience.access")
 
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 
@@ -30,15 +34,22 @@ def accept_or_mint(value: str | None) -> str:
 
 @web.middleware
 async def correlation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind the request's correlation ID for its logs and outgoing RPCs, and echo it back."""
+    """Bind the request's correlation ID for its logs and outgoing RPCs, echo it back,
+    and log the request once it is answered."""
     cid = accept_or_mint(request.headers.get(HEADER))
     token = correlation_id.set(cid)
+    started = time.perf_counter()
+    status = 500
     try:
         response = await handler(request)
+        status = response.status
     except web.HTTPException as exc:
+        status = exc.status
         exc.headers[HEADER] = cid
         raise
     finally:
+        log.info("request handled", method=request.method, path=request.path, status=status,
+                 duration_ms=round((time.perf_counter() - started) * 1000, 3))
         correlation_id.reset(token)
     response.headers[HEADER] = cid
     return response

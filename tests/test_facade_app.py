@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from resilience.correlation import HEADER
+from tests.cases import BAD_BODIES
 from tests.conftest import stored
 
 Client = TestClient[web.Request, web.Application]
@@ -42,27 +43,6 @@ async def test_post_without_content_type_is_read_as_json(facade: Client) -> None
     """A body sent with no Content-Type at all is still parsed as JSON."""
     resp = await facade.post("/facade", data=b'{"msg": "bare"}', skip_auto_headers=["Content-Type"])
     assert resp.status == 200
-
-
-BAD_BODIES: list[tuple[str, bytes, int, str]] = [
-    ("malformed JSON", b'{"msg": ', 400, "not valid JSON"),
-    ("empty body", b"", 400, "empty"),
-    ("whitespace body", b"  \n", 400, "empty"),
-    ("invalid UTF-8", b'{"msg": "\xff\xfe"}', 400, "not valid JSON"),
-    ("lone surrogate", b'{"msg": "\\ud800"}', 400, "not valid JSON"),
-    ("array body", b'["msg1"]', 422, "JSON object"),
-    ("string body", b'"msg1"', 422, "JSON object"),
-    ("number body", b"42", 422, "JSON object"),
-    ("null body", b"null", 422, "JSON object"),
-    ("missing msg", b'{"message": "x"}', 422, 'no "msg"'),
-    ("msg number", b'{"msg": 1}', 422, "not a number"),
-    ("msg null", b'{"msg": null}', 422, "not null"),
-    ("msg list", b'{"msg": ["a"]}', 422, "not an array"),
-    ("msg bool", b'{"msg": true}', 422, "not a boolean"),
-    ("msg object", b'{"msg": {"a": 1}}', 422, "not an object"),
-    ("msg empty", b'{"msg": ""}', 422, "must not be empty"),
-    ("msg too long", b'{"msg": "' + b"x" * 10_001 + b'"}', 422, "longer than 10000"),
-]
 
 
 @pytest.mark.parametrize(("body", "status", "says"), [b[1:] for b in BAD_BODIES],

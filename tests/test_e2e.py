@@ -1,0 +1,207 @@
+"""End to end: the real service processes, driven over HTTP as curl would drive them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from resilience.testing.cluster import Cluster, wait_until_healthy
+from tests.cases import BAD_BODIES
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def http(method: str, url: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """One request, as curl would send it; returns status, JSON body and headers."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.loads(reply.read()), dict(reply.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read()), dict(error.headers)
+
+
+def post_msg(base: str, text: str, headers: dict[str, str] | None = None
+             ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    return http("POST", base + "/facade", json.dumps({"msg": text}).encode(),
+                {"Content-Type": "application/json", **(headers or {})})
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The three services, started once for the module's read-mostly tests."""
+    with Cluster(tmp_path_factory.mktemp("logs")) as running:
+        running.start_all()
+        yield running
+
+
+def test_assignment_curl_session(cluster: Cluster) -> None:
+    """POST msg1, msg2, msg3 then GET: the assignment's answers, over real sockets."""
+    before = http("GET", cluster.facade_url + "/facade")[1]["logs"]
+    for text in ("msg1", "msg2", "msg3"):
+        status, body, _ = post_msg(cluster.facade_url, text)
+        assert status == 200
+        assert body["status"] == "success"
+        assert len(body["uuid"]) == 36
+    status, body, _ = http("GET", cluster.facade_url + "/facade")
+    assert status == 200
+    assert body == {"logs": [*before, "msg1", "msg2", "msg3"], "message": "not implemented yet"}
+
+
+@pytest.mark.parametrize(("body", "status", "says"), [b[1:] for b in BAD_BODIES],
+                         ids=[b[0] for b in BAD_BODIES])
+def test_bad_input_over_the_wire(cluster: Cluster, body: bytes, status: int, says: str) -> None:
+    """Each bad body gets its clear JSON error from the real facade and stores nothing."""
+    before = http("GET", cluster.facade_url + "/facade")[1]["logs"]
+    got, payload, _ = http("POST", cluster.facade_url + "/facade", body,
+                           {"Content-Type": "application/json"})
+    assert (got, payload["status"]) == (status, "failure")
+    assert says in payload["message"]
+    assert http("GET", cluster.facade_url + "/facade")[1]["logs"] == before
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), [
+    ("PUT", "/facade", b"{}", 405),
+    ("DELETE", "/facade", None, 405),
+    ("GET", "/nowhere", None, 404),
+    ("POST", "/facade", b'{"msg": "' + b"x" * 70_000 + b'"}', 413),
+])
+def test_method_path_and_size_errors_are_json(cluster: Cluster, method: str, path: str,
+                                              body: bytes | None, status: int) -> None:
+    """405, 404 and 413 come back as {"status": "failure", "message": ...} too."""
+    got, payload, _ = http(method, cluster.facade_url + path, body,
+                           {"Content-Type": "application/json"})
+    assert got == status
+    assert payload["status"] == "failure"
+
+
+def test_no_tracebacks_in_any_service_log(cluster: Cluster) -> None:
+    """After all the bad input above, no service has printed a traceback."""
+    test_bad_input_over_the_wire(cluster, b"\xff", 400, "JSON")
+    for name in ("facade", "logging", "messages"):
+        assert "Traceback" not in cluster.raw_log(name)
+
+
+def test_one_correlation_id_through_all_three_services(cluster: Cluster) -> None:
+    """A client's X-Correlation-ID is echoed and is on the log lines of every service it touched."""
+    cid = "e2e-trace-0001"
+    status, body, headers = post_msg(cluster.facade_url, "traced", {"X-Correlation-ID": cid})
+    assert status == 200
+    assert headers["X-Correlation-ID"] == cid
+    status, _, headers = http("GET", cluster.facade_url + "/facade", None,
+                              {"X-Correlation-ID": cid})
+    assert headers["X-Correlation-ID"] == cid
+
+    stored = [e for e in cluster.log_lines("logging") if e.get("event") == "message stored"
+              and e.get("uuid") == body["uuid"]]
+    assert stored == [stored[0]]
+    assert stored[0]["correlation_id"] == cid
+    assert stored[0]["msg"] == "traced"
+    accepted = [e for e in cluster.log_lines("facade") if e.get("correlation_id") == cid]
+    assert any(e["event"] == "message accepted" for e in accepted)
+    for name in ("facade", "logging", "messages"):
+        lines = [e for e in cluster.log_lines(name) if e.get("correlation_id") == cid]
+        assert lines, f"{name} logged nothing for {cid}"
+        assert all({"timestamp", "level", "service", "event"} <= e.keys() for e in lines)
+        assert {e["service"] for e in lines} == {name}
+
+
+def test_logging_down_then_back(tmp_path: Path) -> None:
+    """logging stopped: 503 + Retry-After within seconds, then fast failures; restarted: recovery."""
+    env = {"BREAKER_RESET_TIMEOUT": "1", "RETRY_DEADLINE": "2"}
+    with Cluster(tmp_path, env=env) as cluster:
+        cluster.start_all()
+        assert post_msg(cluster.facade_url, "before")[0] == 200
+        cluster.stop("logging")
+
+        started = time.monotonic()
+        status, body, headers = post_msg(cluster.facade_url, "during")
+        first = time.monotonic() - started
+        assert status == 503
+        assert "logging service unavailable" in body["message"]
+        assert int(headers["Retry-After"]) >= 1
+        assert first < 5.0
+
+        started = time.monotonic()
+        status, body, _ = post_msg(cluster.facade_url, "during-2")
+        assert status == 503
+        assert "circuit breaker open" in body["message"]
+        assert time.monotonic() - started < first
+
+        cluster.start("logging")
+        deadline = time.monotonic() + 15
+        while (status := post_msg(cluster.facade_url, "after")[0]) != 200:
+            assert time.monotonic() < deadline, "facade did not recover"
+            time.sleep(0.2)
+        # logging's store started empty again; every acknowledged message after the restart is there once.
+        logs = http("GET", cluster.facade_url + "/facade")[1]["logs"]
+        assert logs == ["after"]
+        events = [e["event"] for e in cluster.log_lines("facade")]
+        assert "retrying call" in events
+        assert "circuit breaker state changed" in events
+
+
+def test_facade_starts_before_logging_listens(tmp_path: Path) -> None:
+    """Start order does not matter: the facade comes up alone and works once logging appears."""
+    with Cluster(tmp_path, env={"BREAKER_RESET_TIMEOUT": "1"}) as cluster:
+        cluster.start("facade")
+        assert post_msg(cluster.facade_url, "early")[0] == 503
+        cluster.start("logging")
+        cluster.start("messages")
+        deadline = time.monotonic() + 15
+        while post_msg(cluster.facade_url, "on time")[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def test_honcho_start_runs_the_procfile_and_stops_cleanly(tmp_path: Path) -> None:
+    """`honcho start` brings all three up; SIGINT (Ctrl-C) stops them within honcho's 5 s grace."""
+    ports = Cluster(tmp_path)  # only to pick free ports and build the environment
+    env = ports.env()
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    honcho = subprocess.Popen([sys.executable, "-m", "honcho", "start"], cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        for name in ("logging", "messages", "facade"):
+            wait_until_healthy(ports.url(name))
+        assert post_msg(ports.facade_url, "via honcho")[0] == 200
+        assert http("GET", ports.facade_url + "/facade")[1] == {
+            "logs": ["via honcho"], "message": "not implemented yet"}
+        started = time.monotonic()
+        honcho.send_signal(signal.SIGINT)
+        output, _ = honcho.communicate(timeout=10)
+        assert time.monotonic() - started < 5.0
+    finally:
+        if honcho.poll() is None:
+            os.killpg(honcho.pid, signal.SIGKILL)
+            honcho.wait()
+    text = output.decode()
+    assert "Traceback" not in text
+    for name in ("logging", "messages", "facade"):
+        assert f"{name}.1 started" in text
+    assert text.count('"event":"service stopped"') == 3
+    assert "SIGKILL" not in text
+
+
+def test_repo_root_does_not_shadow_the_standard_library(tmp_path: Path) -> None:
+    """From the repo root, `import logging` is the standard library and `python -m venv` works."""
+    out = subprocess.run([sys.executable, "-c", "import logging; print(logging.__file__)"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert not out.startswith(str(REPO))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")],
+                   cwd=REPO, check=True)
