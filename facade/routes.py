@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import views
+from . import openapi, views
 
 
 def setup_routes(app: web.Application) -> None:
@@ -12,3 +12,4 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/facade", views.post_message)
     app.router.add_get("/facade", views.get_messages)
     app.router.add_get("/health", views.health)
+    app.router.add_get("/openapi.json", openapi.serve_openapi)

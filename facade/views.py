@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import structlog
 from aiohttp import web
 
 from resilience import ExpectedError, RemoteError, ServiceUnavailable
@@ -13,6 +14,8 @@ from .keys import SERVICE, SETTINGS
 from .middlewares import failure
 from .service import IdempotencyKeyReused
 from .validation import idempotency_key_from, message_from, page_from
+
+log = structlog.get_logger("facade")
 
 
 async def post_message(request: web.Request) -> web.Response:
@@ -48,8 +51,9 @@ async def health(request: web.Request) -> web.Response:
 def downstream_failure(exc: Exception) -> web.Response:
     """503 with Retry-After when a service is unavailable; 502 when it failed; 422 when it refused."""
     if isinstance(exc, ServiceUnavailable):
+        log.warning("answering 503", error=str(exc))
         retry_after = max(1, math.ceil(exc.retry_after or 1))
-        return failure(503, f"{exc.service} service unavailable: {exc.reason}; "
+        return failure(503, f"{exc.service} service unavailable ({exc.reason}); "
                             f"retry in {retry_after} s", {"Retry-After": str(retry_after)})
     if isinstance(exc, ExpectedError):
         return failure(422, str(exc))

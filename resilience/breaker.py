@@ -19,7 +19,6 @@ outcome pybreaker never hears about.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -96,8 +95,8 @@ class AsyncCircuitBreaker:
             if self.state == pybreaker.STATE_OPEN and not isinstance(exc, ExpectedError):
                 # This failure tripped the breaker (or found it tripped): say so, so the
                 # retry loop ends now instead of sleeping before a refused attempt.
-                reason = exc.reason if isinstance(exc, ServiceUnavailable) else str(exc)
-                raise CircuitOpen(self.service, f"circuit breaker open after: {reason}",
+                reason = exc.reason if isinstance(exc, ServiceUnavailable) else type(exc).__name__
+                raise CircuitOpen(self.service, f"circuit breaker open after {reason}",
                                   retry_after=self.retry_after()) from exc
             raise
         else:
@@ -145,12 +144,13 @@ class _TransitionListener(pybreaker.CircuitBreakerListener):
         self._owner = owner
 
     def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-        if new_state.name == pybreaker.STATE_OPEN:
+        opened = new_state.name == pybreaker.STATE_OPEN
+        if opened:
             self._owner._opened()
         log.warning(
             "circuit breaker state changed",
             breaker=self._owner.service,
             old_state=getattr(old_state, "name", None),
             new_state=new_state.name,
-            retry_after=math.ceil(self._owner.retry_after()) or None,
+            **({"reset_timeout": cb.reset_timeout} if opened else {}),
         )

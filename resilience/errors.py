@@ -56,14 +56,18 @@ class RemoteError(Exception):
 class ServiceUnavailable(Exception):
     """A downstream service could not be reached or answered 502/503/504.
 
+    ``reason`` is short and safe to show a client ("ClientConnectorError",
+    "HTTP 503"); ``detail`` (addresses, OS messages) is for logs only.
     ``retry_after`` is the server's Retry-After hint in seconds, when it gave one.
     """
 
-    def __init__(self, service: str, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{service} unavailable: {reason}")
+    def __init__(self, service: str, reason: str, retry_after: float | None = None,
+                 detail: str | None = None) -> None:
+        super().__init__(f"{service} unavailable: {reason}" + (f" ({detail})" if detail else ""))
         self.service = service
         self.reason = reason
         self.retry_after = retry_after
+        self.detail = detail
 
 
 class CircuitOpen(ServiceUnavailable, pybreaker.CircuitBreakerError):

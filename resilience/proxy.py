@@ -66,8 +66,7 @@ class RpcProxy:
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
                 raw = await resp.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise ServiceUnavailable(self.service, reason) from exc
+            raise ServiceUnavailable(self.service, type(exc).__name__, detail=str(exc) or None) from exc
         if status in TRANSIENT_STATUSES:
             raise ServiceUnavailable(self.service, f"HTTP {status}", retry_after)
         try:

@@ -45,7 +45,7 @@ def test_opens_after_fail_max_consecutive_failures(breaker: AsyncCircuitBreaker)
         raise Boom()
     assert breaker.state == "open"
     assert isinstance(info.value.__cause__, Boom)
-    assert info.value.reason == "circuit breaker open after: boom"
+    assert info.value.reason == "circuit breaker open after boom"
     assert info.value.retry_after == pytest.approx(10.0)
 
 

@@ -61,6 +61,7 @@ async def test_connection_refused_gives_503_with_retry_after(
     assert int(headers["Retry-After"]) >= 1
     assert body["status"] == "failure"
     assert body["message"].startswith("logging service unavailable")
+    assert "127.0.0.1" not in body["message"]  # addresses stay in the logs
     retries = [e for e in logs if e["event"] == "retrying call"]
     assert retries
     assert all({"attempt", "delay", "error"} <= e.keys() for e in retries)

@@ -11,6 +11,8 @@ and set its knobs at any time:
   then dropped: the connection closes before the reply reaches the caller
   (the write happened, the caller cannot know).
 
+When the service behind it is down, the proxy answers 502, as a reverse proxy would.
+
 Choices use a seeded ``random.Random`` so runs are reproducible.
 """
 
@@ -114,12 +116,17 @@ class FaultProxy:
                 status=503, headers={"Retry-After": str(self.retry_after)})
         drop = self.rng.random() < self.drop_rate
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        async with self._session.request(request.method, self.upstream + request.path_qs,
-                                         data=body, headers=headers) as upstream:
-            payload = await upstream.read()
-            status = upstream.status
-            reply_headers = {k: v for k, v in upstream.headers.items()
-                             if k.lower() not in _HOP_HEADERS}
+        try:
+            async with self._session.request(request.method, self.upstream + request.path_qs,
+                                             data=body, headers=headers) as upstream:
+                payload = await upstream.read()
+                status = upstream.status
+                reply_headers = {k: v for k, v in upstream.headers.items()
+                                 if k.lower() not in _HOP_HEADERS}
+        except aiohttp.ClientError as exc:
+            # The service itself is down: answer as a reverse proxy would.
+            return web.json_response(
+                {"error": {"type": "BadGateway", "message": str(exc), "args": []}}, status=502)
         self.counts.forwarded += 1
         if drop:
             self.counts.dropped += 1

@@ -1,0 +1,502 @@
+"""The facade's public API as an OpenAPI 3.1 document, served at ``GET /openapi.json``.
+
+The document is built from the running settings and the validation limits,
+so the limits it states are the limits the facade enforces. It also carries
+a checker for the small subset of JSON Schema the document uses
+(``schema_errors``) and a lookup of the documented reply for a request
+(``documented_response``), so tests can hold real replies against the
+document without a JSON Schema dependency.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from resilience import Settings
+from resilience.correlation import HEADER as CORRELATION_HEADER
+from resilience.web import json_response
+
+from .keys import SETTINGS
+from .validation import MAX_OFFSET, MAX_PAGE
+
+JSON = dict[str, Any]
+
+OPENAPI_VERSION = "3.1.0"
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]{1,128}$"
+"""1 to 128 printable ASCII characters (``\\x21``-``\\x7e``), as ``facade.validation`` accepts."""
+CORRELATION_ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"
+"""The IDs the facade keeps; anything else is replaced by a minted one."""
+UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+
+def _ref(kind: str, name: str) -> JSON:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _failure(description: str, *, headers: JSON | None = None) -> JSON:
+    """A documented error reply: the failure body plus the correlation header."""
+    return {
+        "description": description,
+        "headers": {CORRELATION_HEADER: _ref("headers", "CorrelationId"), **(headers or {})},
+        "content": {"application/json": {"schema": _ref("schemas", "Failure")}},
+    }
+
+
+def _success(description: str, schema: str) -> JSON:
+    return {
+        "description": description,
+        "headers": {CORRELATION_HEADER: _ref("headers", "CorrelationId")},
+        "content": {"application/json": {"schema": _ref("schemas", schema)}},
+    }
+
+
+def _head_of(get: JSON, shared: JSON) -> JSON:
+    """The HEAD operation aiohttp adds beside every GET: the same status and headers, no body.
+
+    ``shared`` holds the component responses the GET's ``$ref``s point at.
+    """
+    responses = {}
+    for status, reply in get["responses"].items():
+        if "$ref" in reply:
+            reply = shared[reply["$ref"].rsplit("/", 1)[1]]
+        responses[status] = {"description": f"As GET, without a body. {reply['description']}",
+                             "headers": reply.get("headers", {})}
+    return {
+        "summary": f"{get['summary']} (headers only)",
+        "operationId": f"{get['operationId']}Head",
+        "tags": get["tags"],
+        "parameters": get.get("parameters", []),
+        "responses": responses,
+    }
+
+
+def _schemas(settings: Settings) -> JSON:
+    failure_message = "What went wrong, in plain words (never a traceback)."
+    return {
+        "PostMessageRequest": {
+            "type": "object",
+            "required": ["msg"],
+            "properties": {
+                "msg": {"type": "string", "minLength": 1, "maxLength": settings.max_msg_chars,
+                        "description": "The message: 1 to "
+                                       f"{settings.max_msg_chars} characters (code points)."},
+            },
+            "additionalProperties": True,
+            "description": "Other fields are ignored.",
+        },
+        "PostMessageResponse": {
+            "type": "object",
+            "required": ["status", "uuid"],
+            "properties": {
+                "status": {"const": "success"},
+                "uuid": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN,
+                         "description": "A random UUID (version 4), or with an Idempotency-Key "
+                                        "the UUID derived from the key (version 5)."},
+            },
+            "additionalProperties": False,
+        },
+        "LogsResponse": {
+            "type": "object",
+            "required": ["logs", "message"],
+            "properties": {
+                "logs": {"type": "array", "items": {"type": "string"},
+                         "description": "Stored messages in arrival order (the requested page)."},
+                "message": {"type": "string",
+                            "description": 'The messages service\'s text ("not implemented yet"), '
+                                           'or "unavailable" when it is down.'},
+                "unavailable": {"type": "array", "items": {"enum": ["messages"]},
+                                "description": "Present only when a service could not answer."},
+            },
+            "additionalProperties": False,
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status", "service"],
+            "properties": {"status": {"const": "ok"}, "service": {"const": "facade"}},
+            "additionalProperties": False,
+        },
+        "Failure": {
+            "type": "object",
+            "required": ["status", "message"],
+            "properties": {"status": {"const": "failure"},
+                           "message": {"type": "string", "description": failure_message}},
+            "additionalProperties": False,
+        },
+        "OpenApiDocument": {
+            "type": "object",
+            "required": ["openapi", "info", "paths"],
+            "properties": {"openapi": {"const": OPENAPI_VERSION}},
+        },
+    }
+
+
+def _responses(settings: Settings) -> JSON:
+    retry_after = {"Retry-After": _ref("headers", "RetryAfter")}
+    return {
+        "BadRequest": _failure("The body is empty or not JSON, the Idempotency-Key is malformed, "
+                               "or offset/limit is not a whole number in range."),
+        "NotFound": _failure("No endpoint at this path (any path not listed here)."),
+        "MethodNotAllowed": _failure(
+            "The path exists but not with this method (any method not listed for a path).",
+            headers={"Allow": _ref("headers", "Allow")}),
+        "PayloadTooLarge": _failure(f"The body is over {settings.max_body_bytes} bytes."),
+        "UnsupportedMediaType": _failure("A Content-Type other than application/json (or +json) "
+                                         "was declared."),
+        "UnprocessableContent": _failure(
+            'The JSON is not an object with a "msg" string of 1 to '
+            f"{settings.max_msg_chars} characters, or the Idempotency-Key was already used "
+            "with a different message."),
+        "BadGateway": _failure("The logging service failed in a way a retry will not fix."),
+        "ServiceUnavailable": _failure(
+            "The logging service could not be reached (after retries) or its circuit breaker "
+            "is open; try again after Retry-After seconds.", headers=retry_after),
+        "InternalError": _failure('An unexpected failure: "internal error" and nothing more. '
+                                  "Never expected; a bug if seen."),
+    }
+
+
+def _headers() -> JSON:
+    return {
+        "CorrelationId": {
+            "description": "The request's correlation ID: the client's own if it matched "
+                           f"{CORRELATION_ID_PATTERN}, else a minted one. It appears on every "
+                           "log line written for the request, in every service.",
+            "required": True,
+            "schema": {"type": "string", "pattern": CORRELATION_ID_PATTERN},
+        },
+        "RetryAfter": {
+            "description": "Whole seconds to wait before trying again.",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+        },
+        "Allow": {
+            "description": "The methods the path accepts, comma-separated.",
+            "required": True,
+            "schema": {"type": "string"},
+        },
+    }
+
+
+def _parameters(settings: Settings) -> JSON:
+    return {
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "Makes a retried POST safe: the same key with the same message "
+                           "answers the same UUID and stores the message once; the same key "
+                           "with another message is refused (422). Checked after the body.",
+            "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+        },
+        "CorrelationId": {
+            "name": CORRELATION_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "A correlation ID to use for this request's logs. Kept if it matches "
+                           f"{CORRELATION_ID_PATTERN}; anything else is replaced, never refused.",
+            "schema": {"type": "string"},
+        },
+        "Offset": {
+            "name": "offset",
+            "in": "query",
+            "required": False,
+            "description": "How many stored messages to skip (ASCII digits only).",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET, "default": 0},
+        },
+        "Limit": {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "description": "At most this many messages (ASCII digits only); all when absent.",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_PAGE},
+        },
+    }
+
+
+def build_openapi(settings: Settings) -> JSON:
+    """The OpenAPI 3.1 description of the facade's public API under ``settings``."""
+    try:
+        version = importlib.metadata.version("resilient-microservices")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a bare tree
+        version = "0.0.0"
+    correlation = _ref("parameters", "CorrelationId")
+    shared = _responses(settings)
+    get_messages: JSON = {
+        "summary": "Read the stored messages and the messages service's text",
+        "operationId": "getMessages",
+        "tags": ["messages"],
+        "description": "Asks logging and messages at once. If messages is down the answer is "
+                       'still 200, with "message": "unavailable" and "unavailable": ["messages"]; '
+                       "if logging is down it is 503.",
+        "parameters": [_ref("parameters", "Offset"), _ref("parameters", "Limit"), correlation],
+        "responses": {
+            "200": _success("The page of messages, in arrival order.", "LogsResponse"),
+            "400": _ref("responses", "BadRequest"),
+            "502": _ref("responses", "BadGateway"),
+            "503": _ref("responses", "ServiceUnavailable"),
+            "default": _ref("responses", "InternalError"),
+        },
+    }
+    get_health: JSON = {
+        "summary": "Whether the facade process is up (it does not probe the other services)",
+        "operationId": "getHealth",
+        "tags": ["operations"],
+        "parameters": [correlation],
+        "responses": {"200": _success("The facade is up.", "Health"),
+                      "default": _ref("responses", "InternalError")},
+    }
+    get_openapi: JSON = {
+        "summary": "This document",
+        "operationId": "getOpenApi",
+        "tags": ["operations"],
+        "parameters": [correlation],
+        "responses": {"200": _success("The OpenAPI 3.1 description of this API.", "OpenApiDocument"),
+                      "default": _ref("responses", "InternalError")},
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Facade",
+            "version": version,
+            "summary": "The public REST service: stores messages once each and reads them back.",
+            "description": (
+                "Every reply is JSON. Errors are "
+                '`{"status": "failure", "message": "..."}` with a 4xx or 5xx status. Any path not '
+                "listed answers 404 (`#/components/responses/NotFound`); a listed path with a "
+                "method not listed answers 405 with `Allow` "
+                "(`#/components/responses/MethodNotAllowed`). Requests the HTTP parser itself "
+                "refuses (an unknown method token, a header line over 8190 bytes, more than 128 "
+                "headers) get a plain-text 400 before reaching the API. Every reply the API makes "
+                f"carries `{CORRELATION_HEADER}`. Limits: body {settings.max_body_bytes} bytes, "
+                f"`msg` {settings.max_msg_chars} characters, `limit` {MAX_PAGE}, "
+                f"`offset` {MAX_OFFSET}."
+            ),
+            "license": {"name": "MIT", "identifier": "MIT"},
+        },
+        "servers": [{"url": f"http://{settings.host}:{settings.facade_port}",
+                     "description": "The default local address"}],
+        "tags": [{"name": "messages"}, {"name": "operations"}],
+        "paths": {
+            "/facade": {
+                "post": {
+                    "summary": "Store a message once and answer its UUID",
+                    "operationId": "postMessage",
+                    "tags": ["messages"],
+                    "description": "The body is read as JSON when Content-Type is absent, "
+                                   "application/json or any +json type; any other declared type "
+                                   "is refused (415). The UUID is minted once and every retry "
+                                   "to the logging service resends it, so a message is stored "
+                                   "once.",
+                    "parameters": [_ref("parameters", "IdempotencyKey"), correlation],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {
+                            "schema": _ref("schemas", "PostMessageRequest")}},
+                    },
+                    "responses": {
+                        "200": _success("Stored (or, with a reused Idempotency-Key and the same "
+                                        "message, already stored).", "PostMessageResponse"),
+                        "400": _ref("responses", "BadRequest"),
+                        "413": _ref("responses", "PayloadTooLarge"),
+                        "415": _ref("responses", "UnsupportedMediaType"),
+                        "422": _ref("responses", "UnprocessableContent"),
+                        "502": _ref("responses", "BadGateway"),
+                        "503": _ref("responses", "ServiceUnavailable"),
+                        "default": _ref("responses", "InternalError"),
+                    },
+                },
+                "get": get_messages,
+                "head": _head_of(get_messages, shared),
+            },
+            "/health": {"get": get_health, "head": _head_of(get_health, shared)},
+            "/openapi.json": {"get": get_openapi, "head": _head_of(get_openapi, shared)},
+        },
+        "components": {
+            "schemas": _schemas(settings),
+            "responses": shared,
+            "headers": _headers(),
+            "parameters": _parameters(settings),
+        },
+    }
+
+
+async def serve_openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json: the document for the facade's own settings."""
+    return json_response(build_openapi(request.app[SETTINGS]))
+
+
+# --- Checking replies against the document -------------------------------------------------------
+
+
+def resolve(document: JSON, node: JSON) -> JSON:
+    """``node``, or what its local ``$ref`` (``#/...``) points to in ``document``."""
+    while "$ref" in node:
+        ref = node["$ref"]
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            raise ValueError(f"only local references are supported, not {ref!r}")
+        target: Any = document
+        for part in ref[2:].split("/"):
+            target = target[part.replace("~1", "/").replace("~0", "~")]
+        node = target
+    return node
+
+
+def documented_response(document: JSON, path: str, method: str, status: int) -> JSON | None:
+    """The response object ``document`` gives for ``method path`` answering ``status``.
+
+    404 and 405 come from the shared components (they answer any path or
+    method not listed); otherwise the operation's own response for the status,
+    else its ``default``. ``None`` if the document does not cover the reply.
+    """
+    responses = document["components"]["responses"]
+    operations = document["paths"].get(path)
+    operation = None if operations is None else operations.get(method.lower())
+    if operation is None:
+        if status == 404 and operations is None:
+            return resolve(document, responses["NotFound"])
+        if status == 405 and operations is not None:
+            return resolve(document, responses["MethodNotAllowed"])
+        return None
+    reply = operation["responses"].get(str(status), operation["responses"].get("default"))
+    return None if reply is None else resolve(document, reply)
+
+
+def reply_errors(document: JSON, method: str, path: str, status: int,
+                 headers: Mapping[str, str], body: bytes) -> list[str]:
+    """Where a real reply to ``method path`` breaks ``document``: an empty list when it conforms.
+
+    The status must be documented, every required header present and valid,
+    and (except for HEAD, which has no body) the body JSON valid against the
+    documented schema.
+    """
+    reply = documented_response(document, path, method, status)
+    if reply is None:
+        return [f"{method} {path} -> {status} is not documented"]
+    errors = []
+    for name, header in reply.get("headers", {}).items():
+        header = resolve(document, header)
+        value = headers.get(name)
+        if value is None:
+            if header.get("required"):
+                errors.append(f"header {name} is missing")
+            continue
+        errors += schema_errors(value, header["schema"], document, f"header {name}")
+    content = reply.get("content", {}).get("application/json")
+    if content is None or method.upper() == "HEAD":
+        return errors
+    if headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+        return [*errors, f"Content-Type is {headers.get('Content-Type')!r}, not application/json"]
+    try:
+        payload = json.loads(body, parse_constant=_not_json)
+    except ValueError as exc:
+        return [*errors, f"body is not JSON: {exc}"]
+    return errors + schema_errors(payload, content["schema"], document)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_ANNOTATIONS = frozenset({"description", "title", "default", "examples", "format", "$comment"})
+_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,), "array": (list,), "string": (str,), "boolean": (bool,),
+    "integer": (int,), "number": (int, float), "null": (type(None),),
+}
+
+
+def _is_type(value: Any, name: str) -> bool:
+    if name in ("integer", "number") and isinstance(value, bool):
+        return False
+    if name == "number" and isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, _TYPES[name])
+
+
+def schema_errors(instance: Any, schema: JSON, document: JSON, where: str = "$") -> list[str]:
+    """Where ``instance`` breaks ``schema``: an empty list when it conforms.
+
+    Supports the JSON Schema keywords this document uses (``$ref``, ``type``,
+    ``const``, ``enum``, ``required``, ``properties``, ``additionalProperties``,
+    ``items``, ``minLength``, ``maxLength``, ``minimum``, ``maximum``,
+    ``pattern``, ``anyOf``; ``format: uuid`` is checked too) and raises
+    ``ValueError`` on any other keyword rather than ignoring it.
+    """
+    schema = resolve(document, schema)
+    errors: list[str] = []
+    unknown = set(schema) - _ANNOTATIONS - {
+        "type", "const", "enum", "required", "properties", "additionalProperties", "items",
+        "minLength", "maxLength", "minimum", "maximum", "pattern", "anyOf"}
+    if unknown:
+        raise ValueError(f"{where}: unsupported schema keywords {sorted(unknown)}")
+    if "type" in schema:
+        names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+        if not any(_is_type(instance, name) for name in names):
+            return [f"{where}: {instance!r:.60} is not of type {schema['type']}"]
+    if "const" in schema and not _same(instance, schema["const"]):
+        errors.append(f"{where}: {instance!r:.60} is not {schema['const']!r}")
+    if "enum" in schema and not any(_same(instance, option) for option in schema["enum"]):
+        errors.append(f"{where}: {instance!r:.60} is not one of {schema['enum']!r}")
+    if "anyOf" in schema and not any(
+            not schema_errors(instance, option, document, where) for option in schema["anyOf"]):
+        errors.append(f"{where}: {instance!r:.60} matches none of anyOf")
+    if isinstance(instance, str):
+        errors += _string_errors(instance, schema, where)
+    if _is_type(instance, "number"):
+        if "minimum" in schema and instance < schema["minimum"]:
+            errors.append(f"{where}: {instance} < {schema['minimum']}")
+        if "maximum" in schema and instance > schema["maximum"]:
+            errors.append(f"{where}: {instance} > {schema['maximum']}")
+    if isinstance(instance, list) and "items" in schema:
+        for i, item in enumerate(instance):
+            errors += schema_errors(item, schema["items"], document, f"{where}[{i}]")
+    if isinstance(instance, dict):
+        errors += _object_errors(instance, schema, document, where)
+    return errors
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON equality: ``1`` is not ``true``."""
+    if _is_type(a, "number") and _is_type(b, "number"):
+        return bool(a == b)
+    return type(a) is type(b) and a == b
+
+
+def _string_errors(value: str, schema: JSON, where: str) -> list[str]:
+    errors = []
+    if "minLength" in schema and len(value) < schema["minLength"]:
+        errors.append(f"{where}: shorter than {schema['minLength']}")
+    if "maxLength" in schema and len(value) > schema["maxLength"]:
+        errors.append(f"{where}: longer than {schema['maxLength']}")
+    if "pattern" in schema and not _matches(schema["pattern"], value):
+        errors.append(f"{where}: {value!r:.60} does not match {schema['pattern']}")
+    if schema.get("format") == "uuid" and not re.fullmatch(UUID_PATTERN, value):
+        errors.append(f"{where}: {value!r:.60} is not a canonical UUID")
+    return errors
+
+
+def _matches(pattern: str, value: str) -> bool:
+    """ECMA-style ``pattern`` search; ``^...$`` must match the whole string (no newline before ``$``)."""
+    if pattern.startswith("^") and pattern.endswith("$"):
+        return re.fullmatch(pattern[1:-1], value) is not None
+    return re.search(pattern, value) is not None
+
+
+def _object_errors(value: JSON, schema: JSON, document: JSON, where: str) -> list[str]:
+    errors = [f"{where}: missing {name!r}" for name in schema.get("required", []) if name not in value]
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    for name, item in value.items():
+        if name in properties:
+            errors += schema_errors(item, properties[name], document, f"{where}.{name}")
+        elif extra is False:
+            errors.append(f"{where}: unexpected property {name!r}")
+        elif isinstance(extra, dict):
+            errors += schema_errors(item, extra, document, f"{where}.{name}")
+    return errors

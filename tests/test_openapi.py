@@ -1,0 +1,219 @@
+"""GET /openapi.json: the document is valid, complete, and the facade's real replies conform to it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from facade.keys import SETTINGS
+from facade.openapi import (
+    build_openapi,
+    documented_response,
+    reply_errors,
+    resolve,
+    schema_errors,
+)
+from resilience import Settings
+
+Client = TestClient[web.Request, web.Application]
+MakeFacade = Callable[..., Awaitable[Client]]
+AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
+JSON_HEADERS = {"Content-Type": "application/json"}
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@pytest.fixture
+async def facade(make_facade: MakeFacade) -> Client:
+    """A facade wired to the real logging and messages test servers."""
+    return await make_facade()
+
+
+@pytest.fixture
+async def document(facade: Client) -> dict[str, Any]:
+    """The document as the facade serves it."""
+    resp = await facade.get("/openapi.json")
+    assert resp.status == 200
+    doc: dict[str, Any] = json.loads(await resp.read())
+    return doc
+
+
+def _operations(document: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(method.upper(), path) for path, item in document["paths"].items()
+            for method in item if method in HTTP_METHODS}
+
+
+def _refs(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+async def test_served_document_is_strict_json_for_openapi_3_1(facade: Client) -> None:
+    """GET /openapi.json answers 200 application/json that strict JSON parsing accepts, OpenAPI 3.1."""
+    resp = await facade.get("/openapi.json")
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} is not JSON")
+
+    doc = json.loads(await resp.read(), parse_constant=refuse)
+    assert doc["openapi"] == "3.1.0"
+    assert {"title", "version"} <= set(doc["info"])
+    assert doc == build_openapi(facade.app[SETTINGS])
+
+
+async def test_document_lists_exactly_the_routes_the_router_has(
+    facade: Client, document: dict[str, Any]
+) -> None:
+    """Every (method, path) in app.router is documented, and nothing else is."""
+    routed = {(route.method.upper(), route.resource.canonical)
+              for route in facade.app.router.routes() if route.resource is not None}
+    assert routed == _operations(document)
+
+
+def test_every_reference_resolves() -> None:
+    """Each $ref in the document points at an existing component."""
+    doc = build_openapi(Settings())
+    refs = list(_refs(doc))
+    assert refs
+    for ref in refs:
+        assert resolve(doc, ref) is not ref
+
+
+def test_document_states_the_configured_limits() -> None:
+    """Body and message limits come from the settings the facade runs with."""
+    doc = build_openapi(Settings(max_msg_chars=50, max_body_bytes=1000))
+    msg = doc["components"]["schemas"]["PostMessageRequest"]["properties"]["msg"]
+    assert (msg["minLength"], msg["maxLength"]) == (1, 50)
+    assert "1000 bytes" in doc["components"]["responses"]["PayloadTooLarge"]["description"]
+    params = doc["components"]["parameters"]
+    assert (params["Limit"]["schema"]["minimum"], params["Limit"]["schema"]["maximum"]) == (0, 10_000)
+    assert params["Offset"]["schema"]["maximum"] == 1_000_000_000
+
+
+def test_errors_headers_and_parameters_are_documented() -> None:
+    """All the error statuses, Retry-After, Allow, Idempotency-Key and X-Correlation-ID are described."""
+    doc = build_openapi(Settings())
+    post = doc["paths"]["/facade"]["post"]
+    assert {"200", "400", "413", "415", "422", "502", "503"} <= set(post["responses"])
+    for status, method in ((404, "get"), (405, "put"), (503, "post")):
+        path = "/nope" if status == 404 else "/facade"
+        reply = documented_response(doc, path, method, status)
+        assert reply is not None
+        assert resolve(doc, reply["content"]["application/json"]["schema"]) is \
+            doc["components"]["schemas"]["Failure"]
+    assert "Retry-After" in resolve(doc, post["responses"]["503"])["headers"]
+    assert "Allow" in doc["components"]["responses"]["MethodNotAllowed"]["headers"]
+    names = {resolve(doc, p)["name"] for p in post["parameters"]}
+    assert names == {"Idempotency-Key", "X-Correlation-ID"}
+
+
+@pytest.mark.parametrize(("instance", "schema", "complaint"), [
+    ({"status": "failure"}, {"$ref": "#/components/schemas/Failure"}, "missing 'message'"),
+    ({"status": "failure", "message": "m", "x": 1}, {"$ref": "#/components/schemas/Failure"},
+     "unexpected property"),
+    ({"status": "success", "uuid": "F" * 36}, {"$ref": "#/components/schemas/PostMessageResponse"},
+     "does not match"),
+    ({"logs": [1], "message": "m"}, {"$ref": "#/components/schemas/LogsResponse"}, "not of type"),
+    (True, {"type": "integer"}, "not of type"),
+    ("ab\n", {"type": "string", "pattern": "^[a-b]{1,2}$"}, "does not match"),
+    (1, {"const": True}, "is not True"),
+])
+def test_schema_checker_flags_what_breaks_the_schema(instance: Any, schema: dict[str, Any],
+                                                     complaint: str) -> None:
+    """The hand-written checker reports a wrong type, a missing or extra field, a bad pattern or const."""
+    errors = schema_errors(instance, schema, build_openapi(Settings()))
+    assert any(complaint in e for e in errors), errors
+
+
+def test_schema_checker_refuses_keywords_it_does_not_know() -> None:
+    """An unsupported JSON Schema keyword raises instead of passing silently."""
+    with pytest.raises(ValueError, match="unsupported"):
+        schema_errors([], {"type": "array", "uniqueItems": True}, {})
+
+
+@dataclass
+class Call:
+    """One request to the facade and the status it must get."""
+
+    method: str
+    path: str
+    status: int
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+CALLS = [
+    Call("POST", "/facade", 200, b'{"msg": "hello"}', JSON_HEADERS),
+    Call("POST", "/facade", 200, b'{"msg": "once"}', {**JSON_HEADERS, "Idempotency-Key": "k-1"}),
+    Call("GET", "/facade", 200),
+    Call("GET", "/facade?offset=0&limit=1", 200),
+    Call("HEAD", "/facade", 200),
+    Call("GET", "/health", 200),
+    Call("GET", "/openapi.json", 200),
+    Call("POST", "/facade", 400, b'{"msg": ', JSON_HEADERS),
+    Call("POST", "/facade", 400, b'{"msg": "x"}', {"Idempotency-Key": "has space"}),
+    Call("GET", "/facade?limit=-1", 400),
+    Call("GET", "/nope", 404),
+    Call("DELETE", "/facade", 405),
+    Call("POST", "/facade", 413, b'{"msg": "' + b"x" * 70_000 + b'"}', JSON_HEADERS),
+    Call("POST", "/facade", 415, b'{"msg": "x"}', {"Content-Type": "text/plain"}),
+    Call("POST", "/facade", 422, b'{"msg": ""}', JSON_HEADERS),
+    Call("POST", "/facade", 422, b'{"msg": "' + b"x" * 10_001 + b'"}', JSON_HEADERS),
+]
+
+
+@pytest.mark.parametrize("call", CALLS, ids=[f"{c.method} {c.path[:20]} {c.status}" for c in CALLS])
+async def test_real_replies_conform_to_the_document(
+    facade: Client, document: dict[str, Any], call: Call
+) -> None:
+    """Each reply has the expected status, documented headers and a body valid against its schema."""
+    resp = await facade.request(call.method, call.path, data=call.body, headers=call.headers,
+                                skip_auto_headers=["Content-Type"])
+    assert resp.status == call.status
+    errors = reply_errors(document, call.method, resp.url.path, resp.status, resp.headers,
+                          await resp.read())
+    assert errors == []
+
+
+async def _failing_logging(request: web.Request) -> web.Response:
+    """A logging service that fails every call with an undeclared error."""
+    return web.json_response({"error": {"type": "InternalError", "message": "internal error",
+                                        "args": ["internal error"]}}, status=500)
+
+
+async def test_downstream_failure_replies_conform_to_the_document(
+    make_facade: MakeFacade, aiohttp_server: AiohttpServer, unused_tcp_port: int
+) -> None:
+    """502 (logging failed), 503 with Retry-After (logging down) and 200-degraded GET match the document."""
+    broken = web.Application()
+    broken.router.add_post("/rpc/{method}", _failing_logging)
+    broken_server = await aiohttp_server(broken)
+    closed = f"http://127.0.0.1:{unused_tcp_port}"
+    doc = build_openapi(Settings())
+
+    async def check(client: Client, method: str, status: int) -> dict[str, Any]:
+        resp = await client.request(method, "/facade", json={"msg": "x"} if method == "POST" else None)
+        assert resp.status == status
+        assert reply_errors(doc, method, "/facade", status, resp.headers, await resp.read()) == []
+        body: dict[str, Any] = await resp.json()
+        return body
+
+    await check(await make_facade(logging_url=str(broken_server.make_url("")).rstrip("/")), "POST", 502)
+    down = await make_facade(logging_url=closed, retry_attempts=1)
+    await check(down, "POST", 503)
+    await check(down, "GET", 503)
+    degraded = await check(await make_facade(messages_url=closed), "GET", 200)
+    assert degraded["unavailable"] == ["messages"]
