@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from .correlation import correlation_id
@@ -24,6 +25,20 @@ def add_correlation_id(_: WrappedLogger, __: str, event_dict: EventDict) -> Even
     if cid is not None:
         event_dict.setdefault("correlation_id", cid)
     return event_dict
+
+
+class _MalformedRequestsWithoutTraceback(logging.Filter):
+    """aiohttp logs a malformed HTTP request (the client's fault, answered 400) with a
+    traceback; keep it to one warning line saying what was wrong."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "malformed HTTP request: %s"
+            record.args = (exc.message,)
+            record.exc_info = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def _dumps(obj: Any, **_: Any) -> str:
@@ -69,6 +84,7 @@ def configure_logging(
 
     # aiohttp and other libraries log through the standard library: same format, same stream.
     handler = logging.StreamHandler(out)
+    handler.addFilter(_MalformedRequestsWithoutTraceback())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -89,11 +90,23 @@ def test_method_path_and_size_errors_are_json(cluster: Cluster, method: str, pat
     assert payload["status"] == "failure"
 
 
+def test_malformed_http_is_refused_with_one_log_line(cluster: Cluster) -> None:
+    """A header over aiohttp's 8 KiB limit gets a 400 and a one-line warning, not a traceback."""
+    port = cluster.ports["facade"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"GET /facade HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n")
+        assert conn.recv(100).startswith(b"HTTP/1.0 400")
+    assert any(str(e["event"]).startswith("malformed HTTP request")
+               and e["level"] == "warning" for e in cluster.log_lines("facade"))
+
+
 def test_no_tracebacks_in_any_service_log(cluster: Cluster) -> None:
     """After all the bad input above, no service has printed a traceback."""
     test_bad_input_over_the_wire(cluster, b"\xff", 400, "JSON")
+    test_malformed_http_is_refused_with_one_log_line(cluster)
     for name in ("facade", "logging", "messages"):
         assert "Traceback" not in cluster.raw_log(name)
+        assert '"exception"' not in cluster.raw_log(name)
 
 
 def test_one_correlation_id_through_all_three_services(cluster: Cluster) -> None:
