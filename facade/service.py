@@ -39,12 +39,11 @@ class FacadeService:
         else:
             message_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
         try:
-            reply = await self.logging_rpc.log(uuid=message_id, msg=msg)
+            await self.logging_rpc.log(uuid=message_id, msg=msg)
         except Conflict:
             raise IdempotencyKeyReused(
                 "Idempotency-Key was already used with a different message"
             ) from None
-        log.info("message accepted", uuid=message_id, duplicate=bool(reply.get("duplicate")))
         return message_id
 
     async def get_messages(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:

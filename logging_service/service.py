@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid as uuid_lib
+import re
 
 import structlog
 
@@ -59,8 +59,9 @@ class LoggingService:
         return len(self.store)
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _is_canonical_uuid(value: str) -> bool:
-    try:
-        return str(uuid_lib.UUID(value)) == value
-    except ValueError:
-        return False
+    """Lower-case, hyphenated, 36 characters: the only form the facade sends."""
+    return _CANONICAL_UUID.fullmatch(value) is not None

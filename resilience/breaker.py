@@ -11,17 +11,17 @@ also lets every concurrent caller through, not one trial.
 
 ``AsyncCircuitBreaker`` therefore keeps admission to itself (open with an
 injectable clock, half-open with one trial at a time) and hands every real
-outcome, success or failure, to pybreaker through ``calling()``, which keeps
-pybreaker's counting, transitions and listeners. Cancellation is the one
-outcome pybreaker never hears about.
+outcome to pybreaker through ``calling()``, which keeps pybreaker's
+counting, transitions and listeners. Cancellation is the one outcome
+pybreaker never hears about; a success while closed with no failure counted
+is skipped too, as it would change nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 import pybreaker
@@ -82,28 +82,12 @@ class AsyncCircuitBreaker:
             return 0.0
         return max(0.0, self._opened_at + self._breaker.reset_timeout - self._clock())
 
-    @contextmanager
-    def guard(self) -> Iterator[None]:
-        """Run the ``with`` block under the breaker, or raise ``CircuitOpen`` at once."""
-        trial = self._admit()
-        try:
-            yield
-        except asyncio.CancelledError:
-            raise  # no outcome: neither a failure nor a success
-        except Exception as exc:
-            self._record(exc)
-            if self.state == pybreaker.STATE_OPEN and not isinstance(exc, ExpectedError):
-                # This failure tripped the breaker (or found it tripped): say so, so the
-                # retry loop ends now instead of sleeping before a refused attempt.
-                reason = exc.reason if isinstance(exc, ServiceUnavailable) else type(exc).__name__
-                raise CircuitOpen(self.service, f"circuit breaker open after {reason}",
-                                  retry_after=self.retry_after()) from exc
-            raise
-        else:
-            self._record(None)
-        finally:
-            if trial:
-                self._trial_in_flight = False
+    def guard(self) -> _Guard:
+        """``with breaker.guard(): await call()``: run the call under the breaker.
+
+        Raises ``CircuitOpen`` at once, before the block runs, when the breaker refuses.
+        """
+        return _Guard(self, self._admit())
 
     def _admit(self) -> bool:
         """Return whether this call is the half-open trial; raise CircuitOpen if refused."""
@@ -133,8 +117,44 @@ class AsyncCircuitBreaker:
             if raised is not exc:
                 raise
 
+    def _finish(self, trial: bool, exc: BaseException | None) -> None:
+        """Account for one guarded call's outcome (see ``_Guard``)."""
+        if trial:
+            self._trial_in_flight = False
+        if exc is None:
+            # Closed with nothing counted: a success changes nothing, skip the bookkeeping.
+            if trial or self._breaker.fail_counter:
+                self._record(None)
+            return
+        if not isinstance(exc, Exception):
+            return  # CancelledError (or exit): no outcome, neither failure nor success
+        self._record(exc)
+        if self.state == pybreaker.STATE_OPEN and not isinstance(exc, ExpectedError):
+            # This failure tripped the breaker (or found it tripped): say so, so the
+            # retry loop ends now instead of sleeping before a refused attempt.
+            reason = exc.reason if isinstance(exc, ServiceUnavailable) else type(exc).__name__
+            raise CircuitOpen(self.service, f"circuit breaker open after {reason}",
+                              retry_after=self.retry_after()) from exc
+
     def _opened(self) -> None:
         self._opened_at = self._clock()
+
+
+class _Guard:
+    """One admitted call: on exit, hands its outcome to the breaker."""
+
+    __slots__ = ("_breaker", "_trial")
+
+    def __init__(self, breaker: AsyncCircuitBreaker, trial: bool) -> None:
+        self._breaker = breaker
+        self._trial = trial
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._breaker._finish(self._trial, exc)
 
 
 class _TransitionListener(pybreaker.CircuitBreakerListener):

@@ -7,9 +7,9 @@ log line written while handling the request.
 
 from __future__ import annotations
 
+import random
 import re
 import time
-import uuid
 from contextvars import ContextVar
 
 import structlog
@@ -26,10 +26,14 @@ correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=No
 
 
 def accept_or_mint(value: str | None) -> str:
-    """Keep a client's ID when it is a sane token (≤ 128 of ``A-Za-z0-9._:-``), else mint one."""
+    """Keep a client's ID when it is a sane token (≤ 128 of ``A-Za-z0-9._:-``), else mint one.
+
+    Minted IDs only need to be unique, not unguessable: 128 bits from ``random``
+    spare a system call per request that ``uuid4`` would make.
+    """
     if value and _VALID.fullmatch(value):
         return value
-    return uuid.uuid4().hex
+    return f"{random.getrandbits(128):032x}"
 
 
 @web.middleware

@@ -113,6 +113,15 @@ class CallPolicy:
         at once when the breaker refuses, and any non-transient error unchanged.
         """
         deadline = self.clock() + self.deadline
+        # Fast path: most calls succeed at once, and building a tenacity loop costs
+        # more than a breaker and a timeout. Only a transient failure enters the loop,
+        # which replays it as its first attempt, so numbering, waits and stops agree.
+        try:
+            return await self._attempt(attempt, deadline)
+        except Exception as exc:
+            if self.attempts == 1 or not is_transient(exc):
+                raise
+            first_failure: Exception | None = exc
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.attempts) | stop_before_deadline(deadline, self.clock),
             wait=wait_full_jitter_or_retry_after(self.backoff_base, self.backoff_max, self.rng),
@@ -122,10 +131,17 @@ class CallPolicy:
             reraise=True,
         )
         async for attempt_state in retrying:
-            with attempt_state, self.breaker.guard():
-                timeout = max(0.001, min(self.timeout, deadline - self.clock()))
-                return await attempt(timeout)
+            with attempt_state:
+                if first_failure is not None:
+                    replayed, first_failure = first_failure, None
+                    raise replayed
+                return await self._attempt(attempt, deadline)
         raise AssertionError("unreachable: tenacity reraises the last error")
+
+    async def _attempt(self, attempt: Callable[[float], Awaitable[T]], deadline: float) -> T:
+        """One attempt under the breaker, with the timeout cut to what is left of the deadline."""
+        with self.breaker.guard():
+            return await attempt(max(0.001, min(self.timeout, deadline - self.clock())))
 
     def _log_retry(self, retry_state: RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from .correlation import HEADER, correlation_id
 from .errors import ExpectedError, RemoteError, ServiceUnavailable
@@ -36,6 +37,7 @@ class RpcProxy:
         self.base_url = base_url.rstrip("/")
         self.service = service
         self.policy = policy
+        self._urls: dict[str, URL] = {}
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
         if method.startswith("_"):
@@ -48,11 +50,13 @@ class RpcProxy:
 
     async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
         """Call ``method`` with ``kwargs`` under the policy and return its result."""
-        url = f"{self.base_url}/rpc/{method}"
+        url = self._urls.get(method)
+        if url is None:  # parsed once per method, not once per call
+            url = self._urls[method] = URL(f"{self.base_url}/rpc/{method}")
         body = orjson.dumps(kwargs)
         return await self.policy.call(lambda timeout: self._post(url, body, timeout))
 
-    async def _post(self, url: str, body: bytes, timeout: float) -> Any:
+    async def _post(self, url: URL, body: bytes, timeout: float) -> Any:
         """One attempt: POST, then turn the reply or the failure into a result or an error."""
         headers = _JSON_HEADERS
         cid = correlation_id.get()

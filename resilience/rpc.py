@@ -98,26 +98,40 @@ def build_service(cls: type[S], **provided: Any) -> S:
     return service
 
 
+Check = Callable[[Any], bool]
+
+
 @dataclass(frozen=True)
 class Entrypoint:
-    """One ``@rpc`` method as the server sees it."""
+    """One ``@rpc`` method as the server sees it, with its argument checks worked out once."""
 
     name: str
-    signature: inspect.Signature
-    hints: Mapping[str, Any]
     expected: tuple[type[ExpectedError], ...]
+    required: frozenset[str]
+    accepted: frozenset[str]
+    any_keyword: bool
+    checks: Mapping[str, tuple[Check, str]]
 
 
 def entrypoints(cls: type) -> dict[str, Entrypoint]:
     """The ``@rpc`` methods of ``cls``, by name."""
     found = {}
     for name, fn in inspect.getmembers(cls, inspect.isfunction):
-        if hasattr(fn, _RPC_ATTR):
-            sig = inspect.signature(fn)
-            params = list(sig.parameters.values())[1:]  # drop self
-            hints = typing.get_type_hints(fn)
-            found[name] = Entrypoint(name, sig.replace(parameters=params), hints,
-                                     getattr(fn, _RPC_ATTR))
+        if not hasattr(fn, _RPC_ATTR):
+            continue
+        params = list(inspect.signature(fn).parameters.values())[1:]  # drop self
+        named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        hints = typing.get_type_hints(fn)
+        checks = {p.name: (check, _describe(hints[p.name])) for p in named
+                  if p.name in hints and (check := _checker(hints[p.name])) is not None}
+        found[name] = Entrypoint(
+            name=name,
+            expected=getattr(fn, _RPC_ATTR),
+            required=frozenset(p.name for p in named if p.default is p.empty),
+            accepted=frozenset(p.name for p in named),
+            any_keyword=any(p.kind is p.VAR_KEYWORD for p in params),
+            checks=checks,
+        )
     return found
 
 
@@ -133,17 +147,11 @@ async def dispatch(service: object, method: str, kwargs: Any,
     table = entrypoints(type(service)) if table is None else table
     entry = table.get(method)
     if entry is None:
-        raise MethodNotFound(f"{getattr(service, 'name', type(service).__name__)} has no method {method!r}")
+        name = getattr(service, "name", type(service).__name__)
+        raise MethodNotFound(f"{name} has no method {method!r}")
     if not isinstance(kwargs, dict):
         raise InvalidArgument("arguments must be a JSON object of keyword arguments")
-    try:
-        entry.signature.bind(**kwargs)
-    except TypeError as exc:
-        raise InvalidArgument(f"{method}(): {exc}") from None
-    for key, value in kwargs.items():
-        hint = entry.hints.get(key)
-        if hint is not None and not _matches(value, hint):
-            raise InvalidArgument(f"{method}(): {key} must be {_describe(hint)}")
+    _check_arguments(entry, kwargs)
     try:
         result = getattr(service, method)(**kwargs)
         if inspect.isawaitable(result):
@@ -155,22 +163,43 @@ async def dispatch(service: object, method: str, kwargs: Any,
     return result
 
 
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether a JSON value fits a simple annotation (str, int, float, bool, list, dict, X | None)."""
+def _check_arguments(entry: Entrypoint, kwargs: dict[str, Any]) -> None:
+    missing = entry.required.difference(kwargs)
+    if missing:
+        raise InvalidArgument(f"{entry.name}(): missing a required argument: {min(missing)!r}")
+    if not entry.any_keyword:
+        unknown = kwargs.keys() - entry.accepted
+        if unknown:
+            raise InvalidArgument(f"{entry.name}(): got an unexpected keyword argument "
+                                  f"{min(unknown)!r}")
+    for key, value in kwargs.items():
+        check = entry.checks.get(key)
+        if check is not None and not check[0](value):
+            raise InvalidArgument(f"{entry.name}(): {key} must be {check[1]}")
+
+
+def _checker(hint: Any) -> Check | None:
+    """A test of whether a JSON value fits a simple annotation (str, int, float, bool, list,
+    dict, X | None, list[str], ...); ``None`` when the annotation admits anything."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arg) for arg in typing.get_args(hint))
+        parts = [_checker(arg) for arg in typing.get_args(hint)]
+        if any(part is None for part in parts):
+            return None
+        tests = [part for part in parts if part is not None]
+        return lambda value: any(test(value) for test in tests)
     if hint is None or hint is type(None):
-        return value is None
+        return lambda value: value is None
     if origin is not None:
         hint = origin
     if hint is Any or not isinstance(hint, type):
-        return True
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return None
+    if hint is int:  # JSON true/false must not pass for a number
+        return lambda value: type(value) is int
     if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, hint)
+        return lambda value: type(value) in (int, float)
+    kind = hint
+    return lambda value: isinstance(value, kind)
 
 
 def _describe(hint: Any) -> str:

@@ -125,7 +125,7 @@ def test_one_correlation_id_through_all_three_services(cluster: Cluster) -> None
     assert stored[0]["correlation_id"] == cid
     assert stored[0]["msg"] == "traced"
     accepted = [e for e in cluster.log_lines("facade") if e.get("correlation_id") == cid]
-    assert any(e["event"] == "message accepted" for e in accepted)
+    assert any(e["event"] == "request handled" and e["path"] == "/facade" for e in accepted)
     for name in ("facade", "logging", "messages"):
         lines = [e for e in cluster.log_lines(name) if e.get("correlation_id") == cid]
         assert lines, f"{name} logged nothing for {cid}"
