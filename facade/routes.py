@@ -8,7 +8,7 @@ from . import openapi, views
 
 
 def setup_routes(app: web.Application) -> None:
-    """The public endpoints, as in the assignment, plus a health check."""
+    """The public endpoints, as in the assignment, plus a health check and the API description."""
     app.router.add_post("/facade", views.post_message)
     app.router.add_get("/facade", views.get_messages)
     app.router.add_get("/health", views.health)

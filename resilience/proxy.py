@@ -9,6 +9,7 @@ their own type, 502/503/504 and network failures as ``ServiceUnavailable``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -93,11 +94,18 @@ class RpcProxy:
         return RemoteError(self.service, error_type, message, status)
 
 
+MAX_RETRY_AFTER = 3600.0
+
+
 def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header given in seconds (HTTP dates are ignored)."""
+    """Seconds from a Retry-After header given in seconds, at most an hour (HTTP dates and
+    non-numbers such as "inf" or "nan" are ignored)."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    if not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)

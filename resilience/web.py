@@ -41,7 +41,10 @@ async def read_json(request: web.Request, *, require_content_type: bool) -> Any:
         raise BadRequest(
             415, "Content-Type must be application/json (with curl: -H 'Content-Type: application/json')"
         )
-    body = await request.read()
+    try:
+        body = await request.read()
+    except web.RequestPayloadError as exc:  # e.g. a body declared gzip that is not
+        raise BadRequest(400, f"request body cannot be read: {exc}") from None
     if not body.strip():
         raise BadRequest(400, "request body is empty: send a JSON object")
     try:

@@ -12,14 +12,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from facade.keys import SETTINGS
-from facade.openapi import (
-    build_openapi,
-    documented_response,
-    reply_errors,
-    resolve,
-    schema_errors,
-)
+from facade.openapi import build_openapi
 from resilience import Settings
+from tests.openapi_check import documented_response, reply_errors, resolve, schema_errors
 
 Client = TestClient[web.Request, web.Application]
 MakeFacade = Callable[..., Awaitable[Client]]
@@ -81,6 +76,14 @@ async def test_document_lists_exactly_the_routes_the_router_has(
     routed = {(route.method.upper(), route.resource.canonical)
               for route in facade.app.router.routes() if route.resource is not None}
     assert routed == _operations(document)
+
+
+def test_operation_ids_are_unique() -> None:
+    """Every operation has its own operationId, as OpenAPI requires."""
+    doc = build_openapi(Settings())
+    ids = [operation["operationId"] for item in doc["paths"].values()
+           for method, operation in item.items() if method in HTTP_METHODS]
+    assert len(ids) == len(set(ids)) == len(_operations(doc))
 
 
 def test_every_reference_resolves() -> None:

@@ -239,6 +239,7 @@ async def test_proxy_forwards_the_correlation_id(
 
 @pytest.mark.parametrize(("status", "headers", "retry_after"), [
     (503, {"Retry-After": "2"}, 2.0), (502, {}, None), (504, {"Retry-After": "soon"}, None),
+    (503, {"Retry-After": "inf"}, None), (503, {"Retry-After": "1e300"}, 3600.0),
 ])
 async def test_proxy_turns_gateway_errors_into_service_unavailable(
     aiohttp_server: AiohttpServer, session: aiohttp.ClientSession, status: int,
