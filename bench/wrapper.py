@@ -1,0 +1,94 @@
+"""What the resilience wrapper costs per call, measured in this process against a raw call.
+
+A raw call is what a hand-written client would do: ``orjson.dumps`` the
+arguments, POST them to the logging service's ``/rpc/log`` on a keep-alive
+``ClientSession``, read and ``orjson.loads`` the reply. The wrapped call is
+the same through ``RpcProxy`` with ``CallPolicy.from_settings`` (retry,
+breaker, per-attempt timeout, correlation header), built as the facade
+builds it. Calls are sequential and alternate, raw then wrapped then wrapped
+then raw, each timed on its own (wall clock and this process's CPU time);
+medians keep a busy machine's bursts out of the figures.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import orjson
+
+from resilience import CallPolicy, RpcProxy, Settings
+
+from .results import WrapperResult
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+WARMUP_CALLS = 200
+
+Call = Callable[[str, str], Awaitable[Any]]
+
+
+class Timings:
+    """Wall and CPU nanoseconds of each call of one kind."""
+
+    def __init__(self) -> None:
+        self.wall: list[int] = []
+        self.cpu: list[int] = []
+
+    async def time(self, call: Call, message_id: str, msg: str) -> None:
+        wall, cpu = time.perf_counter_ns(), time.process_time_ns()
+        await call(message_id, msg)
+        self.cpu.append(time.process_time_ns() - cpu)
+        self.wall.append(time.perf_counter_ns() - wall)
+
+    def median_us(self) -> tuple[float, float]:
+        """Median wall and CPU microseconds per call."""
+        return statistics.median(self.wall) / 1e3, statistics.median(self.cpu) / 1e3
+
+
+async def _policy_only_us(policy: CallPolicy, count: int) -> float:
+    """Microseconds per ``policy.call`` around an attempt that does nothing (no network)."""
+
+    async def nothing(timeout: float) -> None:
+        return None
+
+    started = time.perf_counter()
+    for _ in range(count):
+        await policy.call(nothing)
+    return (time.perf_counter() - started) / count * 1e6
+
+
+async def measure_wrapper(logging_url: str, calls: int) -> WrapperResult:
+    """Time ``calls`` raw and ``calls`` wrapped calls, interleaved, each storing a new message."""
+    settings = Settings(logging_url=logging_url)
+    # The facade's own session settings: unlimited keep-alive connections.
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+    async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
+        url = f"{logging_url}/rpc/log"
+
+        async def raw(message_id: str, msg: str) -> Any:
+            body = orjson.dumps({"uuid": message_id, "msg": msg})
+            async with session.post(url, data=body, headers=JSON_HEADERS) as resp:
+                reply = await resp.read()
+            return orjson.loads(reply)["result"]
+
+        proxy = RpcProxy(session, logging_url, "logging", CallPolicy.from_settings("logging", settings))
+
+        async def wrapped(message_id: str, msg: str) -> Any:
+            return await proxy.log(uuid=message_id, msg=msg)
+
+        timings = {raw: Timings(), wrapped: Timings()}
+        for index in range(WARMUP_CALLS + calls):
+            if index == WARMUP_CALLS:
+                timings = {raw: Timings(), wrapped: Timings()}
+            pair = (raw, wrapped) if index % 2 == 0 else (wrapped, raw)
+            for call in pair:
+                await timings[call].time(call, str(uuid.uuid4()), f"wrapper {index}")
+    raw_us, raw_cpu_us = timings[raw].median_us()
+    wrapped_us, wrapped_cpu_us = timings[wrapped].median_us()
+    policy_only_us = await _policy_only_us(CallPolicy.from_settings("logging", settings), calls)
+    return WrapperResult(calls=calls, raw_us=raw_us, wrapped_us=wrapped_us, raw_cpu_us=raw_cpu_us,
+                         wrapped_cpu_us=wrapped_cpu_us, policy_only_us=policy_only_us)
