@@ -43,7 +43,7 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
     cid = accept_or_mint(request.headers.get(HEADER))
     token = correlation_id.set(cid)
     started = time.perf_counter()
-    status = 500
+    status: int | None = None  # stays None if the handler is cancelled: nobody was answered
     try:
         response = await handler(request)
         status = response.status
@@ -51,8 +51,12 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
         status = exc.status
         exc.headers[HEADER] = cid
         raise
+    except Exception:
+        status = 500  # aiohttp answers it
+        raise
     finally:
-        log.info("request handled", method=request.method, path=request.path, status=status,
+        log.info("request handled" if status is not None else "request cancelled",
+                 method=request.method, path=request.path, status=status,
                  duration_ms=round((time.perf_counter() - started) * 1000, 3))
         correlation_id.reset(token)
     response.headers[HEADER] = cid

@@ -147,7 +147,7 @@ class CallPolicy:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         log.warning(
             "retrying call",
-            service=self.breaker.service,
+            downstream=self.breaker.service,
             attempt=retry_state.attempt_number,
             delay=round(retry_state.upcoming_sleep, 4),
             error=str(exc),

@@ -40,8 +40,10 @@ def serve(app: web.Application, *, name: str, host: str, port: int,
           shutdown_timeout: float) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then let in-flight requests finish and stop.
 
-    ``shutdown_timeout`` bounds that wait; it stays under honcho's 5 s grace
-    before SIGKILL.
+    aiohttp waits up to ``shutdown_timeout`` for in-flight requests, then
+    cancels their request bodies and waits up to as long again before closing
+    the connections: twice the timeout must stay under honcho's 5 s grace
+    before SIGKILL. (A facade request ends within ``retry_deadline`` anyway.)
     """
     try:
         import uvloop

@@ -44,7 +44,9 @@ class Settings:
     # Input limits.
     max_body_bytes: int = 64 * 1024
     max_msg_chars: int = 10_000
-    shutdown_timeout: float = 3.0
+    # aiohttp waits this long for in-flight requests, then cancels their bodies and may
+    # wait as long again: twice it stays under honcho's 5 s grace before SIGKILL.
+    shutdown_timeout: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

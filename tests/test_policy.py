@@ -155,7 +155,7 @@ async def test_every_retry_is_logged_with_attempt_delay_and_error() -> None:
         await make_policy(clock).call(Flaky(down("ECONNREFUSED")))
     retry = [e for e in logs if e["event"] == "retrying call"]
     assert retry == [{
-        "event": "retrying call", "log_level": "warning", "service": "logging", "attempt": 1,
+        "event": "retrying call", "log_level": "warning", "downstream": "logging", "attempt": 1,
         "delay": 0.1, "error": "logging unavailable: ECONNREFUSED",
         "error_type": "ServiceUnavailable",
     }]

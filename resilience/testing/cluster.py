@@ -108,11 +108,17 @@ class Cluster:
             wait_until_healthy(self.url(name))
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
-        """Send ``sig`` to service ``name`` and wait for it to exit; return its exit status."""
-        proc = self.procs.pop(name)
+        """Send ``sig`` to service ``name`` and wait for it to exit; return its exit status.
+
+        If it has not exited within ``timeout``, it stays in ``procs`` (so it can be killed)
+        and ``subprocess.TimeoutExpired`` is raised.
+        """
+        proc = self.procs[name]
         if proc.poll() is None:
             proc.send_signal(sig)
-        return proc.wait(timeout)
+        status = proc.wait(timeout)
+        del self.procs[name]
+        return status
 
     def kill(self, name: str) -> int:
         """SIGKILL service ``name``: no chance to finish anything."""

@@ -1,0 +1,149 @@
+"""The chaos soak: its Jepsen-style verdict, its command line, and short real runs.
+
+The short runs start the three real processes, put the fault proxy in front
+of the logging service and kill the messages service, so each asserts both
+that nothing acknowledged went missing and that the faults really happened
+(a soak that injected nothing would pass for nothing).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from scripts.soak import PHASES, PostOp, SoakConfig, parse_args, phase_cycle, run_soak, tally
+
+# Short runs: fast timeouts and a quick breaker, so every kind of fault gets its turn in seconds.
+FAST_SERVICES = {"RPC_TIMEOUT": "0.3", "RETRY_DEADLINE": "1.5", "BREAKER_RESET_TIMEOUT": "1"}
+
+
+def op(text: str, outcome: str = "ok", *, started: float = 0.0, uuid: str | None = None) -> PostOp:
+    """A finished POST as a client recorded it."""
+    return PostOp(text=text, started=started, attempts=1, outcome=outcome,
+                  uuid=uuid or (f"uuid-{text}" if outcome == "ok" else None))
+
+
+def test_tally_sorts_every_post_into_its_category() -> None:
+    ops = [op("kept"), op("lost"), op("late", "http-503"), op("gone", "timeout"), op("twice")]
+    stored = ["kept", "late", "twice", "twice", "invented"]
+
+    result = tally(ops, stored)
+
+    assert (result.attempted, result.acknowledged, result.failed) == (5, 3, 2)
+    assert (result.lost, result.duplicated, result.unexpected) == (1, 1, 1)
+    assert (result.indeterminate, result.failed_and_absent) == (1, 1)
+    assert result.examples == {"duplicated": ["twice"], "unexpected": ["invented"], "lost": ["lost"]}
+
+
+def test_tally_of_a_clean_run_finds_nothing() -> None:
+    ops = [op("a"), op("b", "connection-error"), op("c")]
+
+    result = tally(ops, ["a", "c"])
+
+    assert (result.lost, result.duplicated, result.unexpected, result.indeterminate) == (0, 0, 0, 0)
+    assert result.failed_and_absent == 1
+    assert result.checked == result.attempted == 3
+    assert result.checked_acknowledged == 2
+
+
+def test_tally_counts_what_a_logging_restart_lost_apart() -> None:
+    """Acknowledged before the restart and gone: counted, but not as lost; after it: lost."""
+    ops = [op("before", started=1.0), op("kept-before", started=2.0), op("after", started=6.0),
+           op("lost-after", started=7.0)]
+
+    result = tally(ops, ["kept-before", "after"], strict_since=5.0)
+
+    assert result.lost_with_logging_restart == 1
+    assert result.lost == 1
+    assert result.examples["lost"] == ["lost-after"]
+    assert (result.checked, result.checked_acknowledged) == (2, 2)
+
+
+def test_tally_checks_each_acknowledged_uuid_against_the_logging_log() -> None:
+    ops = [op("a", uuid="u1"), op("b", uuid="u2"), op("c", "http-503")]
+
+    result = tally(ops, ["a", "b"], stored_uuids={"u1": {"a"}, "u2": {"something else"}})
+
+    assert result.uuid_mismatches == 1
+    assert result.examples["uuid_mismatch"] == ["u2 b"]
+
+
+def test_each_fault_phase_is_followed_by_a_clean_one() -> None:
+    cycle = phase_cycle(PHASES, random.Random(1))
+
+    assert sorted(cycle[::2]) == sorted(set(PHASES) - {"clean"})
+    assert cycle[1::2] == ["clean"] * (len(PHASES) - 1)
+    assert phase_cycle(("drops", "refuse"), random.Random(1)) in (["drops", "refuse"], ["refuse", "drops"])
+    assert phase_cycle(("clean",), random.Random(1)) == ["clean"]
+
+
+def test_command_line() -> None:
+    config, as_json = parse_args(["--duration", "5", "--concurrency", "3", "--seed", "9", "--json",
+                                  "--kill-logging", "--env", "rpc_timeout=0.5", "--quiet",
+                                  "--phases", "drops, refuse"])
+
+    assert as_json
+    assert (config.duration, config.concurrency, config.seed, config.kill_logging) == (5, 3, 9, True)
+    assert config.service_env == {"RPC_TIMEOUT": "0.5"}
+    assert config.progress_every == 0
+    assert config.phases == ("drops", "refuse")
+    assert parse_args([])[0] == SoakConfig(progress_every=10.0)
+
+
+@pytest.mark.parametrize("argv", [["--env", "RPC_TIMEOUT=soon"], ["--env", "novalue"],
+                                  ["--duration", "0"], ["--phase-min", "3", "--phase-max", "1"],
+                                  ["--phases", "clean,flood"]])
+def test_command_line_refuses_what_cannot_run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+
+    assert exit_info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.e2e
+async def test_short_soak_loses_nothing_under_real_faults(tmp_path: Path) -> None:
+    config = SoakConfig(duration=6.0, concurrency=4, seed=3, phase_min=0.4, phase_max=0.8,
+                        kill_messages_every=1.5, messages_downtime=0.3, service_env=FAST_SERVICES,
+                        log_dir=tmp_path)
+
+    report = await run_soak(config)
+
+    t = report.tally
+    assert (t.lost, t.duplicated, t.unexpected, t.uuid_mismatches) == (0, 0, 0, 0), report.render()
+    assert report.passed, report.render()
+    # The faults happened, and the system had to work around them.
+    assert t.acknowledged > 50
+    assert report.faults["proxy_dropped"] > 0
+    assert report.faults["messages_kills"] >= 1
+    assert report.evidence["facade_retries"] > 0
+    assert report.evidence["duplicates_ignored"] > 0  # a retry after a dropped reply, deduplicated
+    assert report.outcomes.get("http-503", 0) + report.faults["proxy_errored"] > 0
+    # Every process was stopped, cleanly.
+    assert {name: s["exit"] for name, s in report.shutdown.items()} == {
+        "facade": 0, "messages": 0, "logging": 0}
+    assert sum(report.evidence["tracebacks"].values()) == 0
+
+
+@pytest.mark.e2e
+async def test_kill_logging_counts_its_losses_apart(tmp_path: Path) -> None:
+    """Killing logging loses what it held; that is reported, and everything sent after the restart
+    is still held to the strict rule. (Network faults are limited to dropped replies here, so that
+    the breaker does not refuse everything sent after the restart.)"""
+    config = SoakConfig(duration=6.0, concurrency=4, seed=5, phases=("clean", "drops"),
+                        phase_min=0.4, phase_max=0.8,
+                        kill_messages_every=3.0, messages_downtime=0.3, kill_logging=True,
+                        kill_logging_every=2.0, service_env=FAST_SERVICES, log_dir=tmp_path)
+
+    report = await run_soak(config)
+
+    t = report.tally
+    assert report.faults["logging_kills"] >= 1
+    assert report.faults["proxy_dropped"] > 0
+    assert t.lost_with_logging_restart > 0, report.render()
+    assert 0 < t.checked_acknowledged < t.acknowledged
+    assert (t.lost, t.duplicated, t.unexpected, t.uuid_mismatches) == (0, 0, 0, 0), report.render()
+    assert report.passed, report.render()
+    assert "lost with logging restart" in report.render()
