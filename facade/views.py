@@ -55,6 +55,6 @@ def downstream_failure(exc: Exception) -> web.Response:
         retry_after = max(1, math.ceil(exc.retry_after or 1))
         return failure(503, f"{exc.service} service unavailable ({exc.reason}); "
                             f"retry in {retry_after} s", {"Retry-After": str(retry_after)})
-    if isinstance(exc, ExpectedError):
-        return failure(422, str(exc))
-    return failure(502, f"{getattr(exc, 'service', 'downstream')} service failed: {exc}")
+    if isinstance(exc, RemoteError):
+        return failure(502, f"{exc.service} service failed ({exc.error_type})")
+    return failure(422, str(exc))
