@@ -1,0 +1,71 @@
+"""What one soak run does: ``SoakConfig``, its defaults and its bounds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from resilience.settings import Settings, SettingsError
+
+#: The states the logging network path cycles through, each held for a random while.
+PHASES = ("clean", "refuse", "slow", "errors", "drops", "mixed")
+
+
+@dataclass(frozen=True)
+class SoakConfig:
+    """What one soak run does. Every random choice derives from ``seed``."""
+
+    duration: float = 60.0
+    concurrency: int = 16
+    seed: int = 1
+    #: Client-side bound on each request (the facade's own retry deadline is 3 s).
+    request_timeout: float = 5.0
+    #: Share of client operations that are GET /facade (a small page) instead of a POST.
+    get_ratio: float = 0.1
+    #: Times a client resends a failed POST with the same Idempotency-Key (0: never).
+    client_retries: int = 0
+    #: The network phases to cycle through (a subset of ``PHASES``).
+    phases: tuple[str, ...] = PHASES
+    #: Each network phase lasts uniform(phase_min, phase_max) seconds.
+    phase_min: float = 2.0
+    phase_max: float = 5.0
+    #: Mean seconds between SIGKILLs of the messages service.
+    kill_messages_every: float = 5.0
+    #: It stays down up to this many seconds before it is restarted.
+    messages_downtime: float = 1.0
+    #: Also SIGKILL and restart the logging service (its in-memory store goes with it).
+    kill_logging: bool = False
+    #: Mean seconds between SIGKILLs of the logging service, with ``kill_logging``.
+    kill_logging_every: float = 20.0
+    #: Extra environment for the services (``{"RPC_TIMEOUT": "0.5"}``), on top of their defaults.
+    service_env: Mapping[str, str] = field(default_factory=dict)
+    #: Where the services write their JSON logs (default: a new temporary directory).
+    log_dir: Path | None = None
+    #: Print a progress line to stderr every ``progress_every`` seconds (0: never).
+    progress_every: float = 0.0
+
+    def validate(self) -> None:
+        """Raise ValueError for settings that cannot make a bounded, meaningful run."""
+        if not 0 < self.duration <= 24 * 3600:
+            raise ValueError("duration must be between 0 and 86400 seconds")
+        if not 1 <= self.concurrency <= 1024:
+            raise ValueError("concurrency must be between 1 and 1024")
+        if self.request_timeout <= 0:
+            raise ValueError("request_timeout must be positive")
+        if not 0 <= self.get_ratio < 1:
+            raise ValueError("get_ratio must be in [0, 1)")
+        if not 0 <= self.client_retries <= 10:
+            raise ValueError("client_retries must be between 0 and 10")
+        if not self.phases or not set(self.phases) <= set(PHASES):
+            raise ValueError(f"phases must be some of {', '.join(PHASES)}")
+        if not 0 < self.phase_min <= self.phase_max:
+            raise ValueError("need 0 < phase_min <= phase_max")
+        if self.kill_messages_every <= 0 or self.messages_downtime <= 0:
+            raise ValueError("kill_messages_every and messages_downtime must be positive")
+        if self.kill_logging_every <= 0:
+            raise ValueError("kill_logging_every must be positive")
+        try:
+            Settings.from_env(dict(self.service_env))
+        except SettingsError as exc:
+            raise ValueError(f"service environment: {exc}") from None

@@ -1,0 +1,107 @@
+"""After the load: wait until nothing is in flight, read the store back, and read the services' logs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+import orjson
+
+from resilience.testing.cluster import Cluster
+
+from .proxy import SoakProxy
+
+#: The largest page GET /facade serves.
+PAGE = 10_000
+#: The services whose logs the evidence counts over, in the order the report lists them.
+SERVICES = ("facade", "logging", "messages")
+
+
+async def quiesce(proxy: SoakProxy, settle: float, patience: float = 30.0) -> None:
+    """Wait ``settle`` seconds (the facade's retry deadline, plus the proxy's delay), then until no
+    forward is in flight, but no longer than ``patience`` seconds in all."""
+    await asyncio.sleep(settle)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proxy.idle.wait(), max(0.0, patience - settle))
+
+
+async def read_store(session: aiohttp.ClientSession, logging_url: str, timeout: float = 5.0,
+                     patience: float = 20.0) -> list[str]:
+    """Every stored message, from the logging service itself (POST /rpc/messages {})."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            async with session.post(f"{logging_url}/rpc/messages", json={},
+                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                if resp.status == 200:
+                    result = orjson.loads(await resp.read())["result"]
+                    return [str(text) for text in result]
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"could not read the store from {logging_url} within {patience} s")
+        await asyncio.sleep(0.25)
+
+
+async def read_via_facade(session: aiohttp.ClientSession, facade_url: str, timeout: float,
+                          patience: float = 20.0) -> list[str] | None:
+    """Every stored message through the public API, page by page; None if the facade would not answer."""
+    deadline = time.monotonic() + patience
+    texts: list[str] = []
+    while True:
+        page: list[str] | None = None
+        try:
+            async with session.get(f"{facade_url}/facade", params={"offset": len(texts), "limit": PAGE},
+                                   timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                if resp.status == 200:
+                    page = [str(text) for text in orjson.loads(await resp.read())["logs"]]
+        except (TimeoutError, aiohttp.ClientError):
+            pass
+        if page is not None:
+            texts.extend(page)
+            if len(page) < PAGE:
+                return texts
+            continue
+        if time.monotonic() > deadline:
+            return None
+        await asyncio.sleep(0.25)  # the breaker may still be open after the last faults
+
+
+def logged_uuids(lines: Sequence[Mapping[str, object]]) -> dict[str, set[str]]:
+    """Every UUID the logging service logged as stored, with the message(s) stored under it.
+
+    ``lines`` are its JSON log lines, across restarts; a UUID stored again by
+    a restarted process (its first store was lost) lists the same message.
+    """
+    stored_uuids: dict[str, set[str]] = {}
+    for line in lines:
+        if line.get("event") == "message stored":
+            stored_uuids.setdefault(str(line.get("uuid")), set()).add(str(line.get("msg")))
+    return stored_uuids
+
+
+def evidence(cluster: Cluster) -> tuple[dict[str, Any], dict[str, set[str]]]:
+    """What the services' logs show happened, and every (uuid -> messages) the logging service stored."""
+    logs = {name: cluster.log_lines(name) for name in SERVICES}
+    facade, logging_lines = logs["facade"], logs["logging"]
+    breaker_opened: Counter[str] = Counter(
+        str(line.get("breaker")) for line in facade
+        if line.get("event") == "circuit breaker state changed" and line.get("new_state") == "open")
+    found = {
+        "facade_retries": sum(line.get("event") == "retrying call"
+                              and line.get("downstream") == "logging" for line in facade),
+        "breaker_opened": dict(breaker_opened),
+        "degraded_gets_logged": sum(line.get("event") == "messages service unavailable, answering without it"
+                                    for line in facade),
+        "stored_logged": sum(line.get("event") == "message stored" for line in logging_lines),
+        "duplicates_ignored": sum(line.get("event") == "duplicate message ignored" for line in logging_lines),
+        "error_lines": {name: sum(line.get("level") in ("error", "critical") for line in lines)
+                        for name, lines in logs.items()},
+        "tracebacks": {name: cluster.raw_log(name).count("Traceback") for name in SERVICES},
+    }
+    return found, logged_uuids(logging_lines)

@@ -1,0 +1,103 @@
+"""The soak's report: everything one run found, as plain data and as a human-readable summary."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .load import GetStats
+from .verdict import Tally
+
+#: The facade settings the report shows (they shape what the faults do).
+SETTINGS_SHOWN = ("rpc_timeout", "retry_attempts", "retry_deadline", "breaker_fail_max",
+                  "breaker_reset_timeout")
+
+
+@dataclass
+class Report:
+    """Everything one soak run found; ``passed`` when ``problems`` is empty."""
+
+    seed: int
+    duration: float
+    concurrency: int
+    kill_logging: bool
+    elapsed: float
+    #: The facade's retry and breaker settings during the run.
+    settings: dict[str, float]
+    tally: Tally
+    gets: GetStats
+    #: The final client outcome of every POST, by kind.
+    outcomes: dict[str, int]
+    faults: dict[str, Any]
+    evidence: dict[str, Any]
+    readback: dict[str, Any]
+    #: Exit status and seconds taken by each service on the final SIGTERM.
+    shutdown: dict[str, dict[str, float]]
+    log_dir: str
+    #: When the load started (UTC, as in the services' logs); timeline times count from there.
+    load_started_utc: str
+    timeline: list[tuple[float, str]]
+    problems: list[str]
+
+    @property
+    def passed(self) -> bool:
+        """Whether the run found nothing wrong."""
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-able data."""
+        data = asdict(self)
+        data["tally"]["failed"] = self.tally.failed
+        data["passed"] = self.passed
+        return data
+
+    def render(self) -> str:
+        """A human-readable summary."""
+        t, g, f, e = self.tally, self.gets, self.faults, self.evidence
+        lines = [
+            f"soak: {self.duration:g} s of load, {self.concurrency} clients, seed {self.seed}"
+            f"{', logging kills on' if self.kill_logging else ''} ({self.elapsed:.1f} s in all)",
+            "facade: " + ", ".join(f"{k.upper()}={v:g}" for k, v in self.settings.items()),
+            "faults: network phases " + ", ".join(f"{k} x{v}" for k, v in sorted(f["phases"].items())),
+            f"        proxy forwarded {f['proxy_forwarded']}, dropped replies {f['proxy_dropped']}, "
+            f"503s injected {f['proxy_errored']}, upstream unreachable {f['proxy_upstream_failures']}",
+            f"        messages SIGKILLed {f['messages_kills']}x, logging SIGKILLed {f['logging_kills']}x",
+            "",
+            f"POST attempted           {t.attempted:>8}",
+            f"  acknowledged (200)     {t.acknowledged:>8}",
+            f"  lost                   {t.lost:>8}",
+            f"  duplicated             {t.duplicated:>8}",
+            f"  unexpected             {t.unexpected:>8}",
+            f"  indeterminate          {t.indeterminate:>8}   (not acknowledged, stored anyway)",
+            f"  failed and absent      {t.failed_and_absent:>8}",
+        ]
+        if self.kill_logging:
+            lines += [
+                f"  lost with logging restart {t.lost_with_logging_restart:>5}   (acknowledged before the "
+                "last logging restart: in-memory store, lost by design)",
+                f"  held to the strict rule {t.checked:>7}   (sent after the last logging restart; "
+                f"{t.checked_acknowledged} acknowledged)",
+            ]
+        lines += [
+            f"  uuid mismatches        {t.uuid_mismatches:>8}",
+            "  client outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())),
+            f"GET attempted            {g.attempted:>8}   (ok {g.ok}, degraded without messages "
+            f"{g.degraded}, failed {g.failed}, unexpected texts {g.unexpected_texts})",
+            f"stored at the end        {self.readback['stored']:>8}   (paged read through the facade "
+            f"{self.readback['via_facade']})",
+            "",
+            f"evidence: facade retried logging calls {e['facade_retries']}x, breaker opened "
+            f"{e['breaker_opened']}, logging ignored {e['duplicates_ignored']} duplicate deliveries",
+            f"          error-level log lines {e['error_lines']}, tracebacks {e['tracebacks']}",
+            "shutdown: " + ", ".join(f"{name} exit {s['exit']:g} in {s['seconds']:.1f} s"
+                                     for name, s in self.shutdown.items()),
+            f"logs: {self.log_dir}",
+        ]
+        for kind, found in self.tally.examples.items():
+            lines.append(f"examples of {kind}: {', '.join(found)}")
+        lines.append("")
+        if self.passed:
+            lines.append("PASS: nothing lost, duplicated or unexpected")
+        else:
+            lines += ["FAIL:", *(f"  - {problem}" for problem in self.problems)]
+        return "\n".join(lines)

@@ -1,0 +1,135 @@
+"""One soak run, start to finish: the services, the proxy, the load and the faults, then the verdict."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+from resilience.settings import Settings
+from resilience.testing.cluster import Cluster, wait_until_healthy
+
+from .config import SoakConfig
+from .faults import ChaosState, logging_chaos, messages_chaos, network_chaos, wait_for_stop
+from .load import LoadState, client
+from .proxy import SoakProxy
+from .readback import evidence, quiesce, read_store, read_via_facade
+from .report import SETTINGS_SHOWN, Report
+from .verdict import problems, tally
+
+#: The services behind the facade, started first.
+BACKENDS = ("logging", "messages")
+
+
+async def run_soak(config: SoakConfig) -> Report:
+    """Run one soak as ``config`` says and return its report; all processes are stopped on return."""
+    config.validate()
+    started = time.monotonic()
+    log_dir = config.log_dir if config.log_dir is not None else Path(tempfile.mkdtemp(prefix="soak-"))
+    cluster = Cluster(log_dir, env=config.service_env)
+    settings = Settings.from_env(cluster.env())
+    proxy = SoakProxy(cluster.url("logging"), seed=config.seed)
+    rng = random.Random(config.seed)
+    state = LoadState()
+    chaos = ChaosState(started=started)  # restarted when the load starts
+    shutdown: dict[str, dict[str, float]] = {}
+    load_started_utc = ""
+    try:
+        await asyncio.to_thread(_start_backends, cluster)
+        await proxy.start()
+        cluster.logging_url = proxy.url
+        await asyncio.to_thread(cluster.start, "facade")
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            stop = asyncio.Event()
+            lock = asyncio.Lock()
+            slow_delay = settings.rpc_timeout * 1.5
+            chaos.started = time.monotonic()
+            load_started_utc = datetime.now(UTC).isoformat(timespec="milliseconds")
+            async with asyncio.TaskGroup() as group:
+                for index in range(config.concurrency):
+                    group.create_task(client(index, config, session, cluster.facade_url, state, stop))
+                group.create_task(network_chaos(proxy, random.Random(rng.random()), config, slow_delay,
+                                                stop, chaos))
+                group.create_task(messages_chaos(cluster, lock, random.Random(rng.random()), config,
+                                                 stop, chaos))
+                if config.kill_logging:
+                    group.create_task(logging_chaos(cluster, lock, random.Random(rng.random()), config,
+                                                    stop, chaos))
+                if config.progress_every > 0:
+                    group.create_task(_progress(config, state, chaos, stop))
+                await asyncio.sleep(config.duration)
+                stop.set()
+            chaos.note("load stopped, faults cleared")
+            await proxy.heal()
+            await quiesce(proxy, settle=settings.retry_deadline + slow_delay + 0.5)
+            stored = await read_store(session, cluster.url("logging"), config.request_timeout)
+            via_facade = await read_via_facade(session, cluster.facade_url, config.request_timeout)
+    finally:
+        shutdown = await asyncio.to_thread(_stop_all, cluster)
+        await proxy.refuse()  # cancels forwards still waiting out a delay, instead of awaiting them
+        await proxy.stop()
+
+    found, stored_uuids = evidence(cluster)
+    result = tally(state.ops, stored, strict_since=chaos.last_logging_restart, stored_uuids=stored_uuids)
+    agreement = ("unavailable" if via_facade is None
+                 else "identical" if via_facade == stored else "DIFFERENT")
+    return Report(
+        seed=config.seed, duration=config.duration, concurrency=config.concurrency,
+        kill_logging=config.kill_logging, elapsed=round(time.monotonic() - started, 2),
+        settings={name: float(getattr(settings, name)) for name in SETTINGS_SHOWN}, tally=result,
+        gets=state.gets, outcomes=dict(Counter(op.outcome for op in state.ops)),
+        faults={"phases": dict(chaos.phases), "proxy_received": dict(proxy.received),
+                "proxy_forwarded": proxy.counts.forwarded,
+                "proxy_dropped": proxy.counts.dropped, "proxy_errored": proxy.counts.errored,
+                "proxy_upstream_failures": proxy.upstream_failures,
+                "messages_kills": chaos.messages_kills, "logging_kills": chaos.logging_kills},
+        evidence=found, readback={"stored": len(stored), "via_facade": agreement}, shutdown=shutdown,
+        log_dir=str(log_dir), load_started_utc=load_started_utc, timeline=chaos.timeline,
+        problems=problems(result, state.gets, agreement),
+    )
+
+
+async def _progress(config: SoakConfig, state: LoadState, chaos: ChaosState, stop: asyncio.Event) -> None:
+    """A progress line on stderr every ``config.progress_every`` seconds."""
+    while not await wait_for_stop(stop, config.progress_every):
+        elapsed = time.monotonic() - chaos.started
+        print(f"[{elapsed:6.1f} s] POSTs {len(state.ops)}, acknowledged {state.acknowledged}, "
+              f"GETs {state.gets.attempted}, network {chaos.phase}, messages kills {chaos.messages_kills}",
+              file=sys.stderr, flush=True)
+
+
+def _start_backends(cluster: Cluster) -> None:
+    """Start logging and messages together and wait until both answer."""
+    for name in BACKENDS:
+        cluster.start(name, wait=False)
+    for name in BACKENDS:
+        wait_until_healthy(cluster.url(name))
+
+
+def _stop_all(cluster: Cluster) -> dict[str, dict[str, float]]:
+    """SIGTERM every running service (facade first), SIGKILL any still up after 10 s; report each."""
+    results: dict[str, dict[str, float]] = {}
+    for name in ("facade", "messages", "logging"):
+        proc = cluster.procs.pop(name, None)
+        if proc is None:
+            continue
+        began = time.monotonic()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(10.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        results[name] = {"exit": code, "seconds": round(time.monotonic() - began, 2)}
+    return results
