@@ -27,6 +27,19 @@ def succeed(breaker: AsyncCircuitBreaker) -> None:
         pass
 
 
+async def cancel_mid_call(breaker: AsyncCircuitBreaker) -> None:
+    """Start a guarded call, cancel it while it waits, and check it stays a CancelledError."""
+    async def hang() -> None:
+        with breaker.guard():
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(hang())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -122,16 +135,7 @@ async def test_half_open_admits_one_trial_at_a_time(
 async def test_cancellation_is_neither_failure_nor_trip(breaker: AsyncCircuitBreaker) -> None:
     """A cancelled call leaves the count alone and stays a CancelledError, even at fail_max - 1."""
     fail(breaker, 2)
-
-    async def hang() -> None:
-        with breaker.guard():
-            await asyncio.Event().wait()
-
-    task = asyncio.create_task(hang())
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_mid_call(breaker)
     assert breaker.state == "closed"
     assert breaker.fail_counter == 2
 
@@ -142,16 +146,7 @@ async def test_cancelled_trial_neither_closes_nor_blocks_the_next_trial(
     """Cancelling the half-open trial keeps the breaker half-open and frees the trial slot."""
     fail(breaker, 3)
     clock.advance(10.0)
-
-    async def hang() -> None:
-        with breaker.guard():
-            await asyncio.Event().wait()
-
-    task = asyncio.create_task(hang())
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancel_mid_call(breaker)
     assert breaker.state == "half-open"
     succeed(breaker)
     assert breaker.state == "closed"
