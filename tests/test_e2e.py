@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from resilience.testing.cluster import Cluster, wait_until_healthy
+from resilience.testing.cluster import Cluster, poll_until, wait_until_healthy
 from tests.cases import BAD_BODIES
 
 pytestmark = pytest.mark.e2e
@@ -156,10 +156,8 @@ def test_logging_down_then_back(tmp_path: Path) -> None:
         assert time.monotonic() - started < first
 
         cluster.start("logging")
-        deadline = time.monotonic() + 15
-        while (status := post_msg(cluster.facade_url, "after")[0]) != 200:
-            assert time.monotonic() < deadline, "facade did not recover"
-            time.sleep(0.2)
+        poll_until(lambda: post_msg(cluster.facade_url, "after")[0] == 200, 15,
+                   "facade recovers by itself")
         # logging's store started empty again; every acknowledged message after the restart is there once.
         logs = http("GET", cluster.facade_url + "/facade")[1]["logs"]
         assert logs == ["after"]
@@ -175,10 +173,8 @@ def test_facade_starts_before_logging_listens(tmp_path: Path) -> None:
         assert post_msg(cluster.facade_url, "early")[0] == 503
         cluster.start("logging")
         cluster.start("messages")
-        deadline = time.monotonic() + 15
-        while post_msg(cluster.facade_url, "on time")[0] != 200:
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        poll_until(lambda: post_msg(cluster.facade_url, "on time")[0] == 200, 15,
+                   "facade works once logging is up")
 
 
 def test_honcho_start_runs_the_procfile_and_stops_cleanly(tmp_path: Path) -> None:

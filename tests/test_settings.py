@@ -13,8 +13,8 @@ def test_defaults_are_the_assignments() -> None:
     """With nothing set, the ports and URLs are the assignment's, bound to loopback."""
     settings = Settings.from_env({})
     assert (settings.facade_port, settings.logging_port, settings.messages_port) == (5000, 5001, 5002)
-    assert settings.logging_url == "http://127.0.0.1:5001"
-    assert settings.messages_url == "http://127.0.0.1:5002"
+    assert settings.logging_url == f"http://127.0.0.1:{settings.logging_port}"
+    assert settings.messages_url == f"http://127.0.0.1:{settings.messages_port}"
     assert settings.host == "127.0.0.1"
 
 
@@ -40,7 +40,7 @@ def test_values_are_parsed_to_their_types() -> None:
     ({"RPC_TIMEOUT": "soon"}, "not a valid float"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be"),
-    ({"LOGGING_URL": "127.0.0.1:5001"}, "http:// or https://"),
+    ({"LOGGING_URL": "127.0.0.1:8000"}, "http:// or https://"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], says: str) -> None:
     """A bad value names its variable, so the one-line startup error says what to fix."""

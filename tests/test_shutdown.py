@@ -28,6 +28,7 @@ from scripts.soak import PostOp, SoakProxy, logged_uuids, post_message, read_sto
 pytestmark = pytest.mark.e2e
 
 #: honcho's grace between SIGTERM and SIGKILL.
+PAUSE_AFTER_FAILURE = 0.05
 GRACE = 5.0
 POLL = 0.01
 
@@ -218,7 +219,7 @@ async def test_facade_restart_mid_load_loses_no_acknowledged_message(
             ops.append(op)
             await post_message(session, cluster.facade_url, op, timeout=GRACE * 2)
             if not op.acknowledged:
-                await asyncio.sleep(0.05)  # the facade is restarting: don't spin
+                await asyncio.sleep(PAUSE_AFTER_FAILURE)  # the facade is restarting: don't spin
 
     async with aiohttp.ClientSession() as session:
         clients = [asyncio.create_task(client(i, session)) for i in range(8)]

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -37,19 +37,30 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+POLL_INTERVAL = 0.05
+
+
+def poll_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Call ``condition`` until it returns true, or raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        time.sleep(POLL_INTERVAL)
+
+
+def is_healthy(url: str) -> bool:
+    """Whether ``<url>/health`` answers 200 right now."""
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
 def wait_until_healthy(url: str, timeout: float = 15.0) -> None:
     """Poll ``<url>/health`` until it answers 200, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} did not become healthy within {timeout} s")
-        time.sleep(0.05)
+    poll_until(lambda: is_healthy(url), timeout, f"{url} healthy")
 
 
 class Cluster:
