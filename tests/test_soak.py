@@ -26,6 +26,7 @@ def op(text: str, outcome: str = "ok", *, started: float = 0.0, uuid: str | None
 
 
 def test_tally_sorts_every_post_into_its_category() -> None:
+    """Each POST lands in exactly one Jepsen category: kept, lost, duplicated, unexpected, indeterminate."""
     ops = [op("kept"), op("lost"), op("late", "http-503"), op("gone", "timeout"), op("twice")]
     stored = ["kept", "late", "twice", "twice", "invented"]
 
@@ -38,6 +39,7 @@ def test_tally_sorts_every_post_into_its_category() -> None:
 
 
 def test_tally_of_a_clean_run_finds_nothing() -> None:
+    """A run where every acknowledged message is stored once has nothing to report but clean failures."""
     ops = [op("a"), op("b", "connection-error"), op("c")]
 
     result = tally(ops, ["a", "c"])
@@ -62,6 +64,7 @@ def test_tally_counts_what_a_logging_restart_lost_apart() -> None:
 
 
 def test_tally_checks_each_acknowledged_uuid_against_the_logging_log() -> None:
+    """An acknowledged UUID that logging never logged as storing that text is a mismatch."""
     ops = [op("a", uuid="u1"), op("b", uuid="u2"), op("c", "http-503")]
 
     result = tally(ops, ["a", "b"], stored_uuids={"u1": {"a"}, "u2": {"something else"}})
@@ -71,6 +74,7 @@ def test_tally_checks_each_acknowledged_uuid_against_the_logging_log() -> None:
 
 
 def test_each_fault_phase_is_followed_by_a_clean_one() -> None:
+    """Every fault gets its turn in a cycle, each followed by a clean phase so recovery is exercised."""
     cycle = phase_cycle(PHASES, random.Random(1))
 
     assert sorted(cycle[::2]) == sorted(set(PHASES) - {"clean"})
@@ -80,6 +84,7 @@ def test_each_fault_phase_is_followed_by_a_clean_one() -> None:
 
 
 def test_command_line() -> None:
+    """Every option reaches the soak's configuration; no options give the defaults."""
     config, as_json = parse_args(["--duration", "5", "--concurrency", "3", "--seed", "9", "--json",
                                   "--kill-logging", "--env", "rpc_timeout=0.5", "--quiet",
                                   "--phases", "drops, refuse"])
@@ -96,6 +101,7 @@ def test_command_line() -> None:
                                   ["--duration", "0"], ["--phase-min", "3", "--phase-max", "1"],
                                   ["--phases", "clean,flood"]])
 def test_command_line_refuses_what_cannot_run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Options that cannot run are refused with a usage error (exit 2), not a traceback."""
     with pytest.raises(SystemExit) as exit_info:
         parse_args(argv)
 
@@ -105,6 +111,7 @@ def test_command_line_refuses_what_cannot_run(argv: list[str], capsys: pytest.Ca
 
 @pytest.mark.e2e
 async def test_short_soak_loses_nothing_under_real_faults(tmp_path: Path) -> None:
+    """A 6 s soak on the real processes loses, duplicates and invents nothing, and the faults happened."""
     config = SoakConfig(duration=6.0, concurrency=4, seed=3, phase_min=0.4, phase_max=0.8,
                         kill_messages_every=1.5, messages_downtime=0.3, service_env=FAST_SERVICES,
                         log_dir=tmp_path)
