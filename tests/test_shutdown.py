@@ -28,8 +28,9 @@ from scripts.soak import PostOp, SoakProxy, logged_uuids, post_message, read_sto
 pytestmark = pytest.mark.e2e
 
 #: honcho's grace between SIGTERM and SIGKILL.
-PAUSE_AFTER_FAILURE = 0.05
 GRACE = 5.0
+#: how long a load client waits after a failed POST, so a restarting facade is not spun on.
+PAUSE_AFTER_FAILURE = 0.05
 POLL = 0.01
 
 
