@@ -15,18 +15,18 @@ from aiohttp import web
 
 from resilience import Settings
 from resilience.correlation import HEADER as CORRELATION_HEADER
+from resilience.correlation import VALID_ID
 from resilience.web import json_response
 
 from .keys import SETTINGS
-from .validation import MAX_OFFSET, MAX_PAGE
+from .validation import IDEMPOTENCY_KEY, MAX_OFFSET, MAX_PAGE
 
 JSON = dict[str, Any]
 
 OPENAPI_VERSION = "3.1.0"
-IDEMPOTENCY_KEY_PATTERN = "^[!-~]{1,128}$"
-"""1 to 128 printable ASCII characters (``\\x21``-``\\x7e``), as ``facade.validation`` accepts."""
-CORRELATION_ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$"
-"""The IDs the facade keeps; anything else is replaced by a minted one."""
+# The same expressions the facade checks with, anchored as JSON Schema wants them.
+IDEMPOTENCY_KEY_PATTERN = f"^{IDEMPOTENCY_KEY.pattern}$"
+CORRELATION_ID_PATTERN = f"^{VALID_ID.pattern}$"
 UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from resilience.web import BadRequest
 
-_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 MAX_PAGE = 10_000
 MAX_OFFSET = 1_000_000_000
 
@@ -32,7 +32,7 @@ def idempotency_key_from(value: str | None) -> str | None:
     """The Idempotency-Key header, if sane (1 to 128 printable ASCII characters)."""
     if value is None:
         return None
-    if not _IDEMPOTENCY_KEY.fullmatch(value):
+    if not IDEMPOTENCY_KEY.fullmatch(value):
         raise BadRequest(400, "Idempotency-Key must be 1 to 128 printable ASCII characters")
     return value
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from .web import Handler
 
 HEADER = "X-Correlation-ID"
-_VALID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 log = structlog.get_logger("resilience.access")
 
@@ -31,7 +31,7 @@ def accept_or_mint(value: str | None) -> str:
     Minted IDs only need to be unique, not unguessable: 128 bits from ``random``
     spare a system call per request that ``uuid4`` would make.
     """
-    if value and _VALID.fullmatch(value):
+    if value and VALID_ID.fullmatch(value):
         return value
     return f"{random.getrandbits(128):032x}"
 
