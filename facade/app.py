@@ -10,6 +10,7 @@ import aiohttp
 from aiohttp import web
 
 from resilience import CallPolicy, RpcProxy, Settings, build_service
+from resilience.access import access_log_middleware
 from resilience.breaker import Clock
 from resilience.correlation import correlation_middleware
 from resilience.runner import run_main
@@ -26,7 +27,7 @@ def create_app(settings: Settings, clock: Clock = time.monotonic) -> web.Applica
     ``clock`` drives the retry deadlines and circuit breakers (a test passes a fake one).
     """
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[correlation_middleware, json_errors])
+                          middlewares=[correlation_middleware, access_log_middleware, json_errors])
     app[SETTINGS] = settings
     app.cleanup_ctx.append(functools.partial(downstream_clients, clock=clock))
     setup_routes(app)

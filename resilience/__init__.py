@@ -13,7 +13,7 @@ from .errors import (
 )
 from .policy import CallPolicy
 from .proxy import RpcProxy
-from .rpc import Dependency, build_service, dispatch, rpc
+from .rpc import Config, Dependency, build_service, dispatch, rpc
 from .server import rpc_app
 from .settings import Settings, SettingsError
 
@@ -21,6 +21,7 @@ __all__ = [
     "AsyncCircuitBreaker",
     "CallPolicy",
     "CircuitOpen",
+    "Config",
     "Conflict",
     "Dependency",
     "ExpectedError",

@@ -17,8 +17,8 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from .correlation import HEADER, correlation_id
-from .errors import ExpectedError, RemoteError, ServiceUnavailable
+from .correlation import HEADER, current_correlation_id
+from .errors import RemoteError, ServiceUnavailable, registered_error
 from .policy import CallPolicy
 
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
@@ -60,7 +60,7 @@ class RpcProxy:
     async def _post(self, url: URL, body: bytes, timeout: float) -> Any:
         """One attempt: POST, then turn the reply or the failure into a result or an error."""
         headers = _JSON_HEADERS
-        cid = correlation_id.get()
+        cid = current_correlation_id()
         if cid is not None:
             headers = {**headers, HEADER: cid}
         try:
@@ -88,7 +88,8 @@ class RpcProxy:
             return RemoteError(self.service, "BadReply", f"HTTP {status} without an error", status)
         error_type = str(error.get("type", "Error"))
         message = str(error.get("message", ""))
-        declared = ExpectedError.registry.get(error_type)
+        path = error.get("path")
+        declared = registered_error(path) if isinstance(path, str) else None
         if declared is not None and 400 <= status < 500:
             return declared(message)
         return RemoteError(self.service, error_type, message, status)
