@@ -49,14 +49,18 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
         # GET answers without messages when it is down: one attempt, no retry.
         messages_policies = downstream_policies("messages", [settings.messages_url], settings,
                                                 ("read",), attempts=1, clock=clock)
-        app[SERVICE] = build_service(
-            FacadeService,
-            logging_rpc=RpcProxy(session, "logging", logging_policies["read"],
-                                 method_policies={"log": logging_policies["write"]}),
-            messages_rpc=RpcProxy(session, "messages", messages_policies["read"]),
-        )
+        # Writes are group-committed; reads with the same arguments share the next request.
+        batches = {"max_batch_calls": settings.rpc_batch_max_calls,
+                   "max_batch_bytes": settings.rpc_batch_max_bytes}
+        logging_rpc = RpcProxy(session, "logging", logging_policies["read"],
+                               method_policies={"log": logging_policies["write"]},
+                               batched={"log"}, shared={"messages", "count"}, **batches)
+        messages_rpc = RpcProxy(session, "messages", messages_policies["read"], shared={"message"})
+        app[SERVICE] = build_service(FacadeService, logging_rpc=logging_rpc, messages_rpc=messages_rpc)
         app[POLICIES] = [*logging_policies.values(), *messages_policies.values()]
         yield
+        await logging_rpc.aclose()
+        await messages_rpc.aclose()
 
 
 def main() -> None:

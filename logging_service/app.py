@@ -14,7 +14,9 @@ def create_app(settings: Settings) -> web.Application:
     """The logging service as an RPC app, with a fresh in-memory store."""
     service = build_service(LoggingService, config=settings)
     # A stored message may grow up to 6x when JSON-escaped; leave room for it.
-    return rpc_app(service, max_body_bytes=settings.max_body_bytes + 6 * settings.max_msg_chars)
+    return rpc_app(service, max_body_bytes=settings.max_body_bytes + 6 * settings.max_msg_chars,
+                   max_batch_calls=settings.rpc_batch_max_calls,
+                   max_batch_bytes=settings.rpc_batch_max_bytes)
 
 
 def main() -> None:

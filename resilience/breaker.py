@@ -52,11 +52,13 @@ class BreakerRule:
 
     Closed, it opens when, over the last ``window`` seconds holding at least
     ``min_calls`` calls, failures reach ``failure_rate`` of the calls or calls
-    slower than ``slow_call_duration`` reach ``slow_call_rate``. The same rule
-    is applied to the newest ``fast_window`` seconds once they hold
-    ``fast_min_calls`` calls, so a crash under load trips it in about that
-    long (the long window alone would wait for its successes to age out),
-    while the larger minimum keeps a busy lossy link from tripping on chance.
+    slower than ``slow_call_duration`` reach ``slow_call_rate``. Over the
+    newest ``fast_window`` seconds it opens when the same shares are reached
+    beyond reasonable doubt: when even the lower bound of the share's 99.9 %
+    Wilson score interval reaches the rate. So a crash under load trips it in
+    about ``fast_window`` (ten failures in a row suffice; the long window alone
+    would wait for its successes to age out), while the chance runs of a
+    lossy link never do (at 30 % loss, 10 of 10 failed has odds of 6 in a million).
 
     Open for ``open_duration`` seconds, times the number of openings in a
     row, at most ``open_duration_max`` (Envoy's ejection time grows alike).
@@ -71,7 +73,6 @@ class BreakerRule:
     window: float = 10.0
     min_calls: int = 20
     fast_window: float = 1.0
-    fast_min_calls: int = 100
     open_duration: float = 5.0
     open_duration_max: float = 60.0
     trial_calls: int = 3
@@ -86,7 +87,6 @@ class BreakerRule:
             window=settings.breaker_window,
             min_calls=settings.breaker_min_calls,
             fast_window=settings.breaker_fast_window,
-            fast_min_calls=settings.breaker_fast_min_calls,
             open_duration=settings.breaker_open_duration,
             open_duration_max=settings.breaker_open_duration_max,
             trial_calls=settings.breaker_trial_calls,
@@ -102,15 +102,43 @@ class BreakerRule:
         """Successful trials that close it: enough that the failures can no longer reach the rate."""
         return self.trial_calls - self.trial_failures_to_reopen + 1
 
-    def verdict(self, calls: int, failures: int, slow: int, minimum: int) -> str | None:
-        """Why these counts open the breaker, or ``None`` if they do not."""
-        if calls < minimum:
+    def verdict(self, calls: int, failures: int, slow: int) -> str | None:
+        """Why these counts over the window open the breaker, or ``None`` if they do not."""
+        if calls < self.min_calls:
             return None
         if failures >= self.failure_rate * calls:
             return f"{failures} of {calls} calls failed"
         if slow >= self.slow_call_rate * calls:
             return f"{slow} of {calls} calls took {self.slow_call_duration} s or more"
         return None
+
+    def fast_verdict(self, calls: int, failures: int, slow: int) -> str | None:
+        """Why these counts over the newest seconds open the breaker, or ``None``."""
+        if wilson_lower_bound(failures, calls) >= self.failure_rate:
+            return f"{failures} of {calls} calls failed in the last {self.fast_window} s"
+        if wilson_lower_bound(slow, calls) >= self.slow_call_rate:
+            return (f"{slow} of {calls} calls took {self.slow_call_duration} s or more "
+                    f"in the last {self.fast_window} s")
+        return None
+
+
+# z of a one-sided 99.9 % interval.
+FAST_WINDOW_Z = 3.09
+
+
+def wilson_lower_bound(hits: int, calls: int, z: float = FAST_WINDOW_Z) -> float:
+    """The lower bound of the Wilson score interval of the share ``hits / calls`` (0 with no calls).
+
+    (p + z²/2n - z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n), Wilson (1927); with
+    every call a hit it is n / (n + z²). Unlike the bare share, it stays low
+    for a few calls: it asks how large the share surely is, not what it looks like.
+    """
+    if calls <= 0:
+        return 0.0
+    n, p, z2 = calls, hits / calls, z * z
+    centre = p + z2 / (2 * n)
+    spread = z * math.sqrt(max(0.0, p * (1 - p) / n + z2 / (4 * n * n)))
+    return (centre - spread) / (1 + z2 / n)
 
 
 class AsyncCircuitBreaker:
@@ -210,10 +238,10 @@ class AsyncCircuitBreaker:
     def _check_rate(self) -> None:
         rule = self.rule
         calls, failures, slow = self._window.sums(rule.fast_window)
-        reason = rule.verdict(calls, failures, slow, rule.fast_min_calls)
+        reason = rule.fast_verdict(calls, failures, slow)
         if reason is None:
             calls, failures, slow = self._window.sums()
-            reason = rule.verdict(calls, failures, slow, rule.min_calls)
+            reason = rule.verdict(calls, failures, slow)
         if reason is not None:
             self._trip(reason)
 

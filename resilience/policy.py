@@ -128,14 +128,17 @@ class CallPolicy:
         """This kind of call's breaker for each replica."""
         return [target.breaker for target in self.balancer.targets]
 
-    async def call(self, attempt: Callable[[str, float], Awaitable[T]]) -> T:
+    async def call(self, attempt: Callable[[str, float], Awaitable[T]],
+                   deadline: float | None = None) -> T:
         """Run ``attempt(url, timeout)`` under the policy and return its result.
 
+        ``deadline`` (on the policy's clock) defaults to ``deadline`` seconds from now.
         Raises the last attempt's error when the retry gives up, ``CircuitOpen``
         at once when the breakers refuse, and any non-transient error unchanged.
         """
         failed_on: list[Target] = []  # where each failed attempt went, for the next to avoid
-        deadline = self.clock() + self.deadline
+        if deadline is None:
+            deadline = self.clock() + self.deadline
         if self.budget is not None:
             self.budget.record_call()
         # Fast path: most calls succeed at once, and building a tenacity loop costs

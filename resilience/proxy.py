@@ -1,16 +1,28 @@
 """The client side of RPC over HTTP: ``await proxy.method(**kwargs)``.
 
-Every call goes through the proxy's ``CallPolicy`` (retry, breaker,
-timeout) on the app's one shared ``ClientSession``, and forwards the current
-correlation ID. Errors come back as data: declared ones are re-raised as
-their own type, 502/503/504 and network failures as ``ServiceUnavailable``
-(transient, retried), anything else as ``RemoteError``.
+Every request goes through the method's ``CallPolicy`` (retry, breaker,
+limit, timeout) on the app's one shared ``ClientSession``, and forwards the
+caller's correlation ID. Errors come back as data: declared ones are
+re-raised as their own type, 502/503/504 and network failures as
+``ServiceUnavailable`` (transient, retried), anything else as ``RemoteError``.
+
+Methods named ``batched`` are group-committed and methods named ``shared``
+are shared reads (``coalesce.py``): while a request for them is in flight,
+new calls wait and leave together as the next request. A batch is one
+``POST /rpc`` of ``[{"method", "kwargs", "correlation_id"}, ...]`` answered by
+a list of ``{"result"}``/``{"error"}`` in the same order (JSON-RPC 2.0's batch
+is the precedent); the policy sees one request (one breaker outcome, one
+retry decision, the whole batch resent with the same arguments), and each
+caller gets its own item's result or error. A server that answers 404 to
+``POST /rpc`` does not know batches: its calls are then sent one by one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -18,12 +30,25 @@ import orjson
 import structlog
 from yarl import URL
 
+from .coalesce import Coalescer, Pending
 from .correlation import HEADER, current_correlation_id
-from .errors import RemoteError, ServiceUnavailable, registered_error
+from .errors import Overloaded, RemoteError, ServiceUnavailable, registered_error
 from .policy import CallPolicy
 
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 _JSON_HEADERS = {"Content-Type": "application/json"}
+# Bytes a batch adds around each call's arguments: its method, correlation ID and punctuation.
+_BATCH_ITEM_OVERHEAD = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call as it will be sent: its method, JSON arguments, headers and deadline."""
+
+    method: str
+    body: bytes
+    headers: Mapping[str, str]
+    deadline: float
 
 
 class RpcProxy:
@@ -31,17 +56,30 @@ class RpcProxy:
 
     ``await proxy.log(uuid=..., msg=...)`` posts ``{"uuid": ..., "msg": ...}``
     to ``<replica>/rpc/log`` and returns the reply's ``result``. A method
-    named in ``method_policies`` is called under that policy, any other under ``policy``.
-    With several replicas, the one that answered is bound to the request's
-    log context as ``<service>_replica``, so the request's access line names it.
+    named in ``method_policies`` is called under that policy, any other under
+    ``policy``. With several replicas, the one that answered is bound to the
+    caller's log context as ``<service>_replica``, so its access line names it.
     """
 
     def __init__(self, session: aiohttp.ClientSession, service: str, policy: CallPolicy,
-                 method_policies: Mapping[str, CallPolicy] | None = None) -> None:
+                 method_policies: Mapping[str, CallPolicy] | None = None, *,
+                 batched: Collection[str] = (), shared: Collection[str] = (),
+                 max_batch_calls: int = 64, max_batch_bytes: int = 1 << 20) -> None:
         self.session = session
         self.service = service
         self.policy = policy
         self.method_policies = dict(method_policies or {})
+        self._batched = frozenset(batched)
+        self._shared = frozenset(shared)
+        # Coalesced calls wait in a queue, not on the policy's concurrency limit: bound it alike.
+        limit = policy.limit.limit if policy.limit is not None else 1 << 16
+        self.writes: Coalescer[str] = Coalescer(self._send_batch, max_pending=limit,
+                                                refuse=self._overloaded, take=self._batch_size)
+        self.reads: Coalescer[tuple[str, bytes]] = Coalescer(self._send_shared, max_pending=limit,
+                                                             refuse=self._overloaded)
+        self._max_batch_calls = max_batch_calls
+        self._max_batch_bytes = max_batch_bytes
+        self._without_batches: set[str] = set()  # replicas that answered 404 to a batch
         self._urls: dict[tuple[str, str], URL] = {}
         self._replica_key = f"{service}_replica"
 
@@ -55,28 +93,130 @@ class RpcProxy:
         return call
 
     async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
-        """Call ``method`` with ``kwargs`` under the policy and return its result."""
-        body = orjson.dumps(kwargs)
-        policy = self.method_policies.get(method, self.policy)
-        replicated = len(policy.balancer.targets) > 1
-
-        async def attempt(replica: str, timeout: float) -> Any:
-            url = self._urls.get((replica, method))
-            if url is None:  # parsed once per replica and method, not once per call
-                url = self._urls[replica, method] = URL(f"{replica.rstrip('/')}/rpc/{method}")
-            result = await self._post(url, body, timeout)
-            if replicated:
-                structlog.contextvars.bind_contextvars(**{self._replica_key: replica})
-            return result
-
-        return await policy.call(attempt)
-
-    async def _post(self, url: URL, body: bytes, timeout: float) -> Any:
-        """One attempt: POST, then turn the reply or the failure into a result or an error."""
-        headers = _JSON_HEADERS
+        """Call ``method`` with ``kwargs`` under its policy and return its result."""
+        policy = self._policy(method)
         cid = current_correlation_id()
-        if cid is not None:
-            headers = {**headers, HEADER: cid}
+        call = _Call(method, orjson.dumps(kwargs),
+                     _JSON_HEADERS if cid is None else {**_JSON_HEADERS, HEADER: cid},
+                     policy.clock() + policy.deadline)
+        try:
+            if method in self._batched:
+                result, replica = await self.writes.submit(method, call, policy.deadline)
+            elif method in self._shared:
+                result, replica = await self.reads.submit((method, call.body), call, policy.deadline)
+            else:
+                result, replica = await self._call_one(call)
+        except TimeoutError:  # queued behind a request for longer than the call's deadline
+            raise ServiceUnavailable(self.service, "deadline passed while queued") from None
+        if len(policy.balancer.targets) > 1:
+            structlog.contextvars.bind_contextvars(**{self._replica_key: replica})
+        return result
+
+    async def aclose(self) -> None:
+        """Wait for coalesced requests still in flight (before the session closes)."""
+        await self.writes.aclose()
+        await self.reads.aclose()
+
+    def _overloaded(self) -> Overloaded:
+        return Overloaded(self.service, "too many calls waiting", retry_after=1.0)
+
+    def _policy(self, method: str) -> CallPolicy:
+        return self.method_policies.get(method, self.policy)
+
+    def _url(self, replica: str, path: str) -> URL:
+        url = self._urls.get((replica, path))
+        if url is None:  # parsed once per replica and path, not once per call
+            url = self._urls[replica, path] = URL(f"{replica.rstrip('/')}{path}")
+        return url
+
+    async def _call_one(self, call: _Call) -> tuple[Any, str]:
+        """One call on its own request: its result and the replica that answered."""
+        async def attempt(replica: str, timeout: float) -> tuple[Any, str]:
+            status, payload = await self._exchange(self._url(replica, f"/rpc/{call.method}"),
+                                                   call.body, call.headers, timeout)
+            if status == 200 and isinstance(payload, dict) and "result" in payload:
+                return payload["result"], replica
+            raise self._error(payload, status)
+
+        return await self._policy(call.method).call(attempt, deadline=call.deadline)
+
+    async def _send_shared(self, key: tuple[str, bytes], items: list[Pending]) -> None:
+        """A shared read: one request, its result (or error) for every caller."""
+        try:
+            outcome = await self._call_one(items[0].payload)
+        except Exception as exc:
+            for item in items:
+                item.fail(exc)
+            return
+        for item in items:
+            item.resolve(outcome)
+
+    def _batch_size(self, queue: list[Pending]) -> int:
+        """How many queued calls fit one batch: at most the call and byte limits."""
+        size = count = 0
+        for item in queue[:self._max_batch_calls]:
+            size += len(item.payload.body) + _BATCH_ITEM_OVERHEAD
+            if count and size > self._max_batch_bytes:
+                break
+            count += 1
+        return count
+
+    async def _send_batch(self, method: str, items: list[Pending]) -> None:
+        """Group commit: the calls that queued together, as one batch (one call goes alone)."""
+        if len(items) == 1:
+            await self._send_shared((method, b""), items)
+            return
+        policy = self._policy(method)
+        calls: list[_Call] = [item.payload for item in items]
+        body = orjson.dumps([{"method": c.method, "kwargs": orjson.Fragment(c.body),
+                              "correlation_id": c.headers.get(HEADER)} for c in calls])
+
+        async def attempt(replica: str, timeout: float) -> tuple[list[Any], str]:
+            if replica in self._without_batches:
+                return await self._one_by_one(calls, replica, timeout), replica
+            status, payload = await self._exchange(self._url(replica, "/rpc"), body,
+                                                   calls[0].headers, timeout)
+            if status == 404 and isinstance(payload, dict):
+                self._without_batches.add(replica)
+                return await self._one_by_one(calls, replica, timeout), replica
+            if status != 200 or not isinstance(payload, list) or len(payload) != len(calls):
+                raise self._error(payload, status)
+            return [self._item_outcome(reply) for reply in payload], replica
+
+        try:
+            outcomes, replica = await policy.call(attempt, deadline=min(c.deadline for c in calls))
+        except Exception as exc:
+            for item in items:
+                item.fail(exc)
+            return
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                item.fail(outcome)
+            else:
+                item.resolve((outcome, replica))
+
+    async def _one_by_one(self, calls: list[_Call], replica: str, timeout: float) -> list[Any]:
+        """A batch for a server without batches: each call on its own request, at once."""
+        async def one(call: _Call) -> Any:
+            status, payload = await self._exchange(self._url(replica, f"/rpc/{call.method}"),
+                                                   call.body, call.headers, timeout)
+            if status == 200 and isinstance(payload, dict) and "result" in payload:
+                return payload["result"]
+            return self._error(payload, status)
+
+        return list(await asyncio.gather(*(one(call) for call in calls)))
+
+    def _item_outcome(self, reply: Any) -> Any:
+        """One batch item's result, or its error as an exception (returned, not raised)."""
+        if isinstance(reply, dict) and "result" in reply:
+            return reply["result"]
+        error = reply.get("error") if isinstance(reply, dict) else None
+        status = error.get("status") if isinstance(error, dict) else None
+        return self._error(reply, status if isinstance(status, int) else 500)
+
+    async def _exchange(self, url: URL, body: bytes, headers: Mapping[str, str],
+                        timeout: float) -> tuple[int, Any]:
+        """POST once; the status and decoded JSON reply, or the transient failure as an error."""
         try:
             async with self.session.post(
                 url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
@@ -89,12 +229,9 @@ class RpcProxy:
         if status in TRANSIENT_STATUSES:
             raise ServiceUnavailable(self.service, f"HTTP {status}", retry_after)
         try:
-            payload = orjson.loads(raw)
+            return status, orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise RemoteError(self.service, "BadReply", f"HTTP {status}, not JSON", status) from None
-        if status == 200 and isinstance(payload, dict) and "result" in payload:
-            return payload["result"]
-        raise self._error(payload, status)
 
     def _error(self, payload: Any, status: int) -> Exception:
         error = payload.get("error") if isinstance(payload, dict) else None

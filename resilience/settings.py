@@ -51,12 +51,14 @@ class Settings:
     breaker_window: float = 10.0
     breaker_min_calls: int = 20
     breaker_fast_window: float = 1.0
-    breaker_fast_min_calls: int = 100
     breaker_open_duration: float = 5.0
     breaker_open_duration_max: float = 60.0
     breaker_trial_calls: int = 3
     # Calls in flight to one downstream; past it, 503 at once.
     max_calls_in_flight: int = 64
+    # Group commit: at most this many calls, in at most this many bytes, per batch request.
+    rpc_batch_max_calls: int = 64
+    rpc_batch_max_bytes: int = 1 << 20
     # Input limits.
     max_body_bytes: int = 64 * 1024
     max_msg_chars: int = 10_000
@@ -86,8 +88,9 @@ class Settings:
         positive = (
             "retry_attempts", "retry_deadline", "rpc_timeout", "retry_budget_window",
             "breaker_slow_call_duration", "breaker_window", "breaker_min_calls", "breaker_fast_window",
-            "breaker_fast_min_calls", "breaker_open_duration", "breaker_open_duration_max",
-            "breaker_trial_calls", "max_calls_in_flight", "max_body_bytes", "max_msg_chars",
+            "breaker_open_duration", "breaker_open_duration_max",
+            "breaker_trial_calls", "max_calls_in_flight", "rpc_batch_max_calls", "rpc_batch_max_bytes",
+            "max_body_bytes", "max_msg_chars",
         )
         for name in positive:
             if getattr(self, name) <= 0:

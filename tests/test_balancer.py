@@ -10,7 +10,7 @@ from resilience import AsyncCircuitBreaker, BreakerRule, CircuitOpen, ServiceUna
 from resilience.balancer import Balancer, Target
 from resilience.testing import FakeClock
 
-RULE = BreakerRule(min_calls=1, fast_min_calls=1, open_duration=5.0)
+RULE = BreakerRule(min_calls=1, open_duration=5.0)
 
 
 def targets(clock: FakeClock, count: int) -> list[Target]:

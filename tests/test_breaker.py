@@ -19,11 +19,12 @@ from resilience import (
     Overloaded,
     ServiceUnavailable,
 )
+from resilience.breaker import wilson_lower_bound
 from resilience.testing import FakeClock
 
 # Small numbers keep the counts readable; the defaults are pinned in their own test.
 RULE = BreakerRule(failure_rate=0.5, slow_call_rate=0.8, slow_call_duration=0.5, window=10.0,
-                   min_calls=10, fast_window=1.0, fast_min_calls=40, open_duration=5.0,
+                   min_calls=10, fast_window=1.0, open_duration=5.0,
                    open_duration_max=12.0, trial_calls=3)
 
 
@@ -63,11 +64,10 @@ def breaker(clock: FakeClock) -> AsyncCircuitBreaker:
 
 
 def test_defaults_are_the_documented_ones() -> None:
-    """The shipped rule: 50 % of ≥ 20 calls over 10 s (or of ≥ 100 in the newest second), slow ≥ 0.5 s
-    at 80 %, open 5 s growing to 60 s, 3 trials."""
+    """The shipped rule: 50 % of ≥ 20 calls over 10 s (or surely 50 % in the newest second), slow
+    ≥ 0.5 s at 80 %, open 5 s growing to 60 s, 3 trials."""
     rule = BreakerRule()
-    assert (rule.failure_rate, rule.window, rule.min_calls, rule.fast_window, rule.fast_min_calls) == (
-        0.5, 10.0, 20, 1.0, 100)
+    assert (rule.failure_rate, rule.window, rule.min_calls, rule.fast_window) == (0.5, 10.0, 20, 1.0)
     assert (rule.slow_call_duration, rule.slow_call_rate) == (0.5, 0.8)
     assert (rule.open_duration, rule.open_duration_max, rule.trial_calls) == (5.0, 60.0, 3)
     assert (rule.trial_failures_to_reopen, rule.trial_successes_to_close) == (2, 2)
@@ -110,14 +110,37 @@ def test_old_calls_age_out_of_the_window(breaker: AsyncCircuitBreaker, clock: Fa
 
 def test_the_newest_second_trips_a_crash_under_load(breaker: AsyncCircuitBreaker,
                                                     clock: FakeClock) -> None:
-    """After 200 successes, 40 failures in the newest second open it (the whole window is at
-    17 %): a busy downstream that crashes is cut off in about a second."""
+    """After 200 successes, ten failures in the newest second open it (the whole window is at 5 %):
+    a busy downstream that crashes is cut off in about a second; nine are not yet sure enough."""
     succeed(breaker, 200)
     clock.advance(RULE.fast_window + 0.1)
-    fail(breaker, RULE.fast_min_calls - 1)
-    assert breaker.state == "closed"  # 39 calls: under the fast minimum, and 16 % overall
+    fail(breaker, 9)
+    assert breaker.state == "closed"
     fail(breaker)
     assert breaker.state == "open"
+
+
+def test_chance_runs_in_the_newest_second_do_not_trip_it(clock: FakeClock) -> None:
+    """6 failures in 10 calls, or 20 in 40, look like 50 % and more in the newest second but are not
+    sure enough to open it (the long window has not its minimum here)."""
+    rule = BreakerRule(min_calls=1000)
+    breaker = AsyncCircuitBreaker("logging.write", rule=rule, clock=clock)
+    for failures, successes in ((6, 4), (20, 20)):
+        clock.advance(rule.window)
+        for _ in range(successes // 2):
+            succeed(breaker, 2)
+            fail(breaker, 2)
+        fail(breaker, failures - successes // 2 * 2)
+        assert breaker.state == "closed"
+
+
+@pytest.mark.parametrize(("hits", "calls", "low", "high"), [
+    (0, 0, 0.0, 0.0), (10, 10, 0.51, 0.52), (9, 9, 0.48, 0.49), (30, 100, 0.18, 0.19),
+    (50, 100, 0.35, 0.36),
+])
+def test_wilson_lower_bound(hits: int, calls: int, low: float, high: float) -> None:
+    """The bound is n / (n + z²) when every call is a hit, and well under the share for few calls."""
+    assert low <= wilson_lower_bound(hits, calls) <= high
 
 
 def test_slow_calls_open_it_at_the_slow_call_rate(breaker: AsyncCircuitBreaker,
@@ -282,4 +305,4 @@ def test_transitions_are_logged_with_their_reason(breaker: AsyncCircuitBreaker,
     assert changes == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
     opened = next(e for e in logs if e.get("new_state") == "open")
     assert (opened["breaker"], opened["downstream"], opened["reason"], opened["open_for"]) == (
-        "logging.write", "logging", "10 of 10 calls failed", 5.0)
+        "logging.write", "logging", "10 of 10 calls failed in the last 1.0 s", 5.0)

@@ -167,16 +167,20 @@ async def test_a_lossy_link_is_not_an_outage(
     drop_rate: float, least_acknowledged: float,
 ) -> None:
     """16 concurrent clients, replies dropped after logging stored: the breaker never opens, nearly
-    every POST is acknowledged, and every acknowledged message is stored exactly once."""
+    every POST is acknowledged, and every acknowledged message is stored exactly once.
+
+    Group commit drops a whole batch's reply at once, so failures come in clusters: 1,600 POSTs
+    keep the share's spread well inside the bound (0.3 ** 5 = 0.24 % expected at 30 %).
+    """
     facade = await facade_via_proxy()
     proxy.drop_rate = drop_rate
     with capture_logs() as logs:
-        results = await load(facade, "lossy", per_client=40)
+        results = await load(facade, "lossy", per_client=100)
     assert state_changes(logs) == []
     acknowledged = [text for text, status, _ in results if status == 200]
     assert len(acknowledged) >= least_acknowledged * len(results)
     assert {status for _, status, _ in results} <= {200, 503}
-    assert proxy.counts.dropped >= drop_rate / 2 * len(results)
+    assert proxy.counts.dropped >= drop_rate / 2 * proxy.counts.received
     counts = Counter(stored(logging_server))
     assert set(acknowledged) <= set(counts)
     assert set(counts.values()) == {1}
@@ -251,51 +255,48 @@ async def test_one_client_opens_it_after_a_handful_of_requests_not_one(
 async def test_a_heavy_read_does_not_refuse_writes(
     facade_via_proxy: MakeFacade, proxy: FaultProxy, logging_server: TestServer,
 ) -> None:
-    """Reads that time out open the read breaker only: writes beside them keep being acknowledged."""
+    """Reads that time out fail only reads: writes beside them keep being acknowledged, and the
+    write breaker never hears of the reads' failures."""
     facade = await facade_via_proxy()
     proxy.path_delays["/rpc/messages"] = DEFAULTS.rpc_timeout + 0.5
-    reads = read_breaker(facade)
-    stop = asyncio.Event()
+    read_statuses: list[int] = []
 
-    async def reader() -> list[int]:
-        statuses = []
-        while not stop.is_set():
-            statuses.append((await facade.get("/facade")).status)
-        return statuses
+    async def reader() -> None:
+        read_statuses.append((await facade.get("/facade")).status)
 
     readers = [asyncio.create_task(reader()) for _ in range(4)]
     writes = []
-    while reads.state != "open":
+    while not all(task.done() for task in readers):
         writes.append((await post(facade, f"steady-{len(writes)}"))[0])
-    writes += [(await post(facade, f"steady-{len(writes) + i}"))[0] for i in range(20)]
-    stop.set()
-    read_statuses = [status for statuses in await asyncio.gather(*readers) for status in statuses]
+    await asyncio.gather(*readers)
+    assert read_statuses == [503] * 4
+    assert len(writes) >= 10
     assert set(writes) == {200}
-    assert write_breaker(facade).state == "closed"
-    assert set(read_statuses) == {503}
+    assert write_breaker(facade).calls["failed"] == 0
+    assert read_breaker(facade).calls["failed"] >= 2
     assert len(stored(logging_server)) == len(writes)
 
 
-async def test_calls_in_flight_are_capped(
+async def test_calls_waiting_on_a_hung_logging_are_capped(
     facade_via_proxy: MakeFacade, proxy: FaultProxy,
 ) -> None:
-    """With logging hanging, at most max_calls_in_flight calls wait on it; the rest are answered 503
-    at once, and the hang itself does not open the breaker (shed calls are no failures)."""
+    """With logging hanging, at most max_calls_in_flight writes wait on it (one batch in flight, the
+    rest queued behind it); the rest are answered 503 at once, and shed calls are no failures."""
     facade = await facade_via_proxy()
     proxy.delay = 30.0  # hangs far past every timeout
-    limit = facade.app[SERVICE].logging_rpc.policy.limit
-    assert limit is not None
+    writes = facade.app[SERVICE].logging_rpc.writes
     extra = 20
     pending = [asyncio.create_task(post(facade, f"hung-{i}"))
                for i in range(DEFAULTS.max_calls_in_flight + extra)]
-    await wait_for(lambda: limit.refused >= extra)
-    assert limit.in_flight == DEFAULTS.max_calls_in_flight
+    await wait_for(lambda: sum(task.done() for task in pending) >= extra)
+    assert writes.pending == DEFAULTS.max_calls_in_flight
     done = [task for task in pending if task.done()]
     assert len(done) == extra
     for task in done:
         status, body, headers = task.result()
         assert (status, headers["Retry-After"]) == (503, "1")
-        assert "calls in flight" in body["message"]
+        assert "too many calls waiting" in body["message"]
+    assert write_breaker(facade).calls["failed"] == 0
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)

@@ -1,0 +1,150 @@
+"""Coalescing: at most one request per key on the wire; what arrives meanwhile leaves together next.
+
+Group commit, as databases flush concurrent commits at once and Kafka
+producers send what accumulated while the previous batch was in flight:
+when nothing is in flight for a key, a call goes out at once, alone, in the
+caller's own task (a lone call waits for no timer); while one is in flight,
+new calls queue, and when it returns they leave together as the *next*
+request (split by ``max_items``). A call never joins a request that started
+before it, so a read coalesced this way still sees every write acknowledged
+before it was made.
+
+What "leave together" means is the ``send`` function's business: a batch of
+writes with a result each, or one read whose result every caller shares.
+``send`` must settle every pending call's future.
+
+Waiting is bounded twice: at most ``max_pending`` calls (sent or queued) at
+once, past which a call is refused at once (``Overloaded``, as the
+concurrency limit refuses a call), and a queued call waits at most its own
+``timeout``: a downstream that hangs cannot pile calls up behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(eq=False)
+class Pending:
+    """One call waiting to be sent: what it sends, and where its outcome goes."""
+
+    payload: Any
+    future: asyncio.Future[Any] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def resolve(self, result: Any) -> None:
+        """Hand the caller its result (unless it stopped waiting)."""
+        if not self.future.done():
+            self.future.set_result(result)
+
+    def fail(self, exc: BaseException) -> None:
+        """Hand the caller its error (unless it stopped waiting); a cancellation cancels it."""
+        if self.future.done():
+            return
+        if isinstance(exc, Exception):
+            self.future.set_exception(exc)
+        else:
+            self.future.cancel()
+
+
+Send = Callable[[Any, list[Pending]], Awaitable[None]]
+
+
+@dataclass
+class _Lane:
+    """A key with a request in flight, and the calls waiting for the next one."""
+
+    queue: list[Pending] = field(default_factory=list)
+
+
+class Coalescer(Generic[K]):
+    """One request per key at a time; ``await coalescer.submit(key, payload)`` gives the call's result.
+
+    ``take`` picks how many queued calls leave together (default: at most
+    ``max_items``); the rest wait for the request after.
+    """
+
+    def __init__(self, send: Send, *, max_pending: int, refuse: Callable[[], Exception],
+                 max_items: int = 64, take: Callable[[list[Pending]], int] | None = None) -> None:
+        if max_items < 1 or max_pending < 1:
+            raise ValueError("max_items and max_pending must be at least 1")
+        self._send = send
+        self._refuse = refuse
+        self._max_pending = max_pending
+        self._take = take or (lambda queue: min(len(queue), max_items))
+        self._lanes: dict[K, _Lane] = {}
+        self._drains: set[asyncio.Task[None]] = set()
+        self.pending = 0  # calls sent or queued, not yet answered
+        self.requests = 0  # requests sent, for tests and metrics
+        self.calls = 0
+
+    async def submit(self, key: K, payload: Any, timeout: float | None = None) -> Any:
+        """Send ``payload`` now if nothing is in flight for ``key``, else with the next request.
+
+        Raises ``refuse()`` at once when ``max_pending`` calls wait already, and
+        ``TimeoutError`` when queued for longer than ``timeout`` seconds.
+        """
+        if self.pending >= self._max_pending:
+            raise self._refuse()
+        item = Pending(payload)
+        self.calls += 1
+        self.pending += 1
+        try:
+            lane = self._lanes.get(key)
+            if lane is not None:
+                lane.queue.append(item)
+                async with asyncio.timeout(timeout):
+                    return await item.future
+            lane = self._lanes[key] = _Lane()
+            try:
+                await self._flush(key, [item])
+            finally:
+                self._next(key, lane)
+            return item.future.result()
+        finally:
+            self.pending -= 1
+
+    async def aclose(self) -> None:
+        """Wait for the requests still being sent for queued calls."""
+        while self._drains:
+            await asyncio.gather(*self._drains, return_exceptions=True)
+
+    async def _flush(self, key: K, items: list[Pending]) -> None:
+        self.requests += 1
+        try:
+            await self._send(key, items)
+        except BaseException as exc:
+            for item in items:
+                item.fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+        for item in items:
+            item.fail(RuntimeError("send left a call without an outcome"))
+
+    def _next(self, key: K, lane: _Lane) -> None:
+        """After a request: send what queued meanwhile, in a task of its own, or go idle."""
+        lane.queue = [item for item in lane.queue if not item.future.done()]  # cancelled callers
+        if not lane.queue:
+            del self._lanes[key]
+            return
+        count = max(1, self._take(lane.queue))
+        batch, lane.queue = lane.queue[:count], lane.queue[count:]
+        # A fresh context: the drain must not carry the log context of the caller that ended.
+        task = asyncio.get_running_loop().create_task(self._drain(key, lane, batch),
+                                                      context=contextvars.Context())
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    async def _drain(self, key: K, lane: _Lane, batch: list[Pending]) -> None:
+        try:
+            await self._flush(key, batch)
+        except asyncio.CancelledError:
+            pass  # the outcome went to the callers' futures
+        finally:
+            self._next(key, lane)
