@@ -6,11 +6,17 @@
       200 {"result": <value>}
       4xx/5xx {"error": {"type": "<ErrorName>", "message": "...", "args": [...]}}
               (a declared error adds "path": "<module.ErrorName>", the key it is re-raised by)
-    GET  /health         200 {"status": "ok", "service": "<name>"}
+    GET  /health         200 {"status": "ok", "service": "<name>"}              (liveness)
+    GET  /ready          200 {"status": "ready", "service": "<name>"}           (readiness)
+                         503 {"status": "unavailable", "service": ..., "reason": ...}
+
+A method that raises ``ServiceUnavailable`` (a store it needs is down) is
+answered 503 with ``Retry-After``: transient, so the caller may retry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -18,9 +24,9 @@ from aiohttp import web
 
 from .access import access_log_middleware
 from .correlation import correlation_middleware
-from .errors import ExpectedError, InvalidArgument, error_path
+from .errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
 from .rpc import dispatch, entrypoints
-from .web import BadRequest, Handler, json_response, read_json
+from .web import BadRequest, Handler, json_response, read_json, retry_after_header
 
 log = structlog.get_logger("resilience.server")
 
@@ -48,13 +54,30 @@ async def rpc_errors(request: web.Request, handler: Handler) -> web.StreamRespon
                              status=exc.status)
     except BadRequest as exc:
         return json_response(error_body(InvalidArgument.__name__, exc.message), status=exc.status)
+    except ServiceUnavailable as exc:
+        # Whoever raised it logged the outage; the client gets the reason, not the detail.
+        return json_response(error_body(ServiceUnavailable.__name__, unavailable_reason(exc)),
+                             status=503, headers=retry_after_header(exc.retry_after))
     except Exception:
         log.exception("rpc handler failed", path=request.path)
         return json_response(error_body("InternalError", "internal error"), status=500)
 
 
-def rpc_app(service: Any, *, max_body_bytes: int = 64 * 1024) -> web.Application:
-    """An aiohttp app that exposes ``service``'s ``@rpc`` methods and a health check."""
+def unavailable_reason(exc: ServiceUnavailable) -> str:
+    """What a client is told about an unavailable dependency: its name and the kind of failure."""
+    return f"{exc.service} unavailable: {exc.reason}"
+
+
+Readiness = Callable[[], Awaitable[None]]
+
+
+def rpc_app(service: Any, *, max_body_bytes: int = 64 * 1024,
+            ready: Readiness | None = None) -> web.Application:
+    """An aiohttp app that exposes ``service``'s ``@rpc`` methods, a liveness and a readiness check.
+
+    ``ready`` raises ``ServiceUnavailable`` when the service cannot serve calls
+    (its store is unreachable); without it, a live service is ready.
+    """
     table = entrypoints(type(service))
     name = getattr(service, "name", type(service).__name__)
 
@@ -71,9 +94,20 @@ def rpc_app(service: Any, *, max_body_bytes: int = 64 * 1024) -> web.Application
     async def health(request: web.Request) -> web.Response:
         return json_response({"status": "ok", "service": name})
 
+    async def readiness(request: web.Request) -> web.Response:
+        if ready is not None:
+            try:
+                await ready()
+            except ServiceUnavailable as exc:
+                return json_response({"status": "unavailable", "service": name,
+                                      "reason": unavailable_reason(exc)},
+                                     status=503, headers=retry_after_header(exc.retry_after))
+        return json_response({"status": "ready", "service": name})
+
     app = web.Application(client_max_size=max_body_bytes,
                           middlewares=[correlation_middleware, access_log_middleware, rpc_errors])
     app[SERVICE_KEY] = service
     app.router.add_post("/rpc/{method}", call)
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", readiness)
     return app
