@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from resilience import CallPolicy, RpcProxy, Settings, build_service
+from resilience import RpcProxy, Settings, build_service
 from resilience.access import access_log_middleware
-from resilience.breaker import Clock
 from resilience.correlation import correlation_middleware
+from resilience.policy import downstream_policies
 from resilience.runner import run_main
+from resilience.window import Clock
 
-from .keys import SERVICE, SETTINGS
+from .keys import POLICIES, SERVICE, SETTINGS
 from .middlewares import json_errors
 from .routes import setup_routes
 from .service import FacadeService
@@ -40,15 +41,20 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
     # No retries inside aiohttp and no limit below the retry policy's own.
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
     async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
+        # Reads and writes to logging have a breaker each: a heavy read that times out
+        # must not refuse writes.
+        logging_policies = downstream_policies("logging", settings, ("write", "read"), clock=clock)
+        # GET answers without messages when it is down: one attempt, no retry.
+        messages_policies = downstream_policies("messages", settings, ("read",), attempts=1,
+                                                clock=clock)
         app[SERVICE] = build_service(
             FacadeService,
-            logging_rpc=RpcProxy(session, settings.logging_url, "logging",
-                                 CallPolicy.from_settings("logging", settings, clock=clock)),
-            # GET answers without messages when it is down: one attempt, no retry.
+            logging_rpc=RpcProxy(session, settings.logging_url, "logging", logging_policies["read"],
+                                 method_policies={"log": logging_policies["write"]}),
             messages_rpc=RpcProxy(session, settings.messages_url, "messages",
-                                  CallPolicy.from_settings("messages", settings, attempts=1,
-                                                           clock=clock)),
+                                  messages_policies["read"]),
         )
+        app[POLICIES] = [*logging_policies.values(), *messages_policies.values()]
         yield
 
 

@@ -99,3 +99,11 @@ class CircuitOpen(ServiceUnavailable):
 
     ``retry_after`` is the time until the breaker lets a trial call through.
     """
+
+
+class Overloaded(ServiceUnavailable):
+    """Too many calls to a service are in flight already: refused at once, without any network.
+
+    Not retried (it would only queue again) and no outcome for a breaker (the
+    service did nothing wrong).
+    """

@@ -10,7 +10,7 @@ their own type, 502/503/504 and network failures as ``ServiceUnavailable``
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -29,15 +29,17 @@ class RpcProxy:
     """Calls the RPC methods of the service at ``base_url``.
 
     ``await proxy.log(uuid=..., msg=...)`` posts ``{"uuid": ..., "msg": ...}``
-    to ``<base_url>/rpc/log`` and returns the reply's ``result``.
+    to ``<base_url>/rpc/log`` and returns the reply's ``result``. A method
+    named in ``method_policies`` is called under that policy, any other under ``policy``.
     """
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, service: str,
-                 policy: CallPolicy) -> None:
+                 policy: CallPolicy, method_policies: Mapping[str, CallPolicy] | None = None) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
         self.service = service
         self.policy = policy
+        self.method_policies = dict(method_policies or {})
         self._urls: dict[str, URL] = {}
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
@@ -55,7 +57,8 @@ class RpcProxy:
         if url is None:  # parsed once per method, not once per call
             url = self._urls[method] = URL(f"{self.base_url}/rpc/{method}")
         body = orjson.dumps(kwargs)
-        return await self.policy.call(lambda timeout: self._post(url, body, timeout))
+        policy = self.method_policies.get(method, self.policy)
+        return await policy.call(lambda timeout: self._post(url, body, timeout))
 
     async def _post(self, url: URL, body: bytes, timeout: float) -> Any:
         """One attempt: POST, then turn the reply or the failure into a result or an error."""
