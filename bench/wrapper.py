@@ -52,7 +52,7 @@ class Timings:
 async def _policy_only_us(policy: CallPolicy, count: int) -> float:
     """Microseconds per ``policy.call`` around an attempt that does nothing (no network)."""
 
-    async def nothing(timeout: float) -> None:
+    async def nothing(url: str, timeout: float) -> None:
         return None
 
     started = time.perf_counter()
@@ -75,8 +75,8 @@ async def measure_wrapper(logging_url: str, calls: int) -> WrapperResult:
                 reply = await resp.read()
             return orjson.loads(reply)["result"]
 
-        proxy = RpcProxy(session, logging_url, "logging",
-                         downstream_policies("logging", settings, ("write",))["write"])
+        proxy = RpcProxy(session, "logging",
+                         downstream_policies("logging", [logging_url], settings, ("write",))["write"])
 
         async def wrapped(message_id: str, msg: str) -> Any:
             return await proxy.log(uuid=message_id, msg=msg)
@@ -91,6 +91,6 @@ async def measure_wrapper(logging_url: str, calls: int) -> WrapperResult:
     raw_us, raw_cpu_us = timings[raw].median_us()
     wrapped_us, wrapped_cpu_us = timings[wrapped].median_us()
     policy_only_us = await _policy_only_us(
-        downstream_policies("logging", settings, ("write",))["write"], calls)
+        downstream_policies("logging", [logging_url], settings, ("write",))["write"], calls)
     return WrapperResult(calls=calls, raw_us=raw_us, wrapped_us=wrapped_us, raw_cpu_us=raw_cpu_us,
                          wrapped_cpu_us=wrapped_cpu_us, policy_only_us=policy_only_us)

@@ -43,16 +43,17 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
     async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
         # Reads and writes to logging have a breaker each: a heavy read that times out
         # must not refuse writes.
-        logging_policies = downstream_policies("logging", settings, ("write", "read"), clock=clock)
+        # Each logging replica has a breaker of its own.
+        logging_policies = downstream_policies("logging", settings.logging_replicas(), settings,
+                                               ("write", "read"), clock=clock)
         # GET answers without messages when it is down: one attempt, no retry.
-        messages_policies = downstream_policies("messages", settings, ("read",), attempts=1,
-                                                clock=clock)
+        messages_policies = downstream_policies("messages", [settings.messages_url], settings,
+                                                ("read",), attempts=1, clock=clock)
         app[SERVICE] = build_service(
             FacadeService,
-            logging_rpc=RpcProxy(session, settings.logging_url, "logging", logging_policies["read"],
+            logging_rpc=RpcProxy(session, "logging", logging_policies["read"],
                                  method_policies={"log": logging_policies["write"]}),
-            messages_rpc=RpcProxy(session, settings.messages_url, "messages",
-                                  messages_policies["read"]),
+            messages_rpc=RpcProxy(session, "messages", messages_policies["read"]),
         )
         app[POLICIES] = [*logging_policies.values(), *messages_policies.values()]
         yield

@@ -36,7 +36,7 @@ from typing import Any
 import pybreaker
 import structlog
 
-from .errors import CircuitOpen, ExpectedError, Overloaded, ServiceUnavailable
+from .errors import CircuitOpen, ExpectedError, Overloaded
 from .settings import Settings
 from .window import Clock, SlidingWindow
 
@@ -206,12 +206,6 @@ class AsyncCircuitBreaker:
                 self._window.add(1, failed, slow)
                 if failed or slow:
                     self._check_rate()
-        if failed and self.state == OPEN:
-            # This failure tripped the breaker (or found it tripped): say so, so the
-            # retry loop ends now instead of sleeping before a refused attempt.
-            reason = exc.reason if isinstance(exc, ServiceUnavailable) else type(exc).__name__
-            raise CircuitOpen(self.service, f"circuit breaker open after {reason}",
-                              retry_after=self.retry_after()) from exc
 
     def _check_rate(self) -> None:
         rule = self.rule

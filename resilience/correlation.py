@@ -43,9 +43,14 @@ def current_correlation_id() -> str | None:
 
 @web.middleware
 async def correlation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Bind the request's correlation ID for its logs and outgoing RPCs, and echo it back."""
+    """Bind the request's correlation ID for its logs and outgoing RPCs, and echo it back.
+
+    The log context starts empty for each request: requests on one keep-alive
+    connection share a task, and nothing bound for one may reach the next.
+    """
     sent = request.headers.get(HEADER)
     cid = accept_or_mint(sent)
+    structlog.contextvars.clear_contextvars()
     with structlog.contextvars.bound_contextvars(correlation_id=cid):
         if sent is not None and sent != cid:
             log.info("client correlation ID replaced", refused=sent[:_SHOWN_OF_REFUSED])

@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -25,7 +26,9 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
+from yarl import URL
 
+from .balancer import Balancer, Target
 from .breaker import AsyncCircuitBreaker, BreakerRule
 from .budget import RetryBudget
 from .bulkhead import ConcurrencyLimit
@@ -98,11 +101,12 @@ class CallPolicy:
 
     ``attempts`` and ``deadline`` bound the retry loop (``attempts=1`` means
     no retry); ``timeout`` bounds each attempt and is cut to what is left of
-    the deadline. ``limit`` and ``budget`` are shared by every policy of one
-    downstream; ``breaker`` is this kind of call's own.
+    the deadline. ``balancer`` picks the replica of each attempt (each with
+    this kind of call's own breaker); ``limit`` and ``budget`` are shared by
+    every policy of one downstream.
     """
 
-    breaker: AsyncCircuitBreaker
+    balancer: Balancer
     limit: ConcurrencyLimit | None = None
     budget: RetryBudget | None = None
     attempts: int = 5
@@ -114,12 +118,23 @@ class CallPolicy:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: Callable[[float, float], float] = field(default=random.uniform)
 
-    async def call(self, attempt: Callable[[float], Awaitable[T]]) -> T:
-        """Run ``attempt(timeout)`` under the policy and return its result.
+    @property
+    def service(self) -> str:
+        """The downstream this policy calls."""
+        return self.balancer.service
+
+    @property
+    def breakers(self) -> list[AsyncCircuitBreaker]:
+        """This kind of call's breaker for each replica."""
+        return [target.breaker for target in self.balancer.targets]
+
+    async def call(self, attempt: Callable[[str, float], Awaitable[T]]) -> T:
+        """Run ``attempt(url, timeout)`` under the policy and return its result.
 
         Raises the last attempt's error when the retry gives up, ``CircuitOpen``
-        at once when the breaker refuses, and any non-transient error unchanged.
+        at once when the breakers refuse, and any non-transient error unchanged.
         """
+        failed_on: list[Target] = []  # where each failed attempt went, for the next to avoid
         deadline = self.clock() + self.deadline
         if self.budget is not None:
             self.budget.record_call()
@@ -127,20 +142,20 @@ class CallPolicy:
         # more than a breaker and a timeout. Only a transient failure enters the loop,
         # which replays it as its first attempt, so numbering, waits and stops agree.
         try:
-            return await self._attempt(attempt, deadline)
+            return await self._attempt(attempt, deadline, failed_on)
         except Exception as exc:
             if self.attempts == 1 or not is_transient(exc):
                 raise
             first_failure: Exception | None = exc
         stop = stop_after_attempt(self.attempts) | stop_before_deadline(deadline, self.clock)
         if self.budget is not None:
-            stop = stop | stop_unless_budget_allows(self.budget, self.breaker.service)
+            stop = stop | stop_unless_budget_allows(self.budget, self.service)
         retrying = AsyncRetrying(
             stop=stop,
             wait=wait_full_jitter_or_retry_after(self.backoff_base, self.backoff_max, self.rng),
             retry=retry_if_exception(is_transient),
             sleep=self.sleep,
-            before_sleep=self._log_retry,
+            before_sleep=lambda state: self._log_retry(state, failed_on[-1].url),
             reraise=True,
         )
         async for attempt_state in retrying:
@@ -148,22 +163,37 @@ class CallPolicy:
                 if first_failure is not None:
                     replayed, first_failure = first_failure, None
                     raise replayed
-                return await self._attempt(attempt, deadline)
+                return await self._attempt(attempt, deadline, failed_on)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _attempt(self, attempt: Callable[[float], Awaitable[T]], deadline: float) -> T:
-        """One attempt under the breaker and the limit, the timeout cut to what is left of the deadline."""
-        with self.breaker.guard():
-            if self.limit is None:
-                return await attempt(max(0.001, min(self.timeout, deadline - self.clock())))
-            with self.limit.slot():
-                return await attempt(max(0.001, min(self.timeout, deadline - self.clock())))
+    async def _attempt(self, attempt: Callable[[str, float], Awaitable[T]], deadline: float,
+                       failed_on: list[Target]) -> T:
+        """One attempt on a replica its breaker admits, under the limit, the timeout cut to what
+        is left of the deadline; a failed attempt's replica is added to ``failed_on``."""
+        target, guard = self.balancer.admit(failed_on[-1] if failed_on else None)
+        timeout = max(0.001, min(self.timeout, deadline - self.clock()))
+        try:
+            with guard:
+                target.in_flight += 1
+                try:
+                    with self.limit.slot() if self.limit is not None else nullcontext():
+                        return await attempt(target.url, timeout)
+                finally:
+                    target.in_flight -= 1
+        except Exception as exc:
+            failed_on.append(target)
+            if is_transient(exc) and not self.balancer.ready():
+                # This failure opened the last breaker: end the retry loop now
+                # instead of sleeping before an attempt that would be refused.
+                raise self.balancer.refusal(exc) from exc
+            raise
 
-    def _log_retry(self, retry_state: RetryCallState) -> None:
+    def _log_retry(self, retry_state: RetryCallState, replica: str) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         log.warning(
             "retrying call",
-            downstream=self.breaker.service,
+            downstream=self.service,
+            replica=replica,
             attempt=retry_state.attempt_number,
             delay=round(retry_state.upcoming_sleep, 4),
             error=str(exc),
@@ -171,11 +201,12 @@ class CallPolicy:
         )
 
 
-def downstream_policies(service: str, settings: Settings, kinds: tuple[str, ...], *,
-                        attempts: int | None = None, clock: Clock = time.monotonic
-                        ) -> dict[str, CallPolicy]:
-    """A policy per kind of call to ``service``, as configured: a breaker each (a bulkhead, so
-    heavy reads cannot refuse writes), one concurrency limit and one retry budget for all.
+def downstream_policies(service: str, urls: Sequence[str], settings: Settings,
+                        kinds: tuple[str, ...], *, attempts: int | None = None,
+                        clock: Clock = time.monotonic) -> dict[str, CallPolicy]:
+    """A policy per kind of call to ``service`` at ``urls`` (its replicas), as configured: a
+    breaker per kind and replica (a bulkhead, so heavy reads cannot refuse writes and one bad
+    replica cannot refuse the others), one concurrency limit and one retry budget for all.
 
     ``attempts`` overrides the retry count (1: no retry).
     """
@@ -183,9 +214,14 @@ def downstream_policies(service: str, settings: Settings, kinds: tuple[str, ...]
     budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_floor,
                          settings.retry_budget_window, clock)
     rule = BreakerRule.from_settings(settings)
+
+    def breaker(kind: str, url: str) -> AsyncCircuitBreaker:
+        name = f"{service}.{kind}" if len(urls) == 1 else f"{service}.{kind}@{URL(url).authority}"
+        return AsyncCircuitBreaker(name, service=service, rule=rule, clock=clock)
+
     return {
         kind: CallPolicy(
-            breaker=AsyncCircuitBreaker(f"{service}.{kind}", service=service, rule=rule, clock=clock),
+            balancer=Balancer([Target(url, breaker(kind, url)) for url in urls]),
             limit=limit,
             budget=budget,
             attempts=settings.retry_attempts if attempts is None else attempts,

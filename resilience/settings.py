@@ -35,6 +35,8 @@ class Settings:
     messages_port: int = 5002
     logging_url: str = "http://127.0.0.1:5001"
     messages_url: str = "http://127.0.0.1:5002"
+    # Replicas of logging, comma-separated; when set, LOGGING_URL is not used.
+    logging_urls: str = ""
     logging_store: str = MEMORY_STORE
     log_format: str = "auto"
     log_level: str = "info"
@@ -114,9 +116,19 @@ class Settings:
         for name in ("logging_url", "messages_url"):
             if not getattr(self, name).startswith(("http://", "https://")):
                 raise SettingsError(f"{name.upper()} must be an http:// or https:// URL")
+        replicas = self.logging_replicas()
+        if not all(url.startswith(("http://", "https://")) for url in replicas):
+            raise SettingsError("LOGGING_URLS must be a comma-separated list of http:// or https:// URLs")
+        if len(set(replicas)) != len(replicas):
+            raise SettingsError("LOGGING_URLS names a replica twice")
         if self.logging_store != MEMORY_STORE and not _is_redis_url(self.logging_store):
             # The value is not echoed: a Redis URL may hold a password.
             raise SettingsError(f"LOGGING_STORE must be {MEMORY_STORE} or a redis://host:port/db URL")
+
+    def logging_replicas(self) -> tuple[str, ...]:
+        """The logging replicas the facade balances over: ``LOGGING_URLS``, else ``LOGGING_URL``."""
+        listed = tuple(url.strip().rstrip("/") for url in self.logging_urls.split(",") if url.strip())
+        return listed or (self.logging_url.rstrip("/"),)
 
 
 def _is_redis_url(value: str) -> bool:

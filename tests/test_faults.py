@@ -51,11 +51,13 @@ def facade_via_proxy(aiohttp_client: AiohttpClient, proxy: FaultProxy,
 
 
 def write_breaker(facade: Client) -> AsyncCircuitBreaker:
-    return facade.app[SERVICE].logging_rpc.method_policies["log"].breaker
+    (breaker,) = facade.app[SERVICE].logging_rpc.method_policies["log"].breakers
+    return breaker
 
 
 def read_breaker(facade: Client) -> AsyncCircuitBreaker:
-    return facade.app[SERVICE].logging_rpc.policy.breaker
+    (breaker,) = facade.app[SERVICE].logging_rpc.policy.breakers
+    return breaker
 
 
 async def post(facade: Client, text: str) -> tuple[int, dict[str, Any], Any]:

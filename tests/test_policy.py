@@ -22,6 +22,7 @@ from resilience import (
     Settings,
     downstream_policies,
 )
+from resilience.balancer import Balancer, Target
 from resilience.policy import is_transient, wait_full_jitter_or_retry_after
 from resilience.testing import FakeClock
 
@@ -31,9 +32,10 @@ def make_policy(clock: FakeClock, *, attempts: int = 5, deadline: float = 3.0,
                 limit: ConcurrencyLimit | None = None) -> CallPolicy:
     rule = BreakerRule(min_calls=min_calls, fast_min_calls=1000, open_duration=10.0)
     breaker = AsyncCircuitBreaker("logging.write", service="logging", rule=rule, clock=clock)
-    return CallPolicy(breaker=breaker, limit=limit, budget=budget, attempts=attempts,
-                      deadline=deadline, timeout=1.0, backoff_base=0.1, backoff_max=1.0, clock=clock,
-                      sleep=clock.sleep, rng=lambda low, high: high)
+    return CallPolicy(balancer=Balancer([Target("http://logging", breaker)]), limit=limit,
+                      budget=budget, attempts=attempts, deadline=deadline, timeout=1.0,
+                      backoff_base=0.1, backoff_max=1.0, clock=clock, sleep=clock.sleep,
+                      rng=lambda low, high: high)
 
 
 class Flaky:
@@ -43,7 +45,7 @@ class Flaky:
         self.errors = list(errors)
         self.timeouts: list[float] = []
 
-    async def __call__(self, timeout: float) -> str:
+    async def __call__(self, url: str, timeout: float) -> str:
         self.timeouts.append(timeout)
         if self.errors:
             raise self.errors.pop(0)
@@ -165,7 +167,8 @@ async def test_every_retry_is_logged_with_attempt_delay_and_error() -> None:
         await make_policy(clock).call(Flaky(down("ECONNREFUSED")))
     retry = [e for e in logs if e["event"] == "retrying call"]
     assert retry == [{
-        "event": "retrying call", "log_level": "warning", "downstream": "logging", "attempt": 1,
+        "event": "retrying call", "log_level": "warning", "downstream": "logging",
+        "replica": "http://logging", "attempt": 1,
         "delay": 0.1, "error": "logging unavailable: ECONNREFUSED",
         "error_type": "ServiceUnavailable",
     }]
@@ -177,22 +180,25 @@ def test_downstream_policies_use_every_setting() -> None:
                         retry_backoff_base=0.2, retry_backoff_max=2.0, breaker_min_calls=4,
                         breaker_open_duration=12.0, max_calls_in_flight=9, retry_budget_ratio=0.25,
                         retry_budget_floor=2.0, retry_budget_window=4.0)
-    policies = downstream_policies("logging", settings, ("write", "read"))
+    policies = downstream_policies("logging", ["http://logging"], settings, ("write", "read"))
     write, read = policies["write"], policies["read"]
+    assert (len(write.breakers), len(read.breakers)) == (1, 1)
     assert (write.attempts, write.deadline, write.timeout, write.backoff_base,
             write.backoff_max) == (7, 9.0, 0.3, 0.2, 2.0)
-    assert write.breaker is not read.breaker
-    assert (write.breaker.name, read.breaker.name, write.breaker.service) == (
+    (write_breaker,), (read_breaker,) = write.breakers, read.breakers
+    assert write_breaker is not read_breaker
+    assert (write_breaker.name, read_breaker.name, write_breaker.service) == (
         "logging.write", "logging.read", "logging")
-    assert write.breaker.rule == BreakerRule.from_settings(settings)
-    assert (write.breaker.rule.min_calls, write.breaker.rule.open_duration) == (4, 12.0)
+    assert write_breaker.rule == BreakerRule.from_settings(settings)
+    assert (write_breaker.rule.min_calls, write_breaker.rule.open_duration) == (4, 12.0)
     assert write.limit is read.limit
     assert write.limit is not None
     assert write.limit.limit == 9
     assert write.budget is read.budget
     assert write.budget is not None
     assert (write.budget.ratio, write.budget.floor, write.budget.window) == (0.25, 2.0, 4.0)
-    assert downstream_policies("messages", settings, ("read",), attempts=1)["read"].attempts == 1
+    assert downstream_policies("messages", ["http://messages"], settings, ("read",),
+                               attempts=1)["read"].attempts == 1
 
 
 async def test_a_spent_retry_budget_ends_the_call_with_the_attempts_error() -> None:
@@ -238,7 +244,7 @@ async def test_a_full_concurrency_limit_refuses_at_once_without_calling() -> Non
     release = asyncio.Event()
     calls = 0
 
-    async def held(timeout: float) -> str:
+    async def held(url: str, timeout: float) -> str:
         nonlocal calls
         calls += 1
         await release.wait()
@@ -248,7 +254,7 @@ async def test_a_full_concurrency_limit_refuses_at_once_without_calling() -> Non
     await asyncio.sleep(0)
     with pytest.raises(Overloaded, match="1 calls in flight"):
         await policy.call(held)
-    assert (calls, limit.refused, policy.breaker.state) == (1, 1, "closed")
+    assert (calls, limit.refused, policy.breakers[0].state) == (1, 1, "closed")
     release.set()
     assert await first == "ok"
     assert limit.in_flight == 0

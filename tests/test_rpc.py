@@ -25,6 +25,7 @@ from resilience import (
     rpc,
     rpc_app,
 )
+from resilience.balancer import Balancer, Target
 from resilience.correlation import HEADER
 from resilience.errors import ExpectedError, error_path, registered_error, remote_error
 from resilience.testing import FakeClock, call_entrypoint, worker_factory
@@ -193,9 +194,10 @@ async def test_health(echo_server: TestServer, session: aiohttp.ClientSession) -
 
 def proxy_for(session: aiohttp.ClientSession, url: str, attempts: int = 1) -> RpcProxy:
     clock = FakeClock()
-    policy = CallPolicy(AsyncCircuitBreaker("echo", clock=clock), attempts=attempts,
+    balancer = Balancer([Target(url, AsyncCircuitBreaker("echo", clock=clock))])
+    policy = CallPolicy(balancer, attempts=attempts,
                         clock=clock, sleep=clock.sleep)
-    return RpcProxy(session, url, "echo", policy)
+    return RpcProxy(session, "echo", policy)
 
 
 async def test_proxy_calls_methods_and_reraises_declared_errors(
