@@ -259,12 +259,20 @@ def test_honcho_runs_procfile_cluster_on_redis(tmp_path: Path) -> None:
             poll_until(lambda name=name: is_ready(url[name]), 15, f"{name} ready")
         for name in ("messages", "facade"):
             wait_until_healthy(url[name])
-        assert post_msg(url["facade"], "through the cluster")[0] == 200
-        for name in REPLICAS:  # one store: every replica reads what one of them stored
+        texts = [f"msg{i}" for i in range(1, 11)]
+        for text in texts:
+            assert post_msg(url["facade"], text)[0] == 200
+        for name in REPLICAS:  # one store: every replica reads all, in order, whoever stored each
             reply = http("POST", url[name] + "/rpc/messages", b"{}", {"Content-Type": "application/json"})
-            assert reply[:2] == (200, {"result": ["through the cluster"]})
+            assert reply[:2] == (200, {"result": texts})
         text = ctrl_c(proc)
 
+    facade_lines = [json.loads(line[line.index("{"):]) for line in text.splitlines()
+                    if " facade.1 " in line and "{" in line]
+    served = [e["logging_replica"] for e in facade_lines
+              if e["event"] == "request handled" and e["method"] == "POST"]
+    assert len(served) == len(texts)
+    assert set(served) <= {url[name] for name in REPLICAS}  # the facade balances over LOGGING_URLS
     assert (tmp_path / ".data" / "redis" / "appendonlydir").is_dir()
     assert "Traceback" not in text
     for name in ("redis", *REPLICAS, "messages", "facade"):
