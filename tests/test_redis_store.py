@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 
 from logging_service.app import create_app as create_logging
 from logging_service.store import RedisStore
+from logging_service.store.redis import CHUNK, IN_ORDER
 from resilience import Settings
 from resilience.testing.redis_server import RedisServer
 from tests.conftest import REDIS_CONF, AiohttpClient, wait_for
@@ -102,6 +103,19 @@ async def test_arrival_order_is_kept_across_replicas_and_pages_are_ranges(
     assert (await call(a, "messages", offset=0, limit=0))[1]["result"] == []
     assert (await call(a, "messages", offset=20, limit=5))[1]["result"] == []
     assert (await call(a, "count"))[1]["result"] == 10
+
+
+async def test_reads_longer_than_a_chunk_come_back_whole_and_in_order(
+        shared_redis: RedisServer, redis_url: str) -> None:
+    """A full read and a page that cross LRANGE chunks join them without a gap or an overlap."""
+    total = 2 * CHUNK + 5
+    with redis.Redis(port=shared_redis.port) as direct:
+        direct.rpush(IN_ORDER, *(f"m{i}" for i in range(total)))
+    store = RedisStore(redis_url)
+    assert await store.messages() == [f"m{i}" for i in range(total)]
+    assert await store.messages(CHUNK - 2, CHUNK + 4) == [f"m{i}" for i in range(CHUNK - 2, 2 * CHUNK + 2)]
+    assert await store.messages(2 * CHUNK, 100) == [f"m{i}" for i in range(2 * CHUNK, total)]
+    await store.close()
 
 
 async def test_sigkill_of_redis_under_load_loses_no_acknowledged_message(

@@ -56,6 +56,8 @@ CONNECT_TIMEOUT: Final = 0.5
 # Calls in flight to Redis at once; more wait for a free connection, up to POOL_WAIT.
 MAX_CONNECTIONS: Final = 32
 POOL_WAIT: Final = 0.5
+# Texts per LRANGE: a few milliseconds of Redis's time, so other commands are not held up.
+CHUNK: Final = 10_000
 # A transient answer for the caller: Redis restarts in about a second.
 RETRY_AFTER: Final = 1.0
 
@@ -90,11 +92,22 @@ class RedisStore:
         return bool(outcome == "stored")
 
     async def messages(self, offset: int = 0, limit: int | None = None) -> list[str]:
-        if limit == 0:
-            return []  # LRANGE's end is inclusive: offset + 0 - 1 could mean "to the end"
-        end = -1 if limit is None else offset + limit - 1
-        texts = await self._call(self._redis.lrange(IN_ORDER, offset, end))
-        return cast(list[str], texts)  # decode_responses: every reply is a str
+        """Read ``LRANGE`` by ``LRANGE`` of at most ``CHUNK`` texts, never the whole list at once.
+
+        Redis serves one command at a time: a million-item ``LRANGE`` would hold
+        every replica's writes back while it runs, and outlast the read timeout.
+        The list only grows at its end, so the chunks join into what it held
+        at some moment of the read.
+        """
+        texts: list[str] = []
+        while limit is None or len(texts) < limit:
+            wanted = CHUNK if limit is None else min(CHUNK, limit - len(texts))
+            start = offset + len(texts)
+            chunk = await self._call(self._redis.lrange(IN_ORDER, start, start + wanted - 1))
+            texts.extend(cast(list[str], chunk))  # decode_responses: every reply is a str
+            if len(chunk) < wanted:
+                break
+        return texts
 
     async def count(self) -> int:
         return await self._call(self._redis.llen(IN_ORDER))
