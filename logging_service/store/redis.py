@@ -5,8 +5,8 @@ both on a Redis Cluster too:
 
 - ``{logging}:by_uuid``, a hash ``uuid -> text``: the dedup index, and what a
   conflict is checked against;
-- ``{logging}:in_order``, a list of the texts in arrival order: a page is one
-  ``LRANGE``, the count one ``LLEN``.
+- ``{logging}:in_order``, a list of the texts in arrival order: a page is
+  ``LRANGE`` of that range (in chunks), the count one ``LLEN``.
 
 Dedup and append are one Lua script, which Redis runs atomically: of two
 replicas that send the same UUID at the same moment, one stores it and the
