@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import structlog
 from aiohttp import web
 
 from resilience import ExpectedError, RemoteError, ServiceUnavailable
-from resilience.web import json_response, read_json
+from resilience.web import json_response, read_json, retry_after_header
 
 from .keys import SERVICE, SETTINGS
 from .middlewares import failure
@@ -52,9 +50,9 @@ def downstream_failure(exc: Exception) -> web.Response:
     """503 with Retry-After when a service is unavailable; 502 when it failed; 422 when it refused."""
     if isinstance(exc, ServiceUnavailable):
         log.warning("answering 503", error=str(exc))
-        retry_after = max(1, math.ceil(exc.retry_after or 1))
+        headers = retry_after_header(exc.retry_after)
         return failure(503, f"{exc.service} service unavailable ({exc.reason}); "
-                            f"retry in {retry_after} s", {"Retry-After": str(retry_after)})
+                            f"retry in {headers['Retry-After']} s", headers)
     if isinstance(exc, RemoteError):
         return failure(502, f"{exc.service} service failed ({exc.error_type})")
     return failure(422, str(exc))

@@ -8,15 +8,22 @@ from resilience import Settings, build_service, rpc_app
 from resilience.runner import run_main
 
 from .service import LoggingService
+from .store import open_store
 
 
 def create_app(settings: Settings) -> web.Application:
-    """The logging service as an RPC app, with a fresh in-memory store."""
-    service = build_service(LoggingService, config=settings)
+    """The logging service as an RPC app, on the store ``LOGGING_STORE`` names (fresh memory by default).
+
+    ``/ready`` answers whether that store is reachable; the store's connections close with the app.
+    """
+    store = open_store(settings.logging_store)
+    service = build_service(LoggingService, config=settings, store=store)
     # A stored message may grow up to 6x when JSON-escaped; leave room for it.
-    return rpc_app(service, max_body_bytes=settings.max_body_bytes + 6 * settings.max_msg_chars,
-                   max_batch_calls=settings.rpc_batch_max_calls,
-                   max_batch_bytes=settings.rpc_batch_max_bytes)
+    app = rpc_app(service, max_body_bytes=settings.max_body_bytes + 6 * settings.max_msg_chars,
+                  max_batch_calls=settings.rpc_batch_max_calls,
+                  max_batch_bytes=settings.rpc_batch_max_bytes, ready=store.ping)
+    app.on_cleanup.append(lambda _: store.close())
+    return app
 
 
 def main() -> None:

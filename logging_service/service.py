@@ -8,7 +8,7 @@ import structlog
 
 from resilience import Config, Conflict, Dependency, InvalidArgument, rpc
 
-from .store import MessageStore, UuidConflict
+from .store import MemoryStore, MessageStore, UuidConflict
 
 logger = structlog.get_logger("logging_service")
 
@@ -16,14 +16,14 @@ MAX_PAGE = 100_000
 
 
 class LoggingService:
-    """Keeps every message in memory keyed by UUID; returns them all in order."""
+    """Keeps every message once, keyed by UUID, in its store (memory or Redis); returns them in order."""
 
     name = "logging"
-    store = Dependency(MessageStore)
+    store = Dependency[MessageStore](MemoryStore)
     config = Config()
 
     @rpc(expected=(InvalidArgument, Conflict))
-    def log(self, uuid: str, msg: str) -> dict[str, bool]:
+    async def log(self, uuid: str, msg: str) -> dict[str, bool]:
         """Store ``msg`` under ``uuid`` once; the same pair again is acknowledged as a duplicate.
 
         Returns ``{"stored": True}`` the first time, ``{"stored": False,
@@ -35,7 +35,7 @@ class LoggingService:
         if not msg or len(msg) > max_chars:
             raise InvalidArgument(f"msg must be 1 to {max_chars} characters")
         try:
-            stored = self.store.add(uuid, msg)
+            stored = await self.store.add(uuid, msg)
         except UuidConflict:
             logger.warning("uuid conflict", uuid=uuid)
             raise Conflict(f"uuid {uuid} is already stored with a different message") from None
@@ -46,18 +46,18 @@ class LoggingService:
         return {"stored": False, "duplicate": True}
 
     @rpc(expected=(InvalidArgument,))
-    def messages(self, offset: int = 0, limit: int | None = None) -> list[str]:
+    async def messages(self, offset: int = 0, limit: int | None = None) -> list[str]:
         """All messages in insertion order, or the page ``[offset, offset + limit)``."""
         if offset < 0:
             raise InvalidArgument("offset must be 0 or more")
         if limit is not None and not 0 <= limit <= MAX_PAGE:
             raise InvalidArgument(f"limit must be between 0 and {MAX_PAGE}")
-        return self.store.messages(offset, limit)
+        return await self.store.messages(offset, limit)
 
     @rpc
-    def count(self) -> int:
+    async def count(self) -> int:
         """How many messages are stored."""
-        return len(self.store)
+        return await self.store.count()
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

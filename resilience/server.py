@@ -8,11 +8,17 @@
               (a declared error adds "path": "<module.ErrorName>", the key it is re-raised by)
     POST /rpc            body: [{"method": "<name>", "kwargs": {...}, "correlation_id": "..."}, ...]
       200 [{"result": <value>} | {"error": {..., "status": <4xx/5xx>}}, ...]   (in order)
-    GET  /health         200 {"status": "ok", "service": "<name>"}
+    GET  /health         200 {"status": "ok", "service": "<name>"}              (liveness)
+    GET  /ready          200 {"status": "ready", "service": "<name>"}           (readiness)
+                         503 {"status": "unavailable", "service": ..., "reason": ...}
+
+A method that raises ``ServiceUnavailable`` (a store it needs is down) is
+answered 503 with ``Retry-After``: transient, so the caller may retry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -22,7 +28,7 @@ from .access import access_log_middleware
 from .correlation import VALID_ID, correlation_middleware
 from .errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
 from .rpc import dispatch, entrypoints
-from .web import BadRequest, Handler, json_response, read_json
+from .web import BadRequest, Handler, json_response, read_json, retry_after_header
 
 log = structlog.get_logger("resilience.server")
 
@@ -50,9 +56,21 @@ async def rpc_errors(request: web.Request, handler: Handler) -> web.StreamRespon
                              status=exc.status)
     except BadRequest as exc:
         return json_response(error_body(InvalidArgument.__name__, exc.message), status=exc.status)
+    except ServiceUnavailable as exc:
+        # Whoever raised it logged the outage; the client gets the reason, not the detail.
+        return json_response(error_body(ServiceUnavailable.__name__, unavailable_reason(exc)),
+                             status=503, headers=retry_after_header(exc.retry_after))
     except Exception:
         log.exception("rpc handler failed", path=request.path)
         return json_response(error_body("InternalError", "internal error"), status=500)
+
+
+def unavailable_reason(exc: ServiceUnavailable) -> str:
+    """What a client is told about an unavailable dependency: its name and the kind of failure."""
+    return f"{exc.service} unavailable: {exc.reason}"
+
+
+Readiness = Callable[[], Awaitable[None]]
 
 
 def _declared_error(exc: ExpectedError) -> dict[str, Any]:
@@ -66,21 +84,24 @@ def _item_error(body: dict[str, Any], status: int) -> dict[str, Any]:
 
 
 def rpc_app(service: Any, *, max_body_bytes: int = 64 * 1024, max_batch_calls: int = 64,
-            max_batch_bytes: int = 1 << 20) -> web.Application:
-    """An aiohttp app that exposes ``service``'s ``@rpc`` methods, batches of them and a health check.
+            max_batch_bytes: int = 1 << 20, ready: Readiness | None = None) -> web.Application:
+    """An aiohttp app that exposes ``service``'s ``@rpc`` methods, batches of them, a liveness and
+    a readiness check.
 
     A single call's body is at most ``max_body_bytes``; a batch, at most
-    ``max_batch_calls`` calls in ``max_batch_bytes``.
+    ``max_batch_calls`` calls in ``max_batch_bytes``. ``ready`` raises
+    ``ServiceUnavailable`` when the service cannot serve calls (its store is
+    unreachable); without it, a live service is ready.
     """
     table = entrypoints(type(service))
     name = getattr(service, "name", type(service).__name__)
 
     async def call(request: web.Request) -> web.Response:
-        if len(await request.read()) > max_body_bytes:
-            raise web.HTTPRequestEntityTooLarge(max_size=max_body_bytes,
-                                                actual_size=len(await request.read()))
         method = request.match_info["method"]
         kwargs = await read_json(request, require_content_type=True)
+        if len(await request.read()) > max_body_bytes:  # the app's limit is the batches' one
+            raise web.HTTPRequestEntityTooLarge(max_size=max_body_bytes,
+                                                actual_size=len(await request.read()))
         try:
             result = await dispatch(service, method, kwargs, table)
         except ExpectedError as exc:
@@ -120,10 +141,21 @@ def rpc_app(service: Any, *, max_body_bytes: int = 64 * 1024, max_batch_calls: i
     async def health(request: web.Request) -> web.Response:
         return json_response({"status": "ok", "service": name})
 
+    async def readiness(request: web.Request) -> web.Response:
+        if ready is not None:
+            try:
+                await ready()
+            except ServiceUnavailable as exc:
+                return json_response({"status": "unavailable", "service": name,
+                                      "reason": unavailable_reason(exc)},
+                                     status=503, headers=retry_after_header(exc.retry_after))
+        return json_response({"status": "ready", "service": name})
+
     app = web.Application(client_max_size=max(max_body_bytes, max_batch_bytes),
                           middlewares=[correlation_middleware, access_log_middleware, rpc_errors])
     app[SERVICE_KEY] = service
     app.router.add_post("/rpc/{method}", call)
     app.router.add_post("/rpc", batch)
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", readiness)
     return app

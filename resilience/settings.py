@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+#: ``LOGGING_STORE`` for the in-memory store; anything else is a Redis URL of these schemes.
+MEMORY_STORE = "memory"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class SettingsError(ValueError):
@@ -32,6 +37,7 @@ class Settings:
     messages_url: str = "http://127.0.0.1:5002"
     # Replicas of logging, comma-separated; when set, LOGGING_URL is not used.
     logging_urls: str = ""
+    logging_store: str = MEMORY_STORE
     log_format: str = "auto"
     log_level: str = "info"
     # Retry (facade -> logging): bounded attempts AND a bounded total time.
@@ -118,11 +124,23 @@ class Settings:
             raise SettingsError("LOGGING_URLS must be a comma-separated list of http:// or https:// URLs")
         if len(set(replicas)) != len(replicas):
             raise SettingsError("LOGGING_URLS names a replica twice")
+        if self.logging_store != MEMORY_STORE and not _is_redis_url(self.logging_store):
+            # The value is not echoed: a Redis URL may hold a password.
+            raise SettingsError(f"LOGGING_STORE must be {MEMORY_STORE} or a redis://host:port/db URL")
 
     def logging_replicas(self) -> tuple[str, ...]:
         """The logging replicas the facade balances over: ``LOGGING_URLS``, else ``LOGGING_URL``."""
         listed = tuple(url.strip().rstrip("/") for url in self.logging_urls.split(",") if url.strip())
         return listed or (self.logging_url.rstrip("/"),)
+
+
+def _is_redis_url(value: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme in REDIS_SCHEMES and bool(parts.hostname or parts.path)
 
 
 def _parse(name: str, raw: str, parser: Callable[[str], T]) -> T:

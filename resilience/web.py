@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +27,11 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(
         body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
     )
+
+
+def retry_after_header(hint: float | None) -> dict[str, str]:
+    """A ``Retry-After`` header in whole seconds: ``hint`` rounded up, at least 1 (1 without a hint)."""
+    return {"Retry-After": str(max(1, math.ceil(hint or 1)))}
 
 
 async def read_json(request: web.Request, *, require_content_type: bool) -> Any:

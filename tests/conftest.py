@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -15,12 +16,15 @@ from logging_service.app import create_app as create_logging
 from messages.app import create_app as create_messages
 from resilience import Settings
 from resilience.server import SERVICE_KEY
+from resilience.testing.redis_server import RedisServer
 
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
 
 
 POLL_INTERVAL = 0.01
+#: The redis-server configuration Procfile.cluster runs, so the tests check the shipped one.
+REDIS_CONF = Path(__file__).resolve().parent.parent / "redis.conf"
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -43,9 +47,35 @@ async def messages_server(aiohttp_server: AiohttpServer) -> TestServer:
 
 
 def stored(server: TestServer) -> list[str]:
-    """The messages a logging test server holds, read from its service object."""
+    """The messages a logging test server holds, read from its (in-memory) store."""
     service = server.app[SERVICE_KEY]
-    return list(service.store.messages())  # type: ignore[attr-defined]
+    return list(service.store)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (to kill, restart or stop), with the shipped configuration.
+
+    It fails the test, never skips it, when redis-server is not installed.
+    """
+    with RedisServer(tmp_path / "redis", config=REDIS_CONF) as server:
+        server.start()
+        yield server
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the tests that only store and read (``redis_url`` empties it for each)."""
+    with RedisServer(tmp_path_factory.mktemp("redis"), config=REDIS_CONF) as server:
+        server.start()
+        yield server
+
+
+@pytest.fixture
+def redis_url(shared_redis: RedisServer) -> str:
+    """The URL of the shared redis-server, emptied for this test."""
+    shared_redis.flush()
+    return shared_redis.url
 
 
 @pytest.fixture

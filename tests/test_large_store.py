@@ -20,7 +20,7 @@ async def test_get_with_a_million_messages(
     """The whole store comes back in order through both services; a page comes back alone."""
     store = logging_server.app[SERVICE_KEY].store  # type: ignore[attr-defined]
     for i in range(MILLION):
-        store.add(str(uuid.UUID(int=i, version=4)), f"m{i}")
+        await store.add(str(uuid.UUID(int=i, version=4)), f"m{i}")
     facade = await make_facade()
 
     resp = await facade.get("/facade")

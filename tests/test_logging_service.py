@@ -1,14 +1,18 @@
-"""The logging service: each UUID stored once, in order, every stored message logged."""
+"""The logging service: each UUID stored once, in order, every stored message logged.
+
+The behaviour tests run on both stores, in memory and on a real redis-server.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 from structlog.testing import capture_logs
 
 from logging_service.service import LoggingService
-from logging_service.store import MessageStore
+from logging_service.store import MemoryStore, MessageStore, RedisStore
 from resilience import Conflict, InvalidArgument, Settings
 from resilience.testing import call_entrypoint, worker_factory
 
@@ -17,9 +21,18 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[MessageStore]:
+    """Each backend in turn: the in-memory default, and Redis (a real server, emptied per test)."""
+    backend: MessageStore = (MemoryStore() if request.param == "memory"
+                             else RedisStore(request.getfixturevalue("redis_url")))
+    yield backend
+    await backend.close()
+
+
 @pytest.fixture
-def service() -> LoggingService:
-    return worker_factory(LoggingService, store=MessageStore())
+def service(store: MessageStore) -> LoggingService:
+    return worker_factory(LoggingService, store=store)
 
 
 async def test_stores_and_returns_messages_in_order(service: LoggingService) -> None:
@@ -85,12 +98,12 @@ async def test_messages_can_be_read_in_pages(service: LoggingService) -> None:
         await call_entrypoint(service, "messages", offset=-1)
 
 
-def test_full_read_does_not_copy_the_store() -> None:
+async def test_full_read_does_not_copy_the_store() -> None:
     """Reading everything hands out the stored list itself: one copy at most per request."""
-    store = MessageStore()
-    store.add(new_id(), "a")
-    assert store.messages() is store.messages()
-    assert store.messages(0, 10) is store.messages()
+    store = MemoryStore()
+    await store.add(new_id(), "a")
+    assert await store.messages() is await store.messages()
+    assert await store.messages(0, 10) is await store.messages()
 
 
 async def test_message_limit_comes_from_the_injected_config() -> None:

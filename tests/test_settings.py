@@ -41,11 +41,28 @@ def test_values_are_parsed_to_their_types() -> None:
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be"),
     ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be"),
     ({"LOGGING_URL": "127.0.0.1:8000"}, "http:// or https://"),
+    ({"LOGGING_STORE": "redis"}, "LOGGING_STORE must be memory or a redis://"),
+    ({"LOGGING_STORE": "http://127.0.0.1:6390"}, "LOGGING_STORE must be"),
+    ({"LOGGING_STORE": "redis://127.0.0.1:port/0"}, "LOGGING_STORE must be"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], says: str) -> None:
     """A bad value names its variable, so the one-line startup error says what to fix."""
     with pytest.raises(SettingsError, match=says):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize("store", ["memory", "redis://127.0.0.1:6390/0", "rediss://u:p@cache:6380/1",
+                                   "unix:///run/redis.sock?db=2"])
+def test_logging_store_is_memory_or_a_redis_url(store: str) -> None:
+    """LOGGING_STORE takes the in-memory store's name or a URL redis-py can open."""
+    assert Settings.from_env({"LOGGING_STORE": store}).logging_store == store
+
+
+def test_a_bad_logging_store_is_not_echoed() -> None:
+    """The refusal does not repeat the value: a Redis URL may carry a password."""
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"LOGGING_STORE": "redis://user:s3cret@host:port"})
+    assert "s3cret" not in str(refused.value)
 
 
 def test_settings_are_frozen() -> None:

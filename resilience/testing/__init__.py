@@ -5,6 +5,7 @@
 - ``FakeClock``: a monotonic clock and ``sleep`` that advance only when told to.
 - ``faults.FaultProxy``: an HTTP proxy that refuses, delays, fails or drops replies.
 - ``cluster.Cluster``: the three real service processes on free ports.
+- ``redis_server.RedisServer``: a real redis-server on a free port, in a folder of its own.
 """
 
 from __future__ import annotations

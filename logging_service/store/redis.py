@@ -1,0 +1,133 @@
+"""The Redis store: every logging replica on one Redis, each message stored once across all of them.
+
+Two keys, in one hash slot (the ``{logging}`` tag) so the script may touch
+both on a Redis Cluster too:
+
+- ``{logging}:by_uuid``, a hash ``uuid -> text``: the dedup index, and what a
+  conflict is checked against;
+- ``{logging}:in_order``, a list of the texts in arrival order: a page is
+  ``LRANGE`` of that range (in chunks), the count one ``LLEN``.
+
+Dedup and append are one Lua script, which Redis runs atomically: of two
+replicas that send the same UUID at the same moment, one stores it and the
+other is told it is a duplicate. Each text is held twice (hash and list), so
+that reads never touch the hash; the README gives the memory per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import Final, TypeVar, cast
+
+import redis.asyncio as aioredis
+import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from resilience import ServiceUnavailable
+
+from .base import UuidConflict
+
+log = structlog.get_logger("logging_service.store")
+
+T = TypeVar("T")
+
+BY_UUID: Final = "{logging}:by_uuid"
+IN_ORDER: Final = "{logging}:in_order"
+
+# HSETNX answers 1 only for a UUID not seen before: only then is the text appended.
+ADD_SCRIPT: Final = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  return 'stored'
+end
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return 'duplicate'
+end
+return 'conflict'
+"""
+
+# Below the facade's per-attempt RPC timeout (1 s), so logging answers 503 before
+# the facade gives up on the attempt. A URL's query (?socket_timeout=2) overrides them.
+SOCKET_TIMEOUT: Final = 0.5
+CONNECT_TIMEOUT: Final = 0.5
+# Calls in flight to Redis at once; more wait for a free connection, up to POOL_WAIT.
+MAX_CONNECTIONS: Final = 32
+POOL_WAIT: Final = 0.5
+# Texts per LRANGE: a few milliseconds of Redis's time, so other commands are not held up.
+CHUNK: Final = 10_000
+# A transient answer for the caller: Redis restarts in about a second.
+RETRY_AFTER: Final = 1.0
+
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+
+
+class RedisStore:
+    """A ``MessageStore`` on a Redis server, through redis.asyncio's connection pool.
+
+    No call blocks the event loop. Connections are opened on first use, so
+    a replica starts (and answers ``/health``) while Redis is down; every call
+    made then raises ``ServiceUnavailable``, and the first that succeeds
+    afterwards says so in the log.
+    """
+
+    def __init__(self, url: str) -> None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, decode_responses=True, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT,
+            socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT,
+            # One immediate retry, on a fresh connection, when a pooled one turns out
+            # dead (Redis restarted); a timeout is not retried: the caller's retry is.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+        self._redis = aioredis.Redis.from_pool(pool)
+        self._add = self._redis.register_script(ADD_SCRIPT)
+        self._down = False
+
+    async def add(self, uuid: str, msg: str) -> bool:
+        outcome = await self._call(self._add(keys=[BY_UUID, IN_ORDER], args=[uuid, msg]))
+        if outcome == "conflict":
+            raise UuidConflict(uuid)
+        return bool(outcome == "stored")
+
+    async def messages(self, offset: int = 0, limit: int | None = None) -> list[str]:
+        """Read ``LRANGE`` by ``LRANGE`` of at most ``CHUNK`` texts, never the whole list at once.
+
+        Redis serves one command at a time: a million-item ``LRANGE`` would hold
+        every replica's writes back while it runs, and outlast the read timeout.
+        The list only grows at its end, so the chunks join into what it held
+        at some moment of the read.
+        """
+        texts: list[str] = []
+        while limit is None or len(texts) < limit:
+            wanted = CHUNK if limit is None else min(CHUNK, limit - len(texts))
+            start = offset + len(texts)
+            chunk = await self._call(self._redis.lrange(IN_ORDER, start, start + wanted - 1))
+            texts.extend(cast(list[str], chunk))  # decode_responses: every reply is a str
+            if len(chunk) < wanted:
+                break
+        return texts
+
+    async def count(self) -> int:
+        return await self._call(self._redis.llen(IN_ORDER))
+
+    async def ping(self) -> None:
+        await self._call(self._redis.ping())
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def _call(self, command: Awaitable[T]) -> T:
+        """Await ``command``; Redis unreachable becomes ``ServiceUnavailable``, logged once per outage."""
+        try:
+            result = await command
+        except _UNREACHABLE as exc:
+            if not self._down:
+                self._down = True
+                log.warning("store unreachable", store="redis", error=f"{type(exc).__name__}: {exc}")
+            raise ServiceUnavailable("redis", type(exc).__name__, RETRY_AFTER, str(exc)) from None
+        if self._down:
+            self._down = False
+            log.info("store reachable again", store="redis")
+        return result
