@@ -121,7 +121,8 @@ def test_command_line_refuses_what_cannot_run(argv: list[str], capsys: pytest.Ca
     (["--kill-logging", "--duration", "10"],
      "kill_logging needs a duration of at least 60 s with kill_logging_every 20 s"),
 ])
-def test_refusals_say_what_the_rule_is(argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_refusals_say_what_the_rule_is(argv: list[str], says: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
     """A refused option is told the rule it broke, in words that match the rule applied."""
     with pytest.raises(SystemExit):
         parse_args(argv)

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -37,16 +37,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-POLL_INTERVAL = 0.05
-
-
-def poll_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Call ``condition`` until it returns true, or raise TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s")
-        time.sleep(POLL_INTERVAL)
+#: How often a starting service's health check is tried again.
+HEALTH_POLL = 0.05
 
 
 def is_healthy(url: str) -> bool:
@@ -59,8 +51,16 @@ def is_healthy(url: str) -> bool:
 
 
 def wait_until_healthy(url: str, timeout: float = 15.0) -> None:
-    """Poll ``<url>/health`` until it answers 200, or raise TimeoutError."""
-    poll_until(lambda: is_healthy(url), timeout, f"{url} healthy")
+    """Poll ``<url>/health`` until it answers 200, or raise TimeoutError.
+
+    Synchronous, for the scripts and for starting processes; tests wait on
+    their own conditions with the test suite's ``wait_for``.
+    """
+    deadline = time.monotonic() + timeout
+    while not is_healthy(url):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} not healthy within {timeout} s")
+        time.sleep(HEALTH_POLL)
 
 
 class Cluster:
