@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from resilience.correlation import HEADER
 from resilience.testing.cluster import Cluster, wait_until_healthy
 from resilience.testing.faults import FaultProxy
 
@@ -40,6 +41,8 @@ class Protocol:
         self.session = session
         self.parts: list[str] = []
         self.log_marks: dict[str, int] = {}
+        #: The correlation ID of every request sent, in order (``protocol-001`` is the first).
+        self.correlation_ids: list[str] = []
 
     def say(self, text: str) -> None:
         self.parts.append(text.strip() + "\n")
@@ -51,7 +54,8 @@ class Protocol:
     async def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                       headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
         """Send one request as curl would, record the command and the answer, return them."""
-        hdrs = {"X-Correlation-ID": f"protocol-{len(self.parts):03d}", **(headers or {})}
+        self.correlation_ids.append(f"protocol-{len(self.correlation_ids) + 1:03d}")
+        hdrs = {HEADER: self.correlation_ids[-1], **(headers or {})}
         curl = [f"curl -i -X {method} http://localhost:5000{path}"]
         curl += [f"-H '{k}: {v}'" for k, v in hdrs.items()]
         if body is not None:
@@ -161,11 +165,18 @@ async def steps(p: Protocol, cluster: Cluster, proxy: FaultProxy) -> None:
     await p.request("GET", "/facade")
 
     p.say("## 6. Following one request through every service")
-    p.say("Every line a request causes carries its `correlation_id`; with the services "
-          "under honcho, `honcho start | grep -o '{.*}' | jq 'select(.correlation_id == "
-          "\"protocol-001\")'` shows them. For the first POST above:")
-    lines = [json.dumps(line) for name in ("facade", "logging")
-             for line in cluster.log_lines(name) if line.get("correlation_id") == "protocol-001"]
+    first_post = p.correlation_ids[0]
+    traced = [line for name in ("facade", "logging") for line in cluster.log_lines(name)
+              if line.get("correlation_id") == first_post]
+    lines = [json.dumps(line) for line in sorted(traced, key=lambda line: str(line["timestamp"]))]
+    if not lines:
+        raise RuntimeError(f"no service logged a line with correlation_id {first_post}")
+    p.say("Every line a request causes carries its `correlation_id`. With the services "
+          "under honcho, the README's recipe shows them (`--no-prefix` leaves just the JSON, "
+          "`fromjson?` skips honcho's own lines):")
+    p.block(["honcho start --no-prefix | tee run.log",
+             f"jq -cR 'fromjson? | select(.correlation_id == \"{first_post}\")' run.log"], "sh")
+    p.say(f"For the first POST above (`{first_post}`):")
     p.block(lines, "json")
 
 
