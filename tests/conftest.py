@@ -18,6 +18,8 @@ from resilience.server import SERVICE_KEY
 
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+#: The ``make_facade`` fixture: ``await make_facade(**settings_overrides)`` gives a facade client.
+MakeFacade = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
 POLL_INTERVAL = 0.01
@@ -57,8 +59,7 @@ def stored(server: TestServer) -> list[str]:
 
 @pytest.fixture
 def make_facade(aiohttp_client: AiohttpClient, logging_server: TestServer,
-                messages_server: TestServer
-                ) -> Callable[..., Awaitable[TestClient[web.Request, web.Application]]]:
+                messages_server: TestServer) -> MakeFacade:
     """Build a facade client wired to the real logging and messages test servers (or given URLs)."""
 
     async def make(**overrides: object) -> TestClient[web.Request, web.Application]:
