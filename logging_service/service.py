@@ -6,11 +6,11 @@ import re
 
 import structlog
 
-from resilience import Conflict, Dependency, InvalidArgument, rpc
+from resilience import Config, Conflict, Dependency, InvalidArgument, rpc
 
 from .store import MessageStore, UuidConflict
 
-log = structlog.get_logger("logging_service")
+logger = structlog.get_logger("logging_service")
 
 MAX_PAGE = 100_000
 
@@ -20,7 +20,7 @@ class LoggingService:
 
     name = "logging"
     store = Dependency(MessageStore)
-    max_msg_chars = 10_000
+    config = Config()
 
     @rpc(expected=(InvalidArgument, Conflict))
     def log(self, uuid: str, msg: str) -> dict[str, bool]:
@@ -31,17 +31,18 @@ class LoggingService:
         """
         if not _is_canonical_uuid(uuid):
             raise InvalidArgument("uuid must be a canonical UUID string")
-        if not msg or len(msg) > self.max_msg_chars:
-            raise InvalidArgument(f"msg must be 1 to {self.max_msg_chars} characters")
+        max_chars = self.config.max_msg_chars
+        if not msg or len(msg) > max_chars:
+            raise InvalidArgument(f"msg must be 1 to {max_chars} characters")
         try:
             stored = self.store.add(uuid, msg)
         except UuidConflict:
-            log.warning("uuid conflict", uuid=uuid)
+            logger.warning("uuid conflict", uuid=uuid)
             raise Conflict(f"uuid {uuid} is already stored with a different message") from None
         if stored:
-            log.info("message stored", uuid=uuid, msg=msg)
+            logger.info("message stored", uuid=uuid, msg=msg)
             return {"stored": True}
-        log.info("duplicate message ignored", uuid=uuid)
+        logger.info("duplicate message ignored", uuid=uuid)
         return {"stored": False, "duplicate": True}
 
     @rpc(expected=(InvalidArgument,))

@@ -5,6 +5,7 @@
     POST /rpc/<method>   body: JSON object of keyword arguments
       200 {"result": <value>}
       4xx/5xx {"error": {"type": "<ErrorName>", "message": "...", "args": [...]}}
+              (a declared error adds "path": "<module.ErrorName>", the key it is re-raised by)
     GET  /health         200 {"status": "ok", "service": "<name>"}
 """
 
@@ -15,8 +16,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from .access import access_log_middleware
 from .correlation import correlation_middleware
-from .errors import ExpectedError, InvalidArgument
+from .errors import ExpectedError, InvalidArgument, error_path
 from .rpc import dispatch, entrypoints
 from .web import BadRequest, Handler, json_response, read_json
 
@@ -25,9 +27,13 @@ log = structlog.get_logger("resilience.server")
 SERVICE_KEY = web.AppKey("service", object)
 
 
-def error_body(error_type: str, message: str, args: list[Any] | None = None) -> dict[str, Any]:
-    """The wire form of an error."""
-    return {"error": {"type": error_type, "message": message, "args": args or [message]}}
+def error_body(error_type: str, message: str, args: list[Any] | None = None,
+               path: str | None = None) -> dict[str, Any]:
+    """The wire form of an error; ``path`` names a registered type the caller may re-raise."""
+    error: dict[str, Any] = {"type": error_type, "message": message, "args": args or [message]}
+    if path is not None:
+        error["path"] = path
+    return {"error": error}
 
 
 @web.middleware
@@ -58,15 +64,15 @@ def rpc_app(service: Any, *, max_body_bytes: int = 64 * 1024) -> web.Application
         try:
             result = await dispatch(service, method, kwargs, table)
         except ExpectedError as exc:
-            return json_response(error_body(type(exc).__name__, str(exc), list(exc.args)),
-                                 status=exc.status)
+            return json_response(error_body(type(exc).__name__, str(exc), list(exc.args),
+                                            error_path(type(exc))), status=exc.status)
         return json_response({"result": result})
 
     async def health(request: web.Request) -> web.Response:
         return json_response({"status": "ok", "service": name})
 
     app = web.Application(client_max_size=max_body_bytes,
-                          middlewares=[correlation_middleware, rpc_errors])
+                          middlewares=[correlation_middleware, access_log_middleware, rpc_errors])
     app[SERVICE_KEY] = service
     app.router.add_post("/rpc/{method}", call)
     app.router.add_get("/health", health)

@@ -30,6 +30,8 @@ class Settings:
     messages_port: int = 5002
     logging_url: str = "http://127.0.0.1:5001"
     messages_url: str = "http://127.0.0.1:5002"
+    # Replicas of logging, comma-separated; when set, LOGGING_URL is not used.
+    logging_urls: str = ""
     log_format: str = "auto"
     log_level: str = "info"
     # Retry (facade -> logging): bounded attempts AND a bounded total time.
@@ -38,9 +40,23 @@ class Settings:
     retry_backoff_base: float = 0.05
     retry_backoff_max: float = 1.0
     rpc_timeout: float = 1.0
-    # Circuit breaker, one per downstream service.
-    breaker_fail_max: int = 5
-    breaker_reset_timeout: float = 5.0
+    # Retry budget per downstream: retries <= ratio x first attempts + floor/s, over the window.
+    retry_budget_ratio: float = 0.5
+    retry_budget_floor: float = 10.0
+    retry_budget_window: float = 10.0
+    # Circuit breaker, one per downstream and kind of call (reads, writes); see BreakerRule.
+    breaker_failure_rate: float = 0.5
+    breaker_slow_call_rate: float = 0.8
+    breaker_slow_call_duration: float = 0.5
+    breaker_window: float = 10.0
+    breaker_min_calls: int = 20
+    breaker_fast_window: float = 1.0
+    breaker_fast_min_calls: int = 100
+    breaker_open_duration: float = 5.0
+    breaker_open_duration_max: float = 60.0
+    breaker_trial_calls: int = 3
+    # Calls in flight to one downstream; past it, 503 at once.
+    max_calls_in_flight: int = 64
     # Input limits.
     max_body_bytes: int = 64 * 1024
     max_msg_chars: int = 10_000
@@ -68,12 +84,25 @@ class Settings:
             if not 0 <= port <= 65535:
                 raise SettingsError(f"{name.upper()} must be between 0 and 65535, not {port}")
         positive = (
-            "retry_attempts", "retry_deadline", "rpc_timeout", "breaker_fail_max",
-            "breaker_reset_timeout", "max_body_bytes", "max_msg_chars",
+            "retry_attempts", "retry_deadline", "rpc_timeout", "retry_budget_window",
+            "breaker_slow_call_duration", "breaker_window", "breaker_min_calls", "breaker_fast_window",
+            "breaker_fast_min_calls", "breaker_open_duration", "breaker_open_duration_max",
+            "breaker_trial_calls", "max_calls_in_flight", "max_body_bytes", "max_msg_chars",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name.upper()} must be positive, not {getattr(self, name)}")
+        for name in ("retry_budget_ratio", "retry_budget_floor"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name.upper()} must be 0 or more, not {getattr(self, name)}")
+        for name in ("breaker_failure_rate", "breaker_slow_call_rate"):
+            if not 0 < getattr(self, name) <= 1:
+                raise SettingsError(f"{name.upper()} must be a share above 0 and at most 1, "
+                                    f"not {getattr(self, name)}")
+        for short, long in (("breaker_fast_window", "breaker_window"),
+                            ("breaker_open_duration", "breaker_open_duration_max")):
+            if getattr(self, short) > getattr(self, long):
+                raise SettingsError(f"{short.upper()} must not exceed {long.upper()}")
         if self.log_format not in ("auto", "json", "console"):
             raise SettingsError(f"LOG_FORMAT must be auto, json or console, not {self.log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
@@ -82,6 +111,16 @@ class Settings:
         for name in ("logging_url", "messages_url"):
             if not getattr(self, name).startswith(("http://", "https://")):
                 raise SettingsError(f"{name.upper()} must be an http:// or https:// URL")
+        replicas = self.logging_replicas()
+        if not all(url.startswith(("http://", "https://")) for url in replicas):
+            raise SettingsError("LOGGING_URLS must be a comma-separated list of http:// or https:// URLs")
+        if len(set(replicas)) != len(replicas):
+            raise SettingsError("LOGGING_URLS names a replica twice")
+
+    def logging_replicas(self) -> tuple[str, ...]:
+        """The logging replicas the facade balances over: ``LOGGING_URLS``, else ``LOGGING_URL``."""
+        listed = tuple(url.strip().rstrip("/") for url in self.logging_urls.split(",") if url.strip())
+        return listed or (self.logging_url.rstrip("/"),)
 
 
 def _parse(name: str, raw: str, parser: Callable[[str], T]) -> T:

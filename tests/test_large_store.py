@@ -21,7 +21,7 @@ async def test_get_with_a_million_messages(
     store = logging_server.app[SERVICE_KEY].store  # type: ignore[attr-defined]
     for i in range(MILLION):
         store.add(str(uuid.UUID(int=i, version=4)), f"m{i}")
-    facade = await make_facade(rpc_timeout=1.0, retry_deadline=3.0)  # the defaults
+    facade = await make_facade()
 
     resp = await facade.get("/facade")
     assert resp.status == 200

@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from logging_service.service import LoggingService
 from logging_service.store import MessageStore
-from resilience import Conflict, InvalidArgument
+from resilience import Conflict, InvalidArgument, Settings
 from resilience.testing import call_entrypoint, worker_factory
 
 
@@ -91,3 +91,11 @@ def test_full_read_does_not_copy_the_store() -> None:
     store.add(new_id(), "a")
     assert store.messages() is store.messages()
     assert store.messages(0, 10) is store.messages()
+
+
+async def test_message_limit_comes_from_the_injected_config() -> None:
+    """The longest message logging accepts is the injected settings' ``max_msg_chars``."""
+    service = worker_factory(LoggingService, config=Settings(max_msg_chars=3))
+    assert await call_entrypoint(service, "log", uuid=str(uuid.uuid4()), msg="abc") == {"stored": True}
+    with pytest.raises(InvalidArgument, match="1 to 3 characters"):
+        await call_entrypoint(service, "log", uuid=str(uuid.uuid4()), msg="abcd")
