@@ -14,13 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from scripts.soak import PHASES, PostOp, SoakConfig, parse_args, phase_cycle, run_soak, tally
+from scripts.soak import PHASES, PostOp, Report, SoakConfig, parse_args, phase_cycle, run_soak, tally
 from scripts.soak.faults import ChaosState
 from scripts.soak.load import LoadState
 from scripts.soak.run import until_something_checked
 
 # Short runs: fast timeouts and a quick breaker, so every kind of fault gets its turn in seconds.
 FAST_SERVICES = {"RPC_TIMEOUT": "0.3", "RETRY_DEADLINE": "1.5", "BREAKER_OPEN_DURATION": "1"}
+
+
+def explain(report: Report) -> str:
+    """A failed soak assertion's message: the report, and when each fault happened."""
+    return f"{report.render()}\ntimeline: {report.timeline}"
 
 
 def op(text: str, outcome: str = "ok", *, started: float = 0.0, uuid: str | None = None) -> PostOp:
@@ -194,10 +199,10 @@ async def test_kill_logging_counts_its_losses_apart(tmp_path: Path) -> None:
     report = await run_soak(config)
 
     t = report.tally
-    assert report.faults["logging_kills"] >= 1
-    assert report.faults["proxy_dropped"] > 0
-    assert t.lost_with_logging_restart > 0, report.render()
-    assert 0 < t.checked_acknowledged < t.acknowledged
-    assert (t.lost, t.duplicated, t.unexpected, t.uuid_mismatches) == (0, 0, 0, 0), report.render()
-    assert report.passed, report.render()
+    assert report.faults["logging_kills"] >= 1, explain(report)
+    assert report.faults["proxy_dropped"] > 0, explain(report)
+    assert t.lost_with_logging_restart > 0, explain(report)
+    assert 0 < t.checked_acknowledged < t.acknowledged, explain(report)
+    assert (t.lost, t.duplicated, t.unexpected, t.uuid_mismatches) == (0, 0, 0, 0), explain(report)
+    assert report.passed, explain(report)
     assert "lost with logging restart" in report.render()

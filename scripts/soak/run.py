@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 
 from resilience.settings import Settings
-from resilience.testing.cluster import Cluster, wait_until_healthy
+from resilience.testing.cluster import Cluster
 
 from .config import SoakConfig
 from .faults import ChaosState, logging_chaos, messages_chaos, network_chaos, wait_for_stop
@@ -149,7 +149,7 @@ def _start_backends(cluster: Cluster) -> None:
     for name in BACKENDS:
         cluster.start(name, wait=False)
     for name in BACKENDS:
-        wait_until_healthy(cluster.url(name))
+        cluster.wait_until_serving(name)
 
 
 def _stop_all(cluster: Cluster) -> dict[str, dict[str, float]]:
