@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m bench            # about 2-3 minutes, prints the tables
+    python -m bench            # about 2 minutes, prints the tables
     python -m bench --quick    # a smoke run, well under a minute
     python -m bench --write    # also writes docs/benchmark.md
 

@@ -30,7 +30,7 @@ import uvloop
 
 from resilience.testing.cluster import Cluster
 
-from .load import drive, pick_tool
+from .load import LoadError, drive, pick_tool
 from .plan import SMALL_STORE
 from .run import seed
 
@@ -131,9 +131,10 @@ def py_spy() -> str:
     return found
 
 
-def record(verb: str, duration: int, connections: int, rate: int, tool: str, out: Path) -> None:
-    """Run the load with every service under py-spy; write ``<service>.txt`` and print summaries."""
-    spy = py_spy()
+def record(spy: str, verb: str, duration: int, connections: int, rate: int, tool: str,
+           out: Path) -> None:
+    """Run the load with every service under ``spy`` (py-spy); write ``<service>.txt`` and print
+    summaries."""
     with Cluster(out / "logs") as cluster:
         cluster.start_all()
         url = f"{cluster.facade_url}/facade"
@@ -172,10 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="where to keep the stacks and logs (default: a new temporary directory)")
     args = parser.parse_args(argv)
+    spy = py_spy()  # before any directory is made: without py-spy, nothing is left behind
+    try:
+        tool = pick_tool(args.tool)
+    except LoadError as exc:
+        raise SystemExit(str(exc)) from None
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-profile-"))
     out.mkdir(parents=True, exist_ok=True)
     try:
-        record(args.verb, args.duration, args.connections, args.rate, pick_tool(args.tool), out)
+        record(spy, args.verb, args.duration, args.connections, args.rate, tool, out)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

@@ -176,7 +176,7 @@ Run it from the repository root (wrk is used when it is on `PATH`,
 generator, in its own process):
 
 ```
-python -m bench                 # about 2-3 minutes; prints these tables
+python -m bench                 # about 2 minutes; prints these tables
 python -m bench --quick         # a smoke run, well under a minute
 python -m bench --write         # also rewrites this page
 python -m bench --help          # --duration, --connections, --tool, --threads, --log-dir

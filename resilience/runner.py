@@ -52,6 +52,11 @@ def serve(app: web.Application, *, name: str, host: str, port: int,
     else:
         loop = uvloop.new_event_loop()
     log.info("service starting", host=host, port=port)
+
+    def listening(_banner: str) -> None:
+        # aiohttp calls this once every site listens: then, and only then, the port is ours.
+        log.info("service listening", host=host, port=port)
+
     web.run_app(app, host=host, port=port, shutdown_timeout=shutdown_timeout,
-                access_log=None, print=None, loop=loop)
+                access_log=None, print=listening, loop=loop)
     log.info("service stopped")

@@ -115,7 +115,8 @@ class Settings:
         if self.log_format not in ("auto", "json", "console"):
             raise SettingsError(f"LOG_FORMAT must be auto, json or console, not {self.log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
-            raise SettingsError(f"LOG_LEVEL must be debug, info, warning or error, not {self.log_level!r}")
+            raise SettingsError("LOG_LEVEL must be debug, info, warning, error or critical, "
+                                f"not {self.log_level!r}")
         for name in ("logging_url", "messages_url"):
             if not getattr(self, name).startswith(("http://", "https://")):
                 raise SettingsError(f"{name.upper()} must be an http:// or https:// URL")

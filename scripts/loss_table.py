@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 
-from resilience.testing.cluster import Cluster, wait_until_healthy
+from resilience.testing.cluster import Cluster
 from resilience.testing.faults import FaultProxy
 
 LEVELS = (0.0, 0.1, 0.2, 0.3)
@@ -58,7 +58,7 @@ async def measure(seconds: float, clients: int, log_dir: Path) -> list[str]:
             cluster.start("logging")
             cluster.start("messages")
             cluster.start("facade", wait=False)
-            await asyncio.to_thread(wait_until_healthy, cluster.facade_url)
+            await asyncio.to_thread(cluster.wait_until_serving, "facade")
             for level in LEVELS:
                 proxy.drop_rate = level
                 seen = len(cluster.log_lines("facade"))

@@ -6,7 +6,7 @@
 It starts the three real services on free ports, with logging behind a
 fault proxy, and then, step by step: the assignment's session; logging
 stopped (retries, 503 + Retry-After, the breaker opening, fast failures);
-logging restarted (half-open trial, closed); replies dropped after logging
+logging restarted (half-open trials, closed); replies dropped after logging
 stored the message (retries land on the same UUID, stored once); a client
 retrying with an Idempotency-Key. Every response and log line in the output
 is what this run saw.
@@ -20,16 +20,35 @@ import json
 import tempfile
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from resilience.breaker import BreakerRule
+from resilience.correlation import HEADER
+from resilience.settings import Settings
 from resilience.testing.cluster import Cluster, wait_until_healthy
 from resilience.testing.faults import FaultProxy
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "retry-protocol.md"
 SETTINGS = {"BREAKER_OPEN_DURATION": "2", "RETRY_DEADLINE": "3"}
+
+
+#: At most this many POSTs are sent to open the breaker before the run gives up.
+MAX_POSTS_TO_OPEN = 20
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request as curl would send it, and what came back."""
+
+    curl: str
+    status: int
+    payload: dict[str, Any]
+    retry_after: str | None
+    elapsed_ms: float
 
 
 class Protocol:
@@ -40,6 +59,8 @@ class Protocol:
         self.session = session
         self.parts: list[str] = []
         self.log_marks: dict[str, int] = {}
+        #: The correlation ID of every request sent, in order (``protocol-001`` is the first).
+        self.correlation_ids: list[str] = []
 
     def say(self, text: str) -> None:
         self.parts.append(text.strip() + "\n")
@@ -48,10 +69,11 @@ class Protocol:
     def block(self, lines: Iterable[str], lang: str = "") -> None:
         self.say(f"```{lang}\n" + "\n".join(lines) + "\n```")
 
-    async def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                      headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-        """Send one request as curl would, record the command and the answer, return them."""
-        hdrs = {"X-Correlation-ID": f"protocol-{len(self.parts):03d}", **(headers or {})}
+    async def send(self, method: str, path: str, body: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> Exchange:
+        """Send one request under the next correlation ID; record nothing."""
+        self.correlation_ids.append(f"protocol-{len(self.correlation_ids) + 1:03d}")
+        hdrs = {HEADER: self.correlation_ids[-1], **(headers or {})}
         curl = [f"curl -i -X {method} http://localhost:5000{path}"]
         curl += [f"-H '{k}: {v}'" for k, v in hdrs.items()]
         if body is not None:
@@ -62,11 +84,17 @@ class Protocol:
             payload = await resp.json()
             status = resp.status
             retry_after = resp.headers.get("Retry-After")
-        elapsed = (time.perf_counter() - started) * 1000
-        answer = [f"HTTP {status}" + (f"   Retry-After: {retry_after}" if retry_after else ""),
-                  json.dumps(payload), f"(answered in {elapsed:.0f} ms)"]
-        self.block([" ".join(curl), *answer], "console")
-        return status, payload
+        return Exchange(" ".join(curl), status, payload, retry_after,
+                        (time.perf_counter() - started) * 1000)
+
+    async def request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                      headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+        """Send one request as curl would, record the command and the answer, return them."""
+        sent = await self.send(method, path, body, headers)
+        answer = [f"HTTP {sent.status}" + (f"   Retry-After: {sent.retry_after}" if sent.retry_after else ""),
+                  json.dumps(sent.payload), f"(answered in {sent.elapsed_ms:.0f} ms)"]
+        self.block([sent.curl, *answer], "console")
+        return sent.status, sent.payload
 
     def new_log_lines(self, name: str, events: set[str] | None = None) -> list[str]:
         """Log lines ``name`` wrote since the last call, optionally only these events."""
@@ -84,7 +112,8 @@ class Protocol:
         return lines
 
 
-RETRY_EVENTS = {"retrying call", "circuit breaker state changed"}
+BREAKER_EVENTS = {"circuit breaker state changed"}
+RETRY_EVENTS = {"retrying call", *BREAKER_EVENTS}
 STORE_EVENTS = {"message stored", "duplicate message ignored"}
 
 
@@ -115,26 +144,42 @@ async def steps(p: Protocol, cluster: Cluster, proxy: FaultProxy) -> None:
     await p.request("GET", "/facade")
     p.show_logs("logging", STORE_EVENTS)
 
+    rule = BreakerRule.from_settings(Settings.from_env(SETTINGS))
     p.say("## 2. logging stopped: retries, then 503 with Retry-After")
     cluster.stop("logging")
     await proxy.refuse()
-    p.say("The logging process was stopped (SIGTERM). The facade retries with full-jitter "
-          "backoff; the fifth consecutive failure opens the breaker, which ends the retry at once.")
+    p.say("The logging process was stopped (SIGTERM). The facade retries the call with "
+          "full-jitter backoff until its attempts or its deadline are spent, then answers 503:")
     await p.request("POST", "/facade", {"msg": "msg4"})
     p.show_logs("facade", RETRY_EVENTS)
-    p.say("While the breaker is open, the facade fails fast without touching the network:")
+    p.say(f"The breaker on writes to logging opens once its last {rule.window:g} s hold at least "
+          f"{rule.min_calls} calls and {rule.failure_rate:.0%} of them failed. Until then each "
+          "POST fails the same way after its retries; the one during which it opens is cut short:")
+    tried = []
+    for n in range(MAX_POSTS_TO_OPEN):
+        sent = await p.send("POST", "/facade", {"msg": f"down-{n + 1}"})
+        tried.append(f"{p.correlation_ids[-1]}: POST down-{n + 1} -> HTTP {sent.status} in "
+                     f"{sent.elapsed_ms:.0f} ms: {sent.payload['message']}")
+        if "circuit breaker open" in sent.payload["message"]:
+            break
+    else:
+        raise RuntimeError(f"the breaker did not open within {MAX_POSTS_TO_OPEN} POSTs")
+    p.block(tried, "text")
+    p.show_logs("facade", BREAKER_EVENTS)
+    p.say("While the breaker is open, a POST fails fast without touching the network:")
     await p.request("POST", "/facade", {"msg": "msg5"})
-    await p.request("GET", "/facade")
+    p.new_log_lines("facade")
 
     p.say("## 3. logging restarted: the facade recovers by itself")
     await asyncio.to_thread(cluster.start, "logging")
     await proxy.resume()
     await asyncio.to_thread(wait_until_healthy, proxy.url)
     p.say("logging is back (with an empty store: it keeps messages in memory only). "
-          f"After the breaker's reset timeout ({SETTINGS['BREAKER_OPEN_DURATION']} s) one "
-          "trial call goes through; it succeeds and the breaker closes.")
-    await asyncio.sleep(float(SETTINGS["BREAKER_OPEN_DURATION"]))
-    await p.request("POST", "/facade", {"msg": "msg6"})
+          f"After the breaker's open duration ({rule.open_duration:g} s) it turns half-open and "
+          f"lets up to {rule.trial_calls} trial calls through; once they have succeeded it closes.")
+    await asyncio.sleep(rule.open_duration)
+    for text in ("msg6", "msg7", "msg8"):
+        await p.request("POST", "/facade", {"msg": text})
     p.show_logs("facade", RETRY_EVENTS)
     p.new_log_lines("logging")
 
@@ -144,12 +189,16 @@ async def steps(p: Protocol, cluster: Cluster, proxy: FaultProxy) -> None:
           "cannot tell a lost reply from a lost request, so it resends the same UUID; "
           "logging acknowledges the copy as a duplicate.")
     proxy.drop_rate = 0.5
-    for text in ("msg7", "msg8", "msg9"):
+    for text in ("msg9", "msg10", "msg11"):
         await p.request("POST", "/facade", {"msg": text})
     proxy.drop_rate = 0.0
     p.show_logs("facade", RETRY_EVENTS)
     p.show_logs("logging", STORE_EVENTS)
-    p.say(f"The proxy dropped {proxy.counts.dropped} replies; every message is stored once:")
+    dropped = proxy.counts.dropped
+    if not dropped:
+        raise RuntimeError("the proxy dropped no reply: section 4 would show nothing")
+    p.say(f"The proxy dropped {dropped} {'reply' if dropped == 1 else 'replies'}; "
+          "every message is stored once:")
     await p.request("GET", "/facade")
 
     p.say("## 5. A client retrying its own POST: Idempotency-Key")
@@ -161,11 +210,18 @@ async def steps(p: Protocol, cluster: Cluster, proxy: FaultProxy) -> None:
     await p.request("GET", "/facade")
 
     p.say("## 6. Following one request through every service")
-    p.say("Every line a request causes carries its `correlation_id`; with the services "
-          "under honcho, `honcho start | grep -o '{.*}' | jq 'select(.correlation_id == "
-          "\"protocol-001\")'` shows them. For the first POST above:")
-    lines = [json.dumps(line) for name in ("facade", "logging")
-             for line in cluster.log_lines(name) if line.get("correlation_id") == "protocol-001"]
+    first_post = p.correlation_ids[0]
+    traced = [line for name in ("facade", "logging") for line in cluster.log_lines(name)
+              if line.get("correlation_id") == first_post]
+    lines = [json.dumps(line) for line in sorted(traced, key=lambda line: str(line["timestamp"]))]
+    if not lines:
+        raise RuntimeError(f"no service logged a line with correlation_id {first_post}")
+    p.say("Every line a request causes carries its `correlation_id`. With the services "
+          "under honcho, the README's recipe shows them (`--no-prefix` leaves just the JSON, "
+          "`fromjson?` skips honcho's own lines):")
+    p.block(["honcho start --no-prefix | tee run.log",
+             f"jq -cR 'fromjson? | select(.correlation_id == \"{first_post}\")' run.log"], "sh")
+    p.say(f"For the first POST above (`{first_post}`):")
     p.block(lines, "json")
 
 

@@ -20,6 +20,8 @@ from resilience.testing.redis_server import RedisServer
 
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
+#: The ``make_facade`` fixture: ``await make_facade(**settings_overrides)`` gives a facade client.
+MakeFacade = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 
 POLL_INTERVAL = 0.01
@@ -80,8 +82,7 @@ def redis_url(shared_redis: RedisServer) -> str:
 
 @pytest.fixture
 def make_facade(aiohttp_client: AiohttpClient, logging_server: TestServer,
-                messages_server: TestServer
-                ) -> Callable[..., Awaitable[TestClient[web.Request, web.Application]]]:
+                messages_server: TestServer) -> MakeFacade:
     """Build a facade client wired to the real logging and messages test servers (or given URLs),
     with the shipped settings unless a test of a setting overrides one."""
 

@@ -25,12 +25,12 @@ from yarl import URL
 from logging_service.service import MAX_PAGE, LoggingService
 from resilience import Settings
 from tests.conftest import stored
-from tests.test_fuzz_facade import FUZZ, HEADER_TEXT, JSON_VALUES, TEXT, encode, leaked_internals, weighted
+from tests.oracle import leaked_internals
+from tests.strategies import FUZZ, HEADER_TEXT, JSON_VALUES, MAX_MSG, TEXT, encode, weighted
 
 Client = TestClient[web.Request, web.Application]
 AiohttpClient = Callable[[TestServer], Awaitable[Client]]
 
-MAX_MSG = Settings().max_msg_chars
 JSON_HEADERS = {"Content-Type": "application/json"}
 # orjson reads integers outside this range as floats.
 JSON_INT_RANGE = range(-(2**63), 2**64)

@@ -39,7 +39,7 @@ def test_values_are_parsed_to_their_types() -> None:
     ({"RETRY_ATTEMPTS": "0"}, "RETRY_ATTEMPTS must be positive"),
     ({"RPC_TIMEOUT": "soon"}, "not a valid float"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT must be"),
-    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be"),
+    ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be debug, info, warning, error or critical, not 'loud'"),
     ({"LOGGING_URL": "127.0.0.1:8000"}, "http:// or https://"),
     ({"LOGGING_STORE": "redis"}, "LOGGING_STORE must be memory or a redis://"),
     ({"LOGGING_STORE": "http://127.0.0.1:6390"}, "LOGGING_STORE must be"),

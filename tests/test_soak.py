@@ -8,15 +8,24 @@ that nothing acknowledged went missing and that the faults really happened
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
 import pytest
 
-from scripts.soak import PHASES, PostOp, SoakConfig, parse_args, phase_cycle, run_soak, tally
+from scripts.soak import PHASES, PostOp, Report, SoakConfig, parse_args, phase_cycle, run_soak, tally
+from scripts.soak.faults import ChaosState
+from scripts.soak.load import LoadState
+from scripts.soak.run import until_something_checked
 
 # Short runs: fast timeouts and a quick breaker, so every kind of fault gets its turn in seconds.
 FAST_SERVICES = {"RPC_TIMEOUT": "0.3", "RETRY_DEADLINE": "1.5", "BREAKER_OPEN_DURATION": "1"}
+
+
+def explain(report: Report) -> str:
+    """A failed soak assertion's message: the report, and when each fault happened."""
+    return f"{report.render()}\ntimeline: {report.timeline}"
 
 
 def op(text: str, outcome: str = "ok", *, started: float = 0.0, uuid: str | None = None) -> PostOp:
@@ -79,18 +88,20 @@ def test_each_fault_phase_is_followed_by_a_clean_one() -> None:
 
     assert sorted(cycle[::2]) == sorted(set(PHASES) - {"clean"})
     assert cycle[1::2] == ["clean"] * (len(PHASES) - 1)
-    assert phase_cycle(("drops", "refuse"), random.Random(1)) in (["drops", "refuse"], ["refuse", "drops"])
+    assert sorted(phase_cycle(("drops", "refuse"), random.Random(1))) == ["drops", "refuse"]
     assert phase_cycle(("clean",), random.Random(1)) == ["clean"]
 
 
 def test_command_line() -> None:
     """Every option reaches the soak's configuration; no options give the defaults."""
     config, as_json = parse_args(["--duration", "5", "--concurrency", "3", "--seed", "9", "--json",
-                                  "--kill-logging", "--env", "rpc_timeout=0.5", "--quiet",
+                                  "--kill-logging", "--kill-logging-every", "1",
+                                  "--env", "rpc_timeout=0.5", "--quiet",
                                   "--phases", "drops, refuse"])
 
     assert as_json
-    assert (config.duration, config.concurrency, config.seed, config.kill_logging) == (5, 3, 9, True)
+    assert (config.duration, config.concurrency, config.seed) == (5, 3, 9)
+    assert (config.kill_logging, config.kill_logging_every) == (True, 1)
     assert config.service_env == {"RPC_TIMEOUT": "0.5"}
     assert config.progress_every == 0
     assert config.phases == ("drops", "refuse")
@@ -99,7 +110,8 @@ def test_command_line() -> None:
 
 @pytest.mark.parametrize("argv", [["--env", "RPC_TIMEOUT=soon"], ["--env", "novalue"],
                                   ["--duration", "0"], ["--phase-min", "3", "--phase-max", "1"],
-                                  ["--phases", "clean,flood"]])
+                                  ["--phases", "clean,flood"], ["--kill-logging", "--duration", "59"],
+                                  ["--kill-logging", "--duration", "6", "--kill-logging-every", "2.1"]])
 def test_command_line_refuses_what_cannot_run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     """Options that cannot run are refused with a usage error (exit 2), not a traceback."""
     with pytest.raises(SystemExit) as exit_info:
@@ -107,6 +119,46 @@ def test_command_line_refuses_what_cannot_run(argv: list[str], capsys: pytest.Ca
 
     assert exit_info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--duration", "0"], "duration must be more than 0 and at most 86400 seconds, not 0"),
+    (["--kill-logging", "--duration", "10"],
+     "kill_logging needs a duration of at least 60 s with kill_logging_every 20 s"),
+])
+def test_refusals_say_what_the_rule_is(argv: list[str], says: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A refused option is told the rule it broke, in words that match the rule applied."""
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+
+    assert says in capsys.readouterr().err
+
+
+def test_kill_logging_runs_as_short_as_its_first_kill_allows() -> None:
+    """--kill-logging is accepted from a duration of three mean kill intervals (the first kill is due
+    in the first half), the shortest run that is sure to kill logging."""
+    config, _ = parse_args(["--kill-logging", "--duration", "6", "--kill-logging-every", "2"])
+
+    assert (config.duration, config.kill_logging_every) == (6, 2)
+
+
+async def test_load_goes_on_until_a_post_after_the_last_restart_is_acknowledged() -> None:
+    """Past its duration, a --kill-logging run stops its load only once a POST sent after the last
+    logging restart has been acknowledged: acknowledgements of earlier POSTs do not end it."""
+    config = SoakConfig(duration=6.0, kill_logging=True, kill_logging_every=2.0)
+    state, chaos = LoadState(), ChaosState(started=0.0, logging_kills=1, last_logging_restart=10.0)
+    waiting = asyncio.create_task(until_something_checked(config, state, chaos))
+    await asyncio.sleep(0)  # let it look at the condition once
+
+    state.finish(op("sent before the restart", started=9.0))
+    await asyncio.sleep(0)
+    still_waiting = not waiting.done()
+    state.finish(op("sent after the restart", started=10.5))
+    await asyncio.wait_for(waiting, 1.0)
+
+    assert still_waiting
+    assert chaos.timeline[-1][1].startswith("load went on")
 
 
 @pytest.mark.e2e
@@ -147,10 +199,10 @@ async def test_kill_logging_counts_its_losses_apart(tmp_path: Path) -> None:
     report = await run_soak(config)
 
     t = report.tally
-    assert report.faults["logging_kills"] >= 1
-    assert report.faults["proxy_dropped"] > 0
-    assert t.lost_with_logging_restart > 0, report.render()
-    assert 0 < t.checked_acknowledged < t.acknowledged
-    assert (t.lost, t.duplicated, t.unexpected, t.uuid_mismatches) == (0, 0, 0, 0), report.render()
-    assert report.passed, report.render()
+    assert report.faults["logging_kills"] >= 1, explain(report)
+    assert report.faults["proxy_dropped"] > 0, explain(report)
+    assert t.lost_with_logging_restart > 0, explain(report)
+    assert 0 < t.checked_acknowledged < t.acknowledged, explain(report)
+    assert (t.lost, t.duplicated, t.unexpected, t.uuid_mismatches) == (0, 0, 0, 0), explain(report)
+    assert report.passed, explain(report)
     assert "lost with logging restart" in report.render()

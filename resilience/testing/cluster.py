@@ -37,16 +37,8 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-POLL_INTERVAL = 0.05
-
-
-def poll_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Call ``condition`` until it returns true, or raise TimeoutError naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout} s")
-        time.sleep(POLL_INTERVAL)
+#: How often a starting service's health check is tried again.
+HEALTH_POLL = 0.05
 
 
 def is_healthy(url: str) -> bool:
@@ -56,6 +48,19 @@ def is_healthy(url: str) -> bool:
             return bool(reply.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
+
+
+def poll_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Call ``condition`` until it returns true, or raise TimeoutError naming ``what``.
+
+    Synchronous, for the scripts and for starting processes; async tests wait
+    on their own conditions with the test suite's ``wait_for``.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s")
+        time.sleep(HEALTH_POLL)
 
 
 def wait_until_healthy(url: str, timeout: float = 15.0) -> None:
@@ -80,6 +85,8 @@ class Cluster:
         self.messages_url = self.url("messages")
         self.extra_env = dict(env or {})
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        #: Where in its log each running service's lines since its (re)start begin.
+        self._log_starts: dict[str, int] = {}
 
     def url(self, name: str) -> str:
         return f"http://{self.host}:{self.ports[name]}"
@@ -103,20 +110,53 @@ class Cluster:
         }
 
     def start(self, name: str, wait: bool = True) -> subprocess.Popen[bytes]:
-        """Start service ``name`` (appending to its log) and, with ``wait``, wait until healthy."""
+        """Start service ``name`` (appending to its log) and, with ``wait``, wait until it serves."""
         with open(self.log_dir / f"{name}.log", "ab") as log:
+            self._log_starts[name] = log.tell()
             proc = subprocess.Popen([sys.executable, "-m", MODULES[name]], env=self.env(),
                                     stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         if wait:
-            wait_until_healthy(self.url(name))
+            self.wait_until_serving(name)
         return proc
 
     def start_all(self) -> None:
         for name in SERVICES:
             self.start(name, wait=False)
         for name in SERVICES:
-            wait_until_healthy(self.url(name))
+            self.wait_until_serving(name)
+
+    def wait_until_serving(self, name: str, timeout: float = 15.0) -> None:
+        """Wait until the process started as ``name`` listens on its port and answers its health
+        check; raise RuntimeError if it exits first, TimeoutError if it takes longer than ``timeout``.
+
+        A port is picked free, but is only free when picked: another process on
+        the machine may take it before the service binds it, and would then
+        answer the health check in its place. So the service's own log must say
+        that it is listening (a port taken fails with "cannot listen" instead).
+        """
+        proc, url = self.procs[name], self.url(name)
+        deadline = time.monotonic() + timeout
+        while not (self._says_listening(name) and is_healthy(url)):
+            if proc.poll() is not None:
+                lines = self._lines_since_start(name)
+                said = lines[-1] if lines else {}
+                raise RuntimeError(f"{name} exited with status {proc.returncode} before serving on "
+                                   f"{url}: {said.get('event', '')} {said.get('error', '')}".rstrip())
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} not serving on {url} within {timeout} s")
+            time.sleep(HEALTH_POLL)
+
+    def _lines_since_start(self, name: str) -> list[dict[str, object]]:
+        """The JSON log lines service ``name`` has written since it was last started."""
+        with open(self.log_dir / f"{name}.log", "rb") as log:
+            log.seek(self._log_starts.get(name, 0))
+            return _json_lines(log.read())
+
+    def _says_listening(self, name: str) -> bool:
+        """Whether service ``name`` has logged, since it was last started, that it listens on its port."""
+        return any(line.get("event") == "service listening" and line.get("port") == self.ports[name]
+                   for line in self._lines_since_start(name))
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Send ``sig`` to service ``name`` and wait for it to exit; return its exit status.
@@ -144,15 +184,7 @@ class Cluster:
 
     def log_lines(self, name: str) -> list[dict[str, object]]:
         """The JSON log lines service ``name`` has written so far (other lines are skipped)."""
-        lines = []
-        for raw in (self.log_dir / f"{name}.log").read_bytes().splitlines():
-            try:
-                line = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(line, dict):
-                lines.append(line)
-        return lines
+        return _json_lines((self.log_dir / f"{name}.log").read_bytes())
 
     def raw_log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
@@ -163,3 +195,16 @@ class Cluster:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop_all()
+
+
+def _json_lines(data: bytes) -> list[dict[str, object]]:
+    """The lines of ``data`` that are JSON objects, parsed (a traceback's lines are skipped)."""
+    lines = []
+    for raw in data.splitlines():
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(line, dict):
+            lines.append(line)
+    return lines

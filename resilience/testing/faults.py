@@ -26,6 +26,9 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from ..server import error_body
+from ..web import json_response
+
 _HOP_HEADERS = frozenset({"host", "content-length", "connection", "keep-alive",
                           "transfer-encoding"})
 
@@ -114,9 +117,8 @@ class FaultProxy:
             await asyncio.sleep(delay)
         if self.rng.random() < self.error_rate:
             self.counts.errored += 1
-            return web.json_response(
-                {"error": {"type": "ServiceUnavailable", "message": "injected fault", "args": []}},
-                status=503, headers={"Retry-After": str(self.retry_after)})
+            return json_response(error_body("ServiceUnavailable", "injected fault"), status=503,
+                                 headers={"Retry-After": str(self.retry_after)})
         drop = self.rng.random() < self.drop_rate
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         try:
@@ -126,10 +128,9 @@ class FaultProxy:
                 status = upstream.status
                 reply_headers = {k: v for k, v in upstream.headers.items()
                                  if k.lower() not in _HOP_HEADERS}
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             # The service itself is down: answer as a reverse proxy would.
-            return web.json_response(
-                {"error": {"type": "BadGateway", "message": str(exc), "args": []}}, status=502)
+            return json_response(error_body("BadGateway", f"upstream unreachable: {exc}"), status=502)
         self.counts.forwarded += 1
         if drop:
             self.counts.dropped += 1

@@ -11,9 +11,11 @@ service. For ``--duration`` seconds, ``--concurrency`` clients POST messages
 with unique texts (and now and then GET a page) while the soak cycles the
 logging network path through faults (connections refused, delays beyond
 ``RPC_TIMEOUT``, 503s, replies dropped after the write) and SIGKILLs and
-restarts the messages service again and again. Then it clears the faults,
-waits until nothing is in flight, reads the store back and checks it,
-Jepsen-style, against what each client was told:
+restarts the messages service again and again (the load goes on past
+``--duration``, for at most 30 s, until a POST held to the strict rule below
+has been acknowledged, so that a run always vouches for something). Then it
+clears the faults, waits until nothing is in flight, reads the store back
+and checks it, Jepsen-style, against what each client was told:
 
 - lost: acknowledged (200 success) but not stored;
 - duplicated: stored more than once;

@@ -10,6 +10,11 @@ from resilience.settings import Settings, SettingsError
 
 #: The states the logging network path cycles through, each held for a random while.
 PHASES = ("clean", "refuse", "slow", "errors", "drops", "mixed")
+#: Each kill of a service comes uniform(*KILL_JITTER) times its mean interval after the last one.
+KILL_JITTER = (0.5, 1.5)
+#: The logging service is killed only in this first share of the run: the rest is kept for
+#: messages that must all survive, those sent after the last restart.
+LOGGING_KILLS_UNTIL = 0.5
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class SoakConfig:
     def validate(self) -> None:
         """Raise ValueError for settings that cannot make a bounded, meaningful run."""
         if not 0 < self.duration <= 24 * 3600:
-            raise ValueError("duration must be between 0 and 86400 seconds")
+            raise ValueError(f"duration must be more than 0 and at most 86400 seconds, not {self.duration:g}")
         if not 1 <= self.concurrency <= 1024:
             raise ValueError("concurrency must be between 1 and 1024")
         if self.request_timeout <= 0:
@@ -65,6 +70,15 @@ class SoakConfig:
             raise ValueError("kill_messages_every and messages_downtime must be positive")
         if self.kill_logging_every <= 0:
             raise ValueError("kill_logging_every must be positive")
+        shortest = KILL_JITTER[1] * self.kill_logging_every / LOGGING_KILLS_UNTIL
+        if self.kill_logging and self.duration < shortest:
+            # Otherwise the first kill may not come before kills stop: a run that reports on a
+            # logging restart that never happened.
+            raise ValueError(
+                f"kill_logging needs a duration of at least {shortest:g} s with kill_logging_every "
+                f"{self.kill_logging_every:g} s (the first kill comes up to {KILL_JITTER[1]:g} x that "
+                f"in, and kills stop at {LOGGING_KILLS_UNTIL:.0%} of the run): lengthen the duration "
+                "or shorten kill_logging_every")
         try:
             Settings.from_env(dict(self.service_env))
         except SettingsError as exc:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from resilience.testing.cluster import Cluster
 
-from .config import SoakConfig
+from .config import KILL_JITTER, LOGGING_KILLS_UNTIL, SoakConfig
 from .proxy import SoakProxy
 
 #: Share of requests answered 503 in the ``errors`` phase, and of replies dropped in ``drops``.
@@ -30,6 +30,8 @@ class ChaosState:
     phase: str = "clean"
     messages_kills: int = 0
     logging_kills: int = 0
+    #: Whether the logging service is being killed and restarted right now.
+    logging_down: bool = False
     #: ``time.monotonic()`` when the last restarted logging service answered its health check.
     last_logging_restart: float | None = None
     timeline: list[tuple[float, str]] = field(default_factory=list)
@@ -94,7 +96,7 @@ async def network_chaos(proxy: SoakProxy, rng: random.Random, config: SoakConfig
 async def messages_chaos(cluster: Cluster, lock: asyncio.Lock, rng: random.Random, config: SoakConfig,
                          stop: asyncio.Event, chaos: ChaosState) -> None:
     """SIGKILL the messages service every so often and restart it after a short while."""
-    while not await wait_for_stop(stop, rng.uniform(0.5, 1.5) * config.kill_messages_every):
+    while not await wait_for_stop(stop, rng.uniform(*KILL_JITTER) * config.kill_messages_every):
         async with lock:
             await asyncio.to_thread(cluster.kill, "messages")
         chaos.messages_kills += 1
@@ -107,20 +109,27 @@ async def messages_chaos(cluster: Cluster, lock: asyncio.Lock, rng: random.Rando
 
 async def logging_chaos(cluster: Cluster, lock: asyncio.Lock, rng: random.Random, config: SoakConfig,
                         stop: asyncio.Event, chaos: ChaosState) -> None:
-    """SIGKILL and restart the logging service, never in the second half of the run.
+    """SIGKILL and restart the logging service: at least once, and only in the first part of the run.
 
-    The second half is kept for messages that must all survive: those sent
-    after the last restart completed.
+    The rest is kept for messages that must all survive: those sent after the
+    last restart completed. Whether a kill is due before the cutoff is decided
+    before waiting for it, so a busy machine cannot push the first kill past it
+    (``SoakConfig.validate`` makes sure the first one is due before it).
     """
-    last_kill = chaos.started + config.duration * 0.5
-    while not await wait_for_stop(stop, rng.uniform(0.5, 1.5) * config.kill_logging_every):
-        if time.monotonic() > last_kill:
+    cutoff = chaos.started + config.duration * LOGGING_KILLS_UNTIL
+    while True:
+        delay = rng.uniform(*KILL_JITTER) * config.kill_logging_every
+        if chaos.logging_kills and time.monotonic() + delay > cutoff:
             break
+        if await wait_for_stop(stop, delay):
+            return
+        chaos.logging_down = True
         async with lock:
             await asyncio.to_thread(cluster.kill, "logging")
             chaos.logging_kills += 1
             chaos.note("logging SIGKILL")
             await asyncio.to_thread(cluster.start, "logging")
         chaos.last_logging_restart = time.monotonic()
+        chaos.logging_down = False
         chaos.note("logging restarted (empty store)")
     await stop.wait()

@@ -57,11 +57,27 @@ class LoadState:
     sent: set[str] = field(default_factory=set)
     gets: GetStats = field(default_factory=GetStats)
     acknowledged: int = 0
+    #: When the latest-sent acknowledged POST was first sent (``time.monotonic()``), if any was.
+    last_acknowledged_start: float | None = None
+    #: Set on every acknowledgement (whoever waits for one clears it first).
+    acknowledgement: asyncio.Event = field(default_factory=asyncio.Event)
 
     def record(self, op: PostOp) -> None:
         """Remember ``op`` before it is sent, so a read that sees it never counts it as unexpected."""
         self.ops.append(op)
         self.sent.add(op.text)
+
+    def finish(self, op: PostOp) -> None:
+        """Count ``op`` once its client has been told how it ended."""
+        if op.acknowledged:
+            self.acknowledged += 1
+            self.last_acknowledged_start = max(op.started, self.last_acknowledged_start or op.started)
+            self.acknowledgement.set()
+
+    def acknowledged_since(self, moment: float | None) -> bool:
+        """Whether a POST first sent at or after ``moment`` (None: the start) was acknowledged."""
+        last = self.last_acknowledged_start
+        return last is not None and (moment is None or last >= moment)
 
 
 async def client(index: int, config: SoakConfig, session: aiohttp.ClientSession, facade_url: str,
@@ -78,7 +94,7 @@ async def client(index: int, config: SoakConfig, session: aiohttp.ClientSession,
             state.record(op)
             pause = await post_message(session, facade_url, op, timeout=config.request_timeout,
                                        retries=config.client_retries, rng=rng)
-            state.acknowledged += op.acknowledged
+            state.finish(op)
         if pause:
             await asyncio.sleep(rng.uniform(0.0, pause))
 
