@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import Callable
 
@@ -19,21 +20,38 @@ def run_main(name: str, create_app: Callable[[Settings], web.Application],
              port: Callable[[Settings], int]) -> None:
     """Entry point of a service process: serve ``create_app(settings)`` until SIGINT or SIGTERM.
 
-    Bad configuration or a port already in use end the process with a
-    one-line message and exit status 2 or 1, not a traceback.
+    Bad configuration (a bad value, a ``HOST`` that names no address, an RPC
+    port exposed without ``RPC_SECRET``) ends the process with a one-line
+    message and exit status 2 before anything is logged; a port already in
+    use, with exit status 1. Never a traceback.
     """
     try:
         settings = Settings.from_env()
+        check_host(settings.host)
+        app = create_app(settings)
     except SettingsError as exc:
         sys.stderr.write(f"{name}: configuration error: {exc}\n")
         raise SystemExit(2) from None
     configure_logging(name, settings.log_format, settings.log_level)
     try:
-        serve(create_app(settings), name=name, host=settings.host, port=port(settings),
+        serve(app, name=name, host=settings.host, port=port(settings),
               shutdown_timeout=settings.shutdown_timeout)
     except OSError as exc:
         log.error("cannot listen", host=settings.host, port=port(settings), error=str(exc))
         raise SystemExit(1) from None
+
+
+def check_host(host: str) -> None:
+    """Raise SettingsError unless ``host`` is an address or a name this machine resolves.
+
+    The lookup is the one binding would make, done first so that a typo
+    (``999.1.1.1``) is a configuration error, not a failure after "service starting".
+    """
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        raise SettingsError(f"HOST={host!r} is neither an IP address nor a name this machine "
+                            "resolves") from None
 
 
 def serve(app: web.Application, *, name: str, host: str, port: int,
