@@ -16,10 +16,11 @@ from aiohttp import web
 from resilience import Settings
 from resilience.correlation import HEADER as CORRELATION_HEADER
 from resilience.correlation import VALID_ID
+from resilience.paging import MAX_PAGE
 from resilience.web import json_response
 
 from .keys import SETTINGS
-from .validation import IDEMPOTENCY_KEY, MAX_OFFSET, MAX_PAGE
+from .validation import IDEMPOTENCY_KEY, MAX_OFFSET
 
 JSON = dict[str, Any]
 

@@ -12,10 +12,8 @@ from .service import LoggingService
 
 def create_app(settings: Settings) -> web.Application:
     """The logging service as an RPC app, with a fresh in-memory store."""
-    service = build_service(LoggingService)
-    service.max_msg_chars = settings.max_msg_chars
-    # A stored message may grow up to 6x when JSON-escaped; leave room for it.
-    return rpc_app(service, max_body_bytes=settings.max_body_bytes + 6 * settings.max_msg_chars)
+    service = build_service(LoggingService, settings=settings)
+    return rpc_app(service, settings)
 
 
 def main() -> None:

@@ -17,9 +17,11 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from .auth import Signer
 from .correlation import HEADER, correlation_id
 from .errors import ExpectedError, RemoteError, ServiceUnavailable
 from .policy import CallPolicy
+from .server import result_bytes
 
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -33,8 +35,9 @@ class RpcProxy:
     """
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, service: str,
-                 policy: CallPolicy) -> None:
+                 policy: CallPolicy, signer: Signer | None = None) -> None:
         self.session = session
+        self.signer = signer  # signs every attempt afresh (RPC_SECRET), when set
         self.base_url = base_url.rstrip("/")
         self.service = service
         self.policy = policy
@@ -49,20 +52,23 @@ class RpcProxy:
 
         return call
 
-    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
-        """Call ``method`` with ``kwargs`` under the policy and return its result."""
+    async def call(self, method: str, kwargs: dict[str, Any], *, undecoded: bool = False) -> Any:
+        """Call ``method`` with ``kwargs`` under the policy and return its result (with
+        ``undecoded``, the result's JSON bytes as they came, to pass on without a copy)."""
         url = self._urls.get(method)
         if url is None:  # parsed once per method, not once per call
             url = self._urls[method] = URL(f"{self.base_url}/rpc/{method}")
         body = orjson.dumps(kwargs)
-        return await self.policy.call(lambda timeout: self._post(url, body, timeout))
+        return await self.policy.call(lambda timeout: self._post(url, body, timeout, undecoded))
 
-    async def _post(self, url: URL, body: bytes, timeout: float) -> Any:
+    async def _post(self, url: URL, body: bytes, timeout: float, undecoded: bool = False) -> Any:
         """One attempt: POST, then turn the reply or the failure into a result or an error."""
         headers = _JSON_HEADERS
         cid = correlation_id.get()
         if cid is not None:
             headers = {**headers, HEADER: cid}
+        if self.signer is not None:
+            headers = {**headers, **self.signer.headers(url.path, body)}
         try:
             async with self.session.post(
                 url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
@@ -74,6 +80,8 @@ class RpcProxy:
             raise ServiceUnavailable(self.service, type(exc).__name__, detail=str(exc) or None) from exc
         if status in TRANSIENT_STATUSES:
             raise ServiceUnavailable(self.service, f"HTTP {status}", retry_after)
+        if undecoded and status == 200 and (result := result_bytes(raw)) is not None:
+            return result
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:

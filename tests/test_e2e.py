@@ -100,6 +100,18 @@ def test_malformed_http_is_refused_with_one_log_line(cluster: Cluster) -> None:
                and e["level"] == "warning" for e in cluster.log_lines("facade"))
 
 
+def test_undecodable_body_is_refused_in_our_words_with_one_log_line(cluster: Cluster) -> None:
+    """A body declared gzip that is not: 400 saying so on one line, and one warning in the log."""
+    got, payload, _ = http("POST", cluster.facade_url + "/facade", b'{"msg": "x"}',
+                           {"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert (got, payload["message"]) == (
+        400, "request body cannot be read: it is not valid gzip (Content-Encoding)")
+    poll_until(lambda: any(str(e["event"]).startswith("malformed HTTP request: Can not decode")
+                           and e["level"] == "warning" for e in cluster.log_lines("facade")),
+               10, "the one-line warning")
+    assert "Traceback" not in cluster.raw_log("facade")
+
+
 def test_no_tracebacks_in_any_service_log(cluster: Cluster) -> None:
     """After all the bad input above, no service has printed a traceback."""
     test_bad_input_over_the_wire(cluster, b"\xff", 400, "JSON")

@@ -67,7 +67,7 @@ async def test_body_over_the_limit_is_413(make_facade: MakeFacade, logging_serve
     assert resp.status == 413
     body = await resp.json()
     assert body["status"] == "failure"
-    assert "too large" in body["message"]
+    assert body["message"] == "request body is over the limit of 1024 bytes"
     assert stored(logging_server) == []
 
 
