@@ -34,6 +34,9 @@ from .settings import Settings
 #: Lower-case, hyphenated, version 4 or 8, RFC variant: exactly what ``new_uuid`` and
 #: ``KeyUuids`` produce, and the only form the logging service stores.
 MESSAGE_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[48][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+#: A character that is not whitespace (the set of Python's ``str.isspace``, spelled out so the
+#: OpenAPI document states the same rule): a message without one is blank.
+NOT_BLANK = re.compile(r"[^\t\n\v\f\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 #: The key secret when neither IDEMPOTENCY_SECRET nor RPC_SECRET is set. Public on purpose.
 PUBLIC_KEY_SECRET = b"resilient-microservices: Idempotency-Key UUIDs with no secret configured"
 
@@ -85,6 +88,6 @@ def text_problem(text: str, max_chars: int) -> str | None:
         return "must not be empty"
     if len(text) > max_chars:
         return f"is longer than {max_chars} characters"
-    if text.isspace():
+    if NOT_BLANK.search(text) is None:
         return "must not be blank"
     return None

@@ -12,6 +12,8 @@ from aiohttp.typedefs import Middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON_TYPES = ("application/json",)
+#: Methods whose body, if a client sends one, no handler here reads.
+BODILESS_METHODS = frozenset({"GET", "HEAD"})
 # Every body is read by ``body_deadline`` before a handler runs, so a body left unread
 # means it was refused (408, 413, undecodable). aiohttp then drains what the client still
 # sends, discarding it, before it closes: closing at once, with the client's bytes unread,
@@ -38,7 +40,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def body_deadline(timeout: float, refuse: Callable[[int, str], web.Response]) -> Middleware:
-    """A middleware that reads every request body within ``timeout`` seconds, before the handler.
+    """A middleware that reads a request's body within ``timeout`` seconds, before the handler.
 
     aiohttp has no body timeout: a client that announces a body and stalls
     (or trickles an endless chunked one) would hold its buffer for as long as
@@ -58,7 +60,7 @@ def body_deadline(timeout: float, refuse: Callable[[int, str], web.Response]) ->
 
     @web.middleware
     async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.body_exists:
+        if _reads_body(request):
             try:
                 async with asyncio.timeout(timeout):
                     await request.read()
@@ -72,6 +74,14 @@ def body_deadline(timeout: float, refuse: Callable[[int, str], web.Response]) ->
         return await handler(request)
 
     return read_body_in_time
+
+
+def _reads_body(request: web.Request) -> bool:
+    """Whether a handler will read this request's body: it has one, the route exists, and the
+    method carries one. Other bodies are never read; aiohttp drains them (for at most
+    ``LINGER_AFTER_REFUSAL`` s) after the reply."""
+    return (request.body_exists and request.method not in BODILESS_METHODS
+            and request.match_info.http_exception is None)
 
 
 def _closing(response: web.Response) -> web.Response:

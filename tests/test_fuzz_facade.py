@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,9 +32,11 @@ import facade.app
 import logging_service.app
 import messages.app
 from facade.openapi import CORRELATION_ID_PATTERN, IDEMPOTENCY_KEY_PATTERN, build_openapi
-from facade.service import IDEMPOTENCY_NAMESPACE, FacadeService
+from facade.service import FacadeService
 from resilience import Settings
+from resilience.contract import KeyUuids
 from resilience.correlation import HEADER
+from resilience.paging import MAX_PAGE
 from tests.conftest import stored
 from tests.openapi_check import reply_errors
 
@@ -79,6 +80,8 @@ TOKEN = st.text("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL
                 min_size=1, max_size=20)
 # Text including NUL and other controls, and lone surrogates (escaped in JSON, or raw as CESU bytes).
 TEXT = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=30)
+# A message the facade accepts: 1 or more characters, not all whitespace.
+MESSAGE_TEXT = st.text(min_size=1, max_size=20).filter(lambda text: not text.isspace())
 # What an HTTP client can put in a header value: no CR, LF or other C0 controls.
 HEADER_TEXT = st.text(st.characters(exclude_categories=["Cc", "Cs"]) | st.just("\t"), max_size=40)
 
@@ -302,9 +305,11 @@ def check_reply(stack: Stack, req: FuzzRequest, reply: Reply, before: list[str])
         assert after == before, (reply.status, reply.body[:200])
     if req.method == "GET" and reply.url.path == "/facade" and reply.status == 200:
         offset = int(reply.url.query.get("offset", "0"))
-        limit = reply.url.query.get("limit")
-        end = None if limit is None else offset + int(limit)
-        assert json.loads(reply.body)["logs"] == after[offset:end]
+        end = offset + int(reply.url.query.get("limit", MAX_PAGE))
+        page = json.loads(reply.body)
+        assert page["logs"] == after[offset:end]
+        assert page.get("next_offset") == (offset + len(page["logs"])
+                                           if offset + len(page["logs"]) < len(after) else None)
 
 
 def check_correlation_id(sent: str | None, echoed: str) -> None:
@@ -321,7 +326,7 @@ def check_stored_once(stack: Stack, req: FuzzRequest, message_id: str, before: l
     """A 200 POST stored the body's msg exactly once under the UUID it answered."""
     msg = json.loads(req.body or b"")["msg"]
     if req.idempotency_key is not None:
-        assert message_id == str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, req.idempotency_key.strip(" \t")))
+        assert message_id == KeyUuids()(req.idempotency_key.strip(" \t"))
     if message_id in stack.acknowledged:
         assert stack.acknowledged[message_id] == msg
         assert after == before
@@ -351,7 +356,7 @@ async def test_any_post_stores_its_message_once_or_nothing(stack: Stack, req: Fu
 
 @FUZZ
 @given(req=requests(methods=st.sampled_from(["GET", "HEAD"]), paths=st.just("/facade")),
-       seed=st.lists(st.text(min_size=1, max_size=5), max_size=4))
+       seed=st.lists(MESSAGE_TEXT, max_size=4))
 async def test_any_get_answers_the_right_page(stack: Stack, req: FuzzRequest, seed: list[str]) -> None:
     """Any GET /facade query: a 200 holds exactly the requested slice of the store; a 400 says why."""
     for msg in seed:
@@ -361,8 +366,7 @@ async def test_any_get_answers_the_right_page(stack: Stack, req: FuzzRequest, se
 
 
 @FUZZ
-@given(key=weighted((2, GOOD_KEYS), (1, BAD_KEYS)), first=st.text(min_size=1, max_size=20),
-       second=st.text(min_size=1, max_size=20))
+@given(key=weighted((2, GOOD_KEYS), (1, BAD_KEYS)), first=MESSAGE_TEXT, second=MESSAGE_TEXT)
 async def test_idempotency_key_model(stack: Stack, key: str, first: str, second: str) -> None:
     """Same key and msg: same UUID, stored once; same key, other msg: 422; a malformed key: 400, no write."""
     headers = {"Idempotency-Key": key}
@@ -373,7 +377,7 @@ async def test_idempotency_key_model(stack: Stack, key: str, first: str, second:
         assert one.status == 400
         assert stored(stack.logging) == before
         return
-    message_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, trimmed))
+    message_id = KeyUuids()(trimmed)
     if stack.acknowledged.get(message_id, first) != first:
         assert one.status == 422
         assert stored(stack.logging) == before
