@@ -103,7 +103,7 @@ def wrapper_table(report: Report) -> str:
     cpu_extra = w.wrapped_cpu_us - w.raw_cpu_us
     rows = [
         ["raw aiohttp POST /rpc/log (dumps, post, read, loads)", f"{w.raw_us:.0f}", f"{w.raw_cpu_us:.0f}"],
-        ["the same through RpcProxy + CallPolicy.from_settings", f"{w.wrapped_us:.0f}",
+        ["the same through RpcProxy + downstream_policies", f"{w.wrapped_us:.0f}",
          f"{w.wrapped_cpu_us:.0f}"],
         ["difference: the wrapper's cost per call", f"**{w.overhead_us:.0f} ({w.overhead_share:.1%})**",
          f"{cpu_extra:.0f} ({cpu_extra / w.raw_cpu_us:.0%})"],
@@ -197,7 +197,7 @@ What is measured:
   the median of several sequential requests at each size (each reads the first
   page: at most 10,000 messages).
 - **Wrapper**: in one process, sequential calls to `/rpc/log`, raw aiohttp
-  against `RpcProxy` with `CallPolicy.from_settings` (as the facade builds it),
+  against `RpcProxy` with `downstream_policies` (as the facade builds it),
   interleaved call by call; medians of wall time (the target) and of the
   caller's CPU time; plus the policy alone around an attempt that does nothing.
 

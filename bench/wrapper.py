@@ -3,8 +3,8 @@
 A raw call is what a hand-written client would do: ``orjson.dumps`` the
 arguments, POST them to the logging service's ``/rpc/log`` on a keep-alive
 ``ClientSession``, read and ``orjson.loads`` the reply. The wrapped call is
-the same through ``RpcProxy`` with ``CallPolicy.from_settings`` (retry,
-breaker, per-attempt timeout, correlation header), built as the facade
+the same through ``RpcProxy`` with ``downstream_policies`` (retry, budget,
+breaker, concurrency limit, per-attempt timeout, correlation header), built as the facade
 builds it. Calls are sequential and alternate, raw then wrapped then wrapped
 then raw, each timed on its own (wall clock and this process's CPU time);
 medians keep a busy machine's bursts out of the figures.
@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from resilience import CallPolicy, RpcProxy, Settings
+from resilience import CallPolicy, RpcProxy, Settings, downstream_policies
 
 from .results import WrapperResult
 
@@ -52,7 +52,7 @@ class Timings:
 async def _policy_only_us(policy: CallPolicy, count: int) -> float:
     """Microseconds per ``policy.call`` around an attempt that does nothing (no network)."""
 
-    async def nothing(timeout: float) -> None:
+    async def nothing(url: str, timeout: float) -> None:
         return None
 
     started = time.perf_counter()
@@ -75,7 +75,8 @@ async def measure_wrapper(logging_url: str, calls: int) -> WrapperResult:
                 reply = await resp.read()
             return orjson.loads(reply)["result"]
 
-        proxy = RpcProxy(session, logging_url, "logging", CallPolicy.from_settings("logging", settings))
+        proxy = RpcProxy(session, "logging",
+                         downstream_policies("logging", [logging_url], settings, ("write",))["write"])
 
         async def wrapped(message_id: str, msg: str) -> Any:
             return await proxy.log(uuid=message_id, msg=msg)
@@ -89,6 +90,7 @@ async def measure_wrapper(logging_url: str, calls: int) -> WrapperResult:
                 await timings[call].time(call, str(uuid.uuid4()), f"wrapper {index}")
     raw_us, raw_cpu_us = timings[raw].median_us()
     wrapped_us, wrapped_cpu_us = timings[wrapped].median_us()
-    policy_only_us = await _policy_only_us(CallPolicy.from_settings("logging", settings), calls)
+    policy_only_us = await _policy_only_us(
+        downstream_policies("logging", [logging_url], settings, ("write",))["write"], calls)
     return WrapperResult(calls=calls, raw_us=raw_us, wrapped_us=wrapped_us, raw_cpu_us=raw_cpu_us,
                          wrapped_cpu_us=wrapped_cpu_us, policy_only_us=policy_only_us)

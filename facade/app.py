@@ -9,15 +9,17 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from resilience import CallPolicy, RpcProxy, Settings, build_service
+from resilience import RpcProxy, Settings, build_service
+from resilience.access import access_log_middleware
 from resilience.auth import signer_for
-from resilience.breaker import Clock
 from resilience.contract import KeyUuids
 from resilience.correlation import correlation_middleware
+from resilience.policy import downstream_policies
 from resilience.runner import run_main
 from resilience.web import CLOSE_ON_UNREAD_BODY, body_deadline
+from resilience.window import Clock
 
-from .keys import SERVICE, SETTINGS
+from .keys import POLICIES, SERVICE, SETTINGS
 from .middlewares import failure, json_errors, shed_load
 from .routes import setup_routes
 from .service import FacadeService
@@ -29,7 +31,7 @@ def create_app(settings: Settings, clock: Clock = time.monotonic) -> web.Applica
     ``clock`` drives the retry deadlines and circuit breakers (a test passes a fake one).
     """
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[correlation_middleware, json_errors,
+                          middlewares=[correlation_middleware, access_log_middleware, json_errors,
                                        body_deadline(settings.body_read_timeout, failure),
                                        shed_load(settings.max_in_flight)],
                           handler_args=CLOSE_ON_UNREAD_BODY)
@@ -46,16 +48,22 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
     signer = signer_for(settings)
     async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
+        # Reads and writes to logging have a breaker each: a heavy read that times out
+        # must not refuse writes.
+        # Each logging replica has a breaker of its own.
+        logging_policies = downstream_policies("logging", settings.logging_replicas(), settings,
+                                               ("write", "read"), clock=clock)
+        # GET answers without messages when it is down: one attempt, no retry.
+        messages_policies = downstream_policies("messages", [settings.messages_url], settings,
+                                                ("read",), attempts=1, clock=clock)
         app[SERVICE] = build_service(
             FacadeService,
-            logging_rpc=RpcProxy(session, settings.logging_url, "logging",
-                                 CallPolicy.from_settings("logging", settings, clock=clock), signer),
-            # GET answers without messages when it is down: one attempt, no retry.
-            messages_rpc=RpcProxy(session, settings.messages_url, "messages",
-                                  CallPolicy.from_settings("messages", settings, attempts=1,
-                                                           clock=clock), signer),
+            logging_rpc=RpcProxy(session, "logging", logging_policies["read"],
+                                 method_policies={"log": logging_policies["write"]}, signer=signer),
+            messages_rpc=RpcProxy(session, "messages", messages_policies["read"], signer=signer),
             key_uuids=KeyUuids.from_settings(settings),
         )
+        app[POLICIES] = [*logging_policies.values(), *messages_policies.values()]
         yield
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from resilience import Settings
+from resilience import CallPolicy, Settings
 
 from .service import FacadeService
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", FacadeService)
+# Every call policy the facade uses (their breakers, limits and budgets), for tests and metrics.
+POLICIES = web.AppKey("policies", list[CallPolicy])

@@ -12,7 +12,7 @@ from .service import LoggingService
 
 def create_app(settings: Settings) -> web.Application:
     """The logging service as an RPC app, with a fresh in-memory store."""
-    service = build_service(LoggingService, settings=settings)
+    service = build_service(LoggingService, config=settings)
     return rpc_app(service, settings)
 
 

@@ -6,13 +6,13 @@ from typing import Any
 
 import structlog
 
-from resilience import Conflict, Dependency, InvalidArgument, Settings, rpc
+from resilience import Config, Conflict, Dependency, InvalidArgument, rpc
 from resilience.contract import is_message_uuid, text_problem
 from resilience.paging import MAX_PAGE, encode_page
 
 from .store import MessageStore, UuidConflict
 
-log = structlog.get_logger("logging_service")
+logger = structlog.get_logger("logging_service")
 
 
 class LoggingService:
@@ -25,7 +25,7 @@ class LoggingService:
 
     name = "logging"
     store = Dependency(MessageStore)
-    settings = Dependency(Settings)
+    config = Config()
 
     @rpc(expected=(InvalidArgument, Conflict))
     def log(self, uuid: str, msg: str) -> dict[str, bool]:
@@ -37,18 +37,18 @@ class LoggingService:
         if not is_message_uuid(uuid):
             raise InvalidArgument("uuid must be a UUID as the facade mints it "
                                   "(lower-case, hyphenated, version 4 or 8)")
-        problem = text_problem(msg, self.settings.max_msg_chars)
+        problem = text_problem(msg, self.config.max_msg_chars)
         if problem is not None:
             raise InvalidArgument(f"msg {problem}")
         try:
             stored = self.store.add(uuid, msg)
         except UuidConflict:
-            log.warning("uuid conflict", uuid=uuid)
+            logger.warning("uuid conflict", uuid=uuid)
             raise Conflict(f"uuid {uuid} is already stored with a different message") from None
         if stored:
-            log.info("message stored", uuid=uuid, msg=msg)
+            logger.info("message stored", uuid=uuid, msg=msg)
             return {"stored": True}
-        log.info("duplicate message ignored", uuid=uuid)
+        logger.info("duplicate message ignored", uuid=uuid)
         return {"stored": False, "duplicate": True}
 
     @rpc(expected=(InvalidArgument,))
@@ -64,7 +64,7 @@ class LoggingService:
         if not 0 <= limit <= MAX_PAGE:
             raise InvalidArgument(f"limit must be between 0 and {MAX_PAGE}")
         return encode_page(self.store.messages(offset, limit), offset, limit,
-                           self.settings.max_page_bytes, len(self.store))
+                           self.config.max_page_bytes, len(self.store))
 
     @rpc
     def count(self) -> int:

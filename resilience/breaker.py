@@ -1,69 +1,150 @@
-"""A circuit breaker for coroutines, built on pybreaker.
+"""A circuit breaker for coroutines that trips on a failure RATE, with pybreaker as its state machine.
 
-pybreaker has no asyncio support: ``breaker.call(coro_fn)`` only creates the
-coroutine, so every call counts as a success. Its ``calling()`` context
-manager does account for what happens inside the ``with`` block, but it has
-no neutral exit: a ``CancelledError`` leaving the block counts either as a
-failure (and on the Nth one is replaced by ``CircuitBreakerError``, so the
-task no longer looks cancelled) or, if excluded, as a success (which closes a
-half-open breaker without any trial having succeeded). Its half-open state
-also lets every concurrent caller through, not one trial.
+Why a rate: a breaker that counts *consecutive* failures turns a lossy but
+working link into an outage under concurrency. At full speed, runs of five
+failures on a 10 % lossy link are routine (many calls end at once), so it
+opens again and again although nine calls in ten succeed; at low traffic it
+is wrong the other way (one request's own retries open it). resilience4j
+opens on the failure share over a sliding window once the window holds a
+minimum number of calls, and on a slow-call share; Polly v8 replaced its
+consecutive-count breaker with ``FailureRatio`` over a ``SamplingDuration``
+with a ``MinimumThroughput``. This breaker does the same (``BreakerRule``).
 
-``AsyncCircuitBreaker`` therefore keeps admission to itself (open with an
-injectable clock, half-open with one trial at a time) and hands every real
-outcome to pybreaker through ``calling()``, which keeps pybreaker's
-counting, transitions and listeners. Cancellation is the one outcome
-pybreaker never hears about; a success while closed with no failure counted
-is skipped too, as it would change nothing.
+Why not ``pybreaker.CircuitBreaker.calling()`` around the await: pybreaker
+has no asyncio support (``breaker.call(coro_fn)`` counts every call a
+success), ``calling()`` has no neutral exit for a cancellation, it counts
+consecutive failures only, its half-open state lets every concurrent caller
+through and reopens on the first failed trial, and it keeps its own wall
+clock (``opened_at``) that a late outcome could half-open behind our back.
+
+So admission, the window and the rule live here, on one injected clock; the
+state lives in pybreaker, driven through its public transitions (``open()``,
+``half_open()``) and, for a successful trial, ``calling()``, whose
+``success_threshold`` closes the breaker. Its listeners report every change.
+pybreaker is never asked to decide anything on its own clock.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import pybreaker
 import structlog
 
-from .errors import CircuitOpen, ExpectedError, ServiceUnavailable
+from .errors import CircuitOpen, ExpectedError, Overloaded
+from .settings import Settings
+from .window import Clock, SlidingWindow
 
 log = structlog.get_logger("resilience.breaker")
 
-Clock = Callable[[], float]
+CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
+OUTCOMES = ("successful", "failed", "ignored", "not_permitted")
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerRule:
+    """When a breaker opens, how long it stays open, and how it closes again.
+
+    Closed, it opens when, over the last ``window`` seconds holding at least
+    ``min_calls`` calls, failures reach ``failure_rate`` of the calls or calls
+    slower than ``slow_call_duration`` reach ``slow_call_rate``. The same rule
+    is applied to the newest ``fast_window`` seconds once they hold
+    ``fast_min_calls`` calls, so a crash under load trips it in about that
+    long (the long window alone would wait for its successes to age out),
+    while the larger minimum keeps a busy lossy link from tripping on chance.
+
+    Open for ``open_duration`` seconds, times the number of openings in a
+    row, at most ``open_duration_max`` (Envoy's ejection time grows alike).
+    Half-open, it admits up to ``trial_calls`` trials; it reopens once the
+    failed ones reach ``failure_rate`` of ``trial_calls`` and closes once the
+    rest have succeeded.
+    """
+
+    failure_rate: float = 0.5
+    slow_call_rate: float = 0.8
+    slow_call_duration: float = 0.5
+    window: float = 10.0
+    min_calls: int = 20
+    fast_window: float = 1.0
+    fast_min_calls: int = 100
+    open_duration: float = 5.0
+    open_duration_max: float = 60.0
+    trial_calls: int = 3
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BreakerRule:
+        """The rule as configured (``BREAKER_*``)."""
+        return cls(
+            failure_rate=settings.breaker_failure_rate,
+            slow_call_rate=settings.breaker_slow_call_rate,
+            slow_call_duration=settings.breaker_slow_call_duration,
+            window=settings.breaker_window,
+            min_calls=settings.breaker_min_calls,
+            fast_window=settings.breaker_fast_window,
+            fast_min_calls=settings.breaker_fast_min_calls,
+            open_duration=settings.breaker_open_duration,
+            open_duration_max=settings.breaker_open_duration_max,
+            trial_calls=settings.breaker_trial_calls,
+        )
+
+    @property
+    def trial_failures_to_reopen(self) -> int:
+        """Failed trials that reopen a half-open breaker."""
+        return max(1, math.ceil(self.failure_rate * self.trial_calls - 1e-9))
+
+    @property
+    def trial_successes_to_close(self) -> int:
+        """Successful trials that close it: enough that the failures can no longer reach the rate."""
+        return self.trial_calls - self.trial_failures_to_reopen + 1
+
+    def verdict(self, calls: int, failures: int, slow: int, minimum: int) -> str | None:
+        """Why these counts open the breaker, or ``None`` if they do not."""
+        if calls < minimum:
+            return None
+        if failures >= self.failure_rate * calls:
+            return f"{failures} of {calls} calls failed"
+        if slow >= self.slow_call_rate * calls:
+            return f"{slow} of {calls} calls took {self.slow_call_duration} s or more"
+        return None
 
 
 class AsyncCircuitBreaker:
-    """Guard calls to one downstream ``service``: open after ``fail_max`` consecutive failures.
+    """Guards the calls of one kind to one downstream ``service`` (``name`` says which).
 
-    While open, ``guard()`` raises ``CircuitOpen`` without running the call;
-    ``reset_timeout`` seconds after opening it admits one trial call
-    (half-open), which closes the breaker on success and reopens it on failure.
-    ``ExpectedError`` (the caller's fault) never counts as a failure.
+    ``with breaker.guard(): await call()`` raises ``CircuitOpen`` before the
+    block runs when the breaker refuses. ``ExpectedError`` (the caller's
+    fault) and ``Overloaded`` (refused before any network) are no outcome,
+    and so is a cancellation. A call admitted under one state has no say in
+    the next: its outcome is ignored once the state has changed.
     """
 
-    def __init__(
-        self,
-        service: str,
-        *,
-        fail_max: int = 5,
-        reset_timeout: float = 5.0,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self.service = service
+    def __init__(self, name: str, *, service: str | None = None, rule: BreakerRule | None = None,
+                 clock: Clock = time.monotonic) -> None:
+        self.name = name
+        self.service = service or name
+        self.rule = rule or BreakerRule()
+        self.calls = dict.fromkeys(OUTCOMES, 0)
         self._clock = clock
-        self._opened_at = 0.0
-        self._trial_in_flight = False
+        # Slices of half the fast window: the fast sum spans between a half and a whole of it.
+        self._window = SlidingWindow(self.rule.window, self.rule.fast_window / 2, 3, clock)
+        self._epoch = 0  # bumped by every transition
+        self._open_until = 0.0
+        self._openings_in_a_row = 0
+        self._reason = ""
+        self._trials_in_flight = 0
+        self._trial_failures = 0
         self._breaker = pybreaker.CircuitBreaker(
-            fail_max=fail_max,
-            reset_timeout=reset_timeout,
-            exclude=[ExpectedError],
+            # The rate rule opens it, never pybreaker's consecutive count (it is never fed).
+            fail_max=sys.maxsize,
+            reset_timeout=self.rule.open_duration,
+            success_threshold=self.rule.trial_successes_to_close,
             listeners=[_TransitionListener(self)],
-            name=service,
-            # Keep the caller's own exception when the failure that trips the
-            # breaker is recorded; the next call gets CircuitOpen.
-            throw_new_error_on_trip=False,
+            name=name,
         )
 
     @property
@@ -71,106 +152,127 @@ class AsyncCircuitBreaker:
         """``closed``, ``open`` or ``half-open``."""
         return str(self._breaker.current_state)
 
-    @property
-    def fail_counter(self) -> int:
-        """Consecutive failures counted while closed."""
-        return int(self._breaker.fail_counter)
+    def failure_rate(self) -> float | None:
+        """The failure share over the window, ``None`` while it holds no call."""
+        calls, failures, _ = self._window.sums()
+        return failures / calls if calls else None
 
     def retry_after(self) -> float:
-        """Seconds until an open breaker admits its trial call (0 when not open)."""
-        if self.state != pybreaker.STATE_OPEN:
+        """Seconds until an open breaker admits trial calls (0 when not open)."""
+        if self.state != OPEN:
             return 0.0
-        return max(0.0, self._opened_at + self._breaker.reset_timeout - self._clock())
+        return max(0.0, self._open_until - self._clock())
 
     def guard(self) -> _Guard:
-        """``with breaker.guard(): await call()``: run the call under the breaker.
-
-        Raises ``CircuitOpen`` at once, before the block runs, when the breaker refuses.
-        """
-        return _Guard(self, self._admit())
+        """Admit one call, or raise ``CircuitOpen``; on exit the guard records the outcome."""
+        trial = self._admit()
+        return _Guard(self, trial, self._epoch, self._clock())
 
     def _admit(self) -> bool:
-        """Return whether this call is the half-open trial; raise CircuitOpen if refused."""
+        """Return whether this call is a half-open trial; raise CircuitOpen if refused."""
         state = self.state
-        if state == pybreaker.STATE_CLOSED:
+        if state == CLOSED:
             return False
-        if state == pybreaker.STATE_OPEN:
-            wait = self.retry_after()
-            if wait > 0:
-                raise CircuitOpen(self.service, "circuit breaker open", retry_after=wait)
+        if state == OPEN:
+            if self._clock() < self._open_until:
+                self.calls["not_permitted"] += 1
+                raise CircuitOpen(self.service, "circuit breaker open", retry_after=self.retry_after())
             self._breaker.half_open()
-        if self._trial_in_flight:
-            raise CircuitOpen(self.service, "circuit breaker half-open, trial call in flight",
+        decided = self._trial_failures + self._breaker.success_counter
+        if self._trials_in_flight + decided >= self.rule.trial_calls:
+            self.calls["not_permitted"] += 1
+            raise CircuitOpen(self.service, "circuit breaker half-open, trial calls in flight",
                               retry_after=1.0)
-        self._trial_in_flight = True
+        self._trials_in_flight += 1
         return True
 
-    def _record(self, exc: Exception | None) -> None:
-        """Let pybreaker account for one outcome through its own ``calling()``."""
-        try:
-            with self._breaker.calling():
-                if exc is not None:
-                    raise exc
-        except pybreaker.CircuitBreakerError:
-            pass  # opened meanwhile by a concurrent call: this outcome changes nothing
-        except Exception as raised:
-            if raised is not exc:
-                raise
-
-    def _finish(self, trial: bool, exc: BaseException | None) -> None:
-        """Account for one guarded call's outcome (see ``_Guard``)."""
-        if trial:
-            self._trial_in_flight = False
-        if exc is None:
-            # Closed with nothing counted: a success changes nothing, skip the bookkeeping.
-            if trial or self._breaker.fail_counter:
-                self._record(None)
-            return
-        if not isinstance(exc, Exception):
+    def _finish(self, guard: _Guard, exc: BaseException | None) -> None:
+        """Account for one admitted call's outcome."""
+        current = guard.epoch == self._epoch
+        if guard.trial and current:
+            self._trials_in_flight -= 1
+        if exc is not None and not isinstance(exc, Exception):
             return  # CancelledError (or exit): no outcome, neither failure nor success
-        self._record(exc)
-        if self.state == pybreaker.STATE_OPEN and not isinstance(exc, ExpectedError):
-            # This failure tripped the breaker (or found it tripped): say so, so the
-            # retry loop ends now instead of sleeping before a refused attempt.
-            reason = exc.reason if isinstance(exc, ServiceUnavailable) else type(exc).__name__
-            raise CircuitOpen(self.service, f"circuit breaker open after {reason}",
-                              retry_after=self.retry_after()) from exc
+        if isinstance(exc, (ExpectedError, Overloaded)):
+            self.calls["ignored"] += 1
+            return
+        failed = exc is not None
+        self.calls["failed" if failed else "successful"] += 1
+        if current:
+            slow = self._clock() - guard.started >= self.rule.slow_call_duration
+            if guard.trial:
+                self._trial_outcome(failed or slow)
+            else:
+                self._window.add(1, failed, slow)
+                if failed or slow:
+                    self._check_rate()
 
-    def _opened(self) -> None:
-        self._opened_at = self._clock()
+    def _check_rate(self) -> None:
+        rule = self.rule
+        calls, failures, slow = self._window.sums(rule.fast_window)
+        reason = rule.verdict(calls, failures, slow, rule.fast_min_calls)
+        if reason is None:
+            calls, failures, slow = self._window.sums()
+            reason = rule.verdict(calls, failures, slow, rule.min_calls)
+        if reason is not None:
+            self._trip(reason)
+
+    def _trial_outcome(self, failed: bool) -> None:
+        if not failed:
+            with self._breaker.calling():  # pybreaker counts it toward success_threshold
+                pass
+            return
+        self._trial_failures += 1
+        if self._trial_failures >= self.rule.trial_failures_to_reopen:
+            self._trip(f"{self._trial_failures} of {self.rule.trial_calls} trial calls failed")
+
+    def _trip(self, reason: str) -> None:
+        self._openings_in_a_row += 1
+        duration = min(self.rule.open_duration * self._openings_in_a_row, self.rule.open_duration_max)
+        self._open_until = self._clock() + duration
+        self._reason = reason
+        self._breaker.open()
+
+    def _changed(self, old: str | None, new: str) -> None:
+        """A transition: calls admitted before it lose their say; log it."""
+        self._epoch += 1
+        self._trials_in_flight = 0
+        self._trial_failures = 0
+        self._window.clear()
+        details: dict[str, Any] = {}
+        if new == OPEN:
+            details = {"reason": self._reason,
+                       "open_for": round(self._open_until - self._clock(), 3)}
+        elif new == CLOSED:
+            self._openings_in_a_row = 0
+        log.warning("circuit breaker state changed", breaker=self.name, downstream=self.service,
+                    old_state=old, new_state=new, **details)
 
 
 class _Guard:
     """One admitted call: on exit, hands its outcome to the breaker."""
 
-    __slots__ = ("_breaker", "_trial")
+    __slots__ = ("breaker", "epoch", "started", "trial")
 
-    def __init__(self, breaker: AsyncCircuitBreaker, trial: bool) -> None:
-        self._breaker = breaker
-        self._trial = trial
+    def __init__(self, breaker: AsyncCircuitBreaker, trial: bool, epoch: int, started: float) -> None:
+        self.breaker = breaker
+        self.trial = trial
+        self.epoch = epoch
+        self.started = started
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._breaker._finish(self._trial, exc)
+        self.breaker._finish(self, exc)
 
 
 class _TransitionListener(pybreaker.CircuitBreakerListener):
-    """Logs every state change and stamps the opening time with the breaker's clock."""
+    """Hands pybreaker's state changes to the adapter."""
 
     def __init__(self, owner: AsyncCircuitBreaker) -> None:
         self._owner = owner
 
     def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
-        opened = new_state.name == pybreaker.STATE_OPEN
-        if opened:
-            self._owner._opened()
-        log.warning(
-            "circuit breaker state changed",
-            breaker=self._owner.service,
-            old_state=getattr(old_state, "name", None),
-            new_state=new_state.name,
-            **({"reset_timeout": cb.reset_timeout} if opened else {}),
-        )
+        self._owner._changed(getattr(old_state, "name", None), new_state.name)

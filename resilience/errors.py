@@ -5,38 +5,62 @@ declared on an ``@rpc`` method, travel as data with a 4xx status, are
 re-raised by the proxy as the same type, and are never retried nor counted
 by a circuit breaker. Everything else a remote method raises arrives as
 ``RemoteError``.
+
+A type crosses the wire only if it was registered with ``@remote_error``,
+under its qualified path (``module.QualName``), as nameko's
+``deserialize_to_instance`` does: two classes of the same name in different
+modules never replace each other.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar, TypeVar
 
-import pybreaker
+E = TypeVar("E", bound="type[ExpectedError]")
+
+_REGISTRY: dict[str, type[ExpectedError]] = {}
+
+
+def error_path(cls: type[BaseException]) -> str:
+    """The qualified name an error type is known by on the wire."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def remote_error(cls: E) -> E:
+    """Register ``cls`` so a proxy re-raises it as its own type; a path registered twice is a bug."""
+    path = error_path(cls)
+    if path in _REGISTRY and _REGISTRY[path] is not cls:
+        raise TypeError(f"an error type is already registered as {path}")
+    _REGISTRY[path] = cls
+    return cls
+
+
+def registered_error(path: str) -> type[ExpectedError] | None:
+    """The error type registered under ``path``, if any."""
+    return _REGISTRY.get(path)
 
 
 class ExpectedError(Exception):
-    """Base of errors a remote method may declare; subclasses register by name."""
+    """Base of errors a remote method may declare (register subclasses with ``@remote_error``)."""
 
     status: ClassVar[int] = 400
-    registry: ClassVar[dict[str, type[ExpectedError]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        ExpectedError.registry[cls.__name__] = cls
 
 
+@remote_error
 class InvalidArgument(ExpectedError):
     """The arguments of a call are missing, of the wrong type or out of range."""
 
     status = 400
 
 
+@remote_error
 class Conflict(ExpectedError):
     """The call contradicts state the service already holds."""
 
     status = 409
 
 
+@remote_error
 class MethodNotFound(ExpectedError):
     """The service has no RPC method of that name."""
 
@@ -70,8 +94,16 @@ class ServiceUnavailable(Exception):
         self.detail = detail
 
 
-class CircuitOpen(ServiceUnavailable, pybreaker.CircuitBreakerError):
+class CircuitOpen(ServiceUnavailable):
     """The circuit breaker for a service is open: the call was not attempted.
 
     ``retry_after`` is the time until the breaker lets a trial call through.
+    """
+
+
+class Overloaded(ServiceUnavailable):
+    """Too many calls to a service are in flight already: refused at once, without any network.
+
+    Not retried (it would only queue again) and no outcome for a breaker (the
+    service did nothing wrong).
     """

@@ -17,16 +17,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import RequestPayloadError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from .correlation import correlation_id
-
-
-def add_correlation_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    """Put the current request's correlation ID on the line, if there is one."""
-    cid = correlation_id.get()
-    if cid is not None:
-        event_dict.setdefault("correlation_id", cid)
-    return event_dict
-
 
 class _MalformedRequestsWithoutTraceback(logging.Filter):
     """aiohttp logs a malformed HTTP request (the client's fault, answered 400) with a
@@ -69,7 +59,7 @@ def configure_logging(
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         add_service,
-        add_correlation_id,
+        structlog.contextvars.merge_contextvars,  # the request's correlation_id
     ]
     # JSON lines carry tracebacks as data; the console renderer prints its own.
     tail: list[Processor]

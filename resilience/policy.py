@@ -1,11 +1,13 @@
-"""The call policy for one downstream service: retry, around a breaker, around a timeout.
+"""The call policy for one kind of call to one downstream: retry, breaker, limit, timeout.
 
 ::
 
-    retry (tenacity: bounded attempts AND total deadline, full jitter, Retry-After)
-      └─ circuit breaker (one per downstream service)
-           └─ per-attempt timeout, never past the deadline
-                └─ the call
+    retry (tenacity: bounded attempts AND total deadline, full jitter, Retry-After,
+           within the downstream's retry budget)
+      └─ circuit breaker (one per downstream and kind of call: reads, writes)
+           └─ concurrency limit (calls in flight to the downstream)
+                └─ per-attempt timeout, never past the deadline
+                     └─ the call
 
 Clock, sleep and randomness are injected so tests never sleep.
 """
@@ -15,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -23,10 +26,15 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
+from yarl import URL
 
-from .breaker import AsyncCircuitBreaker, Clock
-from .errors import CircuitOpen, ServiceUnavailable
+from .balancer import Balancer, Target
+from .breaker import AsyncCircuitBreaker, BreakerRule
+from .budget import RetryBudget
+from .bulkhead import ConcurrencyLimit
+from .errors import CircuitOpen, Overloaded, ServiceUnavailable
 from .settings import Settings
+from .window import Clock
 
 T = TypeVar("T")
 log = structlog.get_logger("resilience.retry")
@@ -34,8 +42,8 @@ log = structlog.get_logger("resilience.retry")
 
 def is_transient(exc: BaseException) -> bool:
     """Worth another attempt: the service was unreachable, slow or overloaded, but not refused by
-    an open breaker (retrying that would only spin)."""
-    return isinstance(exc, ServiceUnavailable) and not isinstance(exc, CircuitOpen)
+    an open breaker or the concurrency limit (retrying those would only spin)."""
+    return isinstance(exc, ServiceUnavailable) and not isinstance(exc, (CircuitOpen, Overloaded))
 
 
 class wait_full_jitter_or_retry_after(wait_base):
@@ -72,16 +80,35 @@ class stop_before_deadline(stop_base):
         return self.clock() + retry_state.upcoming_sleep >= self.deadline
 
 
+class stop_unless_budget_allows(stop_base):
+    """Stop when the retry budget refuses the retry (checked last: it spends a retry)."""
+
+    def __init__(self, budget: RetryBudget, service: str) -> None:
+        self.budget = budget
+        self.service = service
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        if self.budget.try_retry():
+            return False
+        log.warning("retry refused by the retry budget", downstream=self.service,
+                    attempt=retry_state.attempt_number)
+        return True
+
+
 @dataclass
 class CallPolicy:
     """How the facade calls one downstream service.
 
     ``attempts`` and ``deadline`` bound the retry loop (``attempts=1`` means
     no retry); ``timeout`` bounds each attempt and is cut to what is left of
-    the deadline.
+    the deadline. ``balancer`` picks the replica of each attempt (each with
+    this kind of call's own breaker); ``limit`` and ``budget`` are shared by
+    every policy of one downstream.
     """
 
-    breaker: AsyncCircuitBreaker
+    balancer: Balancer
+    limit: ConcurrencyLimit | None = None
+    budget: RetryBudget | None = None
     attempts: int = 5
     deadline: float = 3.0
     timeout: float = 1.0
@@ -91,43 +118,44 @@ class CallPolicy:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: Callable[[float, float], float] = field(default=random.uniform)
 
-    @classmethod
-    def from_settings(cls, service: str, settings: Settings, *, attempts: int | None = None,
-                      clock: Clock = time.monotonic) -> CallPolicy:
-        """The policy for calls to ``service`` as configured (``attempts`` overrides the retry count)."""
-        return cls(
-            breaker=AsyncCircuitBreaker(service, fail_max=settings.breaker_fail_max,
-                                        reset_timeout=settings.breaker_reset_timeout, clock=clock),
-            attempts=settings.retry_attempts if attempts is None else attempts,
-            deadline=settings.retry_deadline,
-            timeout=settings.rpc_timeout,
-            backoff_base=settings.retry_backoff_base,
-            backoff_max=settings.retry_backoff_max,
-            clock=clock,
-        )
+    @property
+    def service(self) -> str:
+        """The downstream this policy calls."""
+        return self.balancer.service
 
-    async def call(self, attempt: Callable[[float], Awaitable[T]]) -> T:
-        """Run ``attempt(timeout)`` under the policy and return its result.
+    @property
+    def breakers(self) -> list[AsyncCircuitBreaker]:
+        """This kind of call's breaker for each replica."""
+        return [target.breaker for target in self.balancer.targets]
+
+    async def call(self, attempt: Callable[[str, float], Awaitable[T]]) -> T:
+        """Run ``attempt(url, timeout)`` under the policy and return its result.
 
         Raises the last attempt's error when the retry gives up, ``CircuitOpen``
-        at once when the breaker refuses, and any non-transient error unchanged.
+        at once when the breakers refuse, and any non-transient error unchanged.
         """
+        failed_on: list[Target] = []  # where each failed attempt went, for the next to avoid
         deadline = self.clock() + self.deadline
+        if self.budget is not None:
+            self.budget.record_call()
         # Fast path: most calls succeed at once, and building a tenacity loop costs
         # more than a breaker and a timeout. Only a transient failure enters the loop,
         # which replays it as its first attempt, so numbering, waits and stops agree.
         try:
-            return await self._attempt(attempt, deadline)
+            return await self._attempt(attempt, deadline, failed_on)
         except Exception as exc:
             if self.attempts == 1 or not is_transient(exc):
                 raise
             first_failure: Exception | None = exc
+        stop = stop_after_attempt(self.attempts) | stop_before_deadline(deadline, self.clock)
+        if self.budget is not None:
+            stop = stop | stop_unless_budget_allows(self.budget, self.service)
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.attempts) | stop_before_deadline(deadline, self.clock),
+            stop=stop,
             wait=wait_full_jitter_or_retry_after(self.backoff_base, self.backoff_max, self.rng),
             retry=retry_if_exception(is_transient),
             sleep=self.sleep,
-            before_sleep=self._log_retry,
+            before_sleep=lambda state: self._log_retry(state, failed_on[-1].url),
             reraise=True,
         )
         async for attempt_state in retrying:
@@ -135,21 +163,73 @@ class CallPolicy:
                 if first_failure is not None:
                     replayed, first_failure = first_failure, None
                     raise replayed
-                return await self._attempt(attempt, deadline)
+                return await self._attempt(attempt, deadline, failed_on)
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    async def _attempt(self, attempt: Callable[[float], Awaitable[T]], deadline: float) -> T:
-        """One attempt under the breaker, with the timeout cut to what is left of the deadline."""
-        with self.breaker.guard():
-            return await attempt(max(0.001, min(self.timeout, deadline - self.clock())))
+    async def _attempt(self, attempt: Callable[[str, float], Awaitable[T]], deadline: float,
+                       failed_on: list[Target]) -> T:
+        """One attempt on a replica its breaker admits, under the limit, the timeout cut to what
+        is left of the deadline; a failed attempt's replica is added to ``failed_on``."""
+        target, guard = self.balancer.admit(failed_on[-1] if failed_on else None)
+        timeout = max(0.001, min(self.timeout, deadline - self.clock()))
+        try:
+            with guard:
+                target.in_flight += 1
+                try:
+                    with self.limit.slot() if self.limit is not None else nullcontext():
+                        return await attempt(target.url, timeout)
+                finally:
+                    target.in_flight -= 1
+        except Exception as exc:
+            failed_on.append(target)
+            if is_transient(exc) and not self.balancer.ready():
+                # This failure opened the last breaker: end the retry loop now
+                # instead of sleeping before an attempt that would be refused.
+                raise self.balancer.refusal(exc) from exc
+            raise
 
-    def _log_retry(self, retry_state: RetryCallState) -> None:
+    def _log_retry(self, retry_state: RetryCallState, replica: str) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         log.warning(
             "retrying call",
-            downstream=self.breaker.service,
+            downstream=self.service,
+            replica=replica,
             attempt=retry_state.attempt_number,
             delay=round(retry_state.upcoming_sleep, 4),
             error=str(exc),
             error_type=type(exc).__name__,
         )
+
+
+def downstream_policies(service: str, urls: Sequence[str], settings: Settings,
+                        kinds: tuple[str, ...], *, attempts: int | None = None,
+                        clock: Clock = time.monotonic) -> dict[str, CallPolicy]:
+    """A policy per kind of call to ``service`` at ``urls`` (its replicas), as configured: a
+    breaker per kind and replica (a bulkhead, so heavy reads cannot refuse writes and one bad
+    replica cannot refuse the others), one concurrency limit and one retry budget for all.
+
+    ``attempts`` overrides the retry count (1: no retry).
+    """
+    limit = ConcurrencyLimit(service, settings.max_calls_in_flight)
+    budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_floor,
+                         settings.retry_budget_window, clock)
+    rule = BreakerRule.from_settings(settings)
+
+    def breaker(kind: str, url: str) -> AsyncCircuitBreaker:
+        name = f"{service}.{kind}" if len(urls) == 1 else f"{service}.{kind}@{URL(url).authority}"
+        return AsyncCircuitBreaker(name, service=service, rule=rule, clock=clock)
+
+    return {
+        kind: CallPolicy(
+            balancer=Balancer([Target(url, breaker(kind, url)) for url in urls]),
+            limit=limit,
+            budget=budget,
+            attempts=settings.retry_attempts if attempts is None else attempts,
+            deadline=settings.retry_deadline,
+            timeout=settings.rpc_timeout,
+            backoff_base=settings.retry_backoff_base,
+            backoff_max=settings.retry_backoff_max,
+            clock=clock,
+        )
+        for kind in kinds
+    }

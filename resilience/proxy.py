@@ -10,16 +10,17 @@ their own type, 502/503/504 and network failures as ``ServiceUnavailable``
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
 import orjson
+import structlog
 from yarl import URL
 
 from .auth import Signer
-from .correlation import HEADER, correlation_id
-from .errors import ExpectedError, RemoteError, ServiceUnavailable
+from .correlation import HEADER, current_correlation_id
+from .errors import RemoteError, ServiceUnavailable, registered_error
 from .policy import CallPolicy
 from .server import result_bytes
 
@@ -28,20 +29,25 @@ _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class RpcProxy:
-    """Calls the RPC methods of the service at ``base_url``.
+    """Calls the RPC methods of one service, at the replica its policy picks for each attempt.
 
     ``await proxy.log(uuid=..., msg=...)`` posts ``{"uuid": ..., "msg": ...}``
-    to ``<base_url>/rpc/log`` and returns the reply's ``result``.
+    to ``<replica>/rpc/log`` and returns the reply's ``result``. A method
+    named in ``method_policies`` is called under that policy, any other under ``policy``.
+    With several replicas, the one that answered is bound to the request's
+    log context as ``<service>_replica``, so the request's access line names it.
     """
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, service: str,
-                 policy: CallPolicy, signer: Signer | None = None) -> None:
+    def __init__(self, session: aiohttp.ClientSession, service: str, policy: CallPolicy,
+                 method_policies: Mapping[str, CallPolicy] | None = None,
+                 signer: Signer | None = None) -> None:
         self.session = session
         self.signer = signer  # signs every attempt afresh (RPC_SECRET), when set
-        self.base_url = base_url.rstrip("/")
         self.service = service
         self.policy = policy
-        self._urls: dict[str, URL] = {}
+        self.method_policies = dict(method_policies or {})
+        self._urls: dict[tuple[str, str], URL] = {}
+        self._replica_key = f"{service}_replica"
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
         if method.startswith("_"):
@@ -55,16 +61,25 @@ class RpcProxy:
     async def call(self, method: str, kwargs: dict[str, Any], *, undecoded: bool = False) -> Any:
         """Call ``method`` with ``kwargs`` under the policy and return its result (with
         ``undecoded``, the result's JSON bytes as they came, to pass on without a copy)."""
-        url = self._urls.get(method)
-        if url is None:  # parsed once per method, not once per call
-            url = self._urls[method] = URL(f"{self.base_url}/rpc/{method}")
         body = orjson.dumps(kwargs)
-        return await self.policy.call(lambda timeout: self._post(url, body, timeout, undecoded))
+        policy = self.method_policies.get(method, self.policy)
+        replicated = len(policy.balancer.targets) > 1
+
+        async def attempt(replica: str, timeout: float) -> Any:
+            url = self._urls.get((replica, method))
+            if url is None:  # parsed once per replica and method, not once per call
+                url = self._urls[replica, method] = URL(f"{replica.rstrip('/')}/rpc/{method}")
+            result = await self._post(url, body, timeout, undecoded)
+            if replicated:
+                structlog.contextvars.bind_contextvars(**{self._replica_key: replica})
+            return result
+
+        return await policy.call(attempt)
 
     async def _post(self, url: URL, body: bytes, timeout: float, undecoded: bool = False) -> Any:
         """One attempt: POST, then turn the reply or the failure into a result or an error."""
         headers = _JSON_HEADERS
-        cid = correlation_id.get()
+        cid = current_correlation_id()
         if cid is not None:
             headers = {**headers, HEADER: cid}
         if self.signer is not None:
@@ -96,7 +111,8 @@ class RpcProxy:
             return RemoteError(self.service, "BadReply", f"HTTP {status} without an error", status)
         error_type = str(error.get("type", "Error"))
         message = str(error.get("message", ""))
-        declared = ExpectedError.registry.get(error_type)
+        path = error.get("path")
+        declared = registered_error(path) if isinstance(path, str) else None
         if declared is not None and 400 <= status < 500:
             return declared(message)
         return RemoteError(self.service, error_type, message, status)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
 from .errors import ExpectedError, InvalidArgument, MethodNotFound
+from .settings import Settings
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,6 +68,16 @@ class Dependency(Generic[T]):
         if obj is None:
             return self
         raise LookupError(f"{owner.__name__}.{self.name} was not injected: use build_service()")
+
+
+class Config(Dependency[Settings]):
+    """The service's settings, declared like any dependency (nameko's ``Config``).
+
+    ``build_service(cls, config=settings)`` injects them; without, the defaults.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(Settings)
 
 
 def dependencies(cls: type) -> dict[str, Dependency[Any]]:

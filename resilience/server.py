@@ -5,6 +5,7 @@
     POST /rpc/<method>   body: JSON object of keyword arguments
       200 {"result": <value>}
       4xx/5xx {"error": {"type": "<ErrorName>", "message": "...", "args": [...]}}
+              (a declared error adds "path": "<module.ErrorName>", the key it is re-raised by)
     GET  /health         200 {"status": "ok", "service": "<name>"}
 
 Every body must arrive within ``BODY_READ_TIMEOUT`` (408 past it) and fit
@@ -21,8 +22,9 @@ import structlog
 from aiohttp import web
 
 from . import auth
+from .access import access_log_middleware
 from .correlation import correlation_middleware
-from .errors import ExpectedError, InvalidArgument
+from .errors import ExpectedError, InvalidArgument, error_path
 from .rpc import dispatch, entrypoints
 from .settings import Settings
 from .web import CLOSE_ON_UNREAD_BODY, BadRequest, Handler, body_deadline, json_response, read_json
@@ -47,9 +49,13 @@ def result_bytes(reply: bytes) -> memoryview | None:
     return None
 
 
-def error_body(error_type: str, message: str, args: list[Any] | None = None) -> dict[str, Any]:
-    """The wire form of an error."""
-    return {"error": {"type": error_type, "message": message, "args": args or [message]}}
+def error_body(error_type: str, message: str, args: list[Any] | None = None,
+               path: str | None = None) -> dict[str, Any]:
+    """The wire form of an error; ``path`` names a registered type the caller may re-raise."""
+    error: dict[str, Any] = {"type": error_type, "message": message, "args": args or [message]}
+    if path is not None:
+        error["path"] = path
+    return {"error": error}
 
 
 @web.middleware
@@ -101,14 +107,15 @@ def rpc_app(service: Any, settings: Settings | None = None) -> web.Application:
         try:
             result = await dispatch(service, method, kwargs, table)
         except ExpectedError as exc:
-            return json_response(error_body(type(exc).__name__, str(exc), list(exc.args)),
-                                 status=exc.status)
+            return json_response(error_body(type(exc).__name__, str(exc), list(exc.args),
+                                            error_path(type(exc))), status=exc.status)
         return json_response({"result": result})
 
     async def health(request: web.Request) -> web.Response:
         return json_response({"status": "ok", "service": name})
 
-    middlewares = [correlation_middleware, rpc_errors, body_deadline(settings.body_read_timeout, refusal)]
+    middlewares = [correlation_middleware, access_log_middleware, rpc_errors,
+                   body_deadline(settings.body_read_timeout, refusal)]
     if verifier is not None:
         middlewares.append(auth.require_signature(verifier, unauthorized))
     app = web.Application(client_max_size=settings.max_body_bytes + ENVELOPE_BYTES,

@@ -37,6 +37,8 @@ class Bounds:
         """Raise SettingsError naming ``name`` if ``value`` is NaN, infinite or out of range."""
         if not math.isfinite(value):
             raise SettingsError(f"{name} must be a finite number, not {value}")
+        if self.positive and math.isfinite(self.maximum) and not 0 < value <= self.maximum:
+            raise SettingsError(f"{name} must be above 0 and at most {self.maximum:g}, not {value}")
         if self.positive and value <= 0:
             raise SettingsError(f"{name} must be positive, not {value}")
         if math.isfinite(self.maximum) and not self.minimum <= value <= self.maximum:
@@ -60,6 +62,11 @@ def between(default: N, minimum: float, maximum: float) -> N:
     return field(default=default, metadata={_BOUNDS: Bounds(minimum=minimum, maximum=maximum)})
 
 
+def share(default: float) -> float:
+    """A numeric field that is a share of something: above 0, at most 1."""
+    return field(default=default, metadata={_BOUNDS: Bounds(maximum=1.0, positive=True)})
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the three services read from the environment.
@@ -78,6 +85,8 @@ class Settings:
     messages_port: int = between(5002, 0, 65535)
     logging_url: str = "http://127.0.0.1:5001"
     messages_url: str = "http://127.0.0.1:5002"
+    # Replicas of logging, comma-separated; when set, LOGGING_URL is not used.
+    logging_urls: str = ""
     log_format: str = "auto"
     log_level: str = "info"
     # Retry (facade -> logging): bounded attempts AND a bounded total time.
@@ -86,9 +95,23 @@ class Settings:
     retry_backoff_base: float = at_least(0.05, 0)
     retry_backoff_max: float = at_least(1.0, 0)
     rpc_timeout: float = 1.0
-    # Circuit breaker, one per downstream service.
-    breaker_fail_max: int = 5
-    breaker_reset_timeout: float = 5.0
+    # Retry budget per downstream: retries <= ratio x first attempts + floor/s, over the window.
+    retry_budget_ratio: float = at_least(0.5, 0)
+    retry_budget_floor: float = at_least(10.0, 0)
+    retry_budget_window: float = 10.0
+    # Circuit breaker, one per downstream and kind of call (reads, writes); see BreakerRule.
+    breaker_failure_rate: float = share(0.5)
+    breaker_slow_call_rate: float = share(0.8)
+    breaker_slow_call_duration: float = 0.5
+    breaker_window: float = 10.0
+    breaker_min_calls: int = 20
+    breaker_fast_window: float = 1.0
+    breaker_fast_min_calls: int = 100
+    breaker_open_duration: float = 5.0
+    breaker_open_duration_max: float = 60.0
+    breaker_trial_calls: int = 3
+    # Calls in flight to one downstream; past it, 503 at once.
+    max_calls_in_flight: int = 64
     # Input limits, the same on the public side and on the RPC side.
     max_body_bytes: int = 64 * 1024
     max_msg_chars: int = 10_000
@@ -125,6 +148,10 @@ class Settings:
         for spec in fields(self):
             if parsers[spec.name] in (int, float):
                 spec.metadata.get(_BOUNDS, POSITIVE).check(spec.name.upper(), getattr(self, spec.name))
+        for short, long in (("breaker_fast_window", "breaker_window"),
+                            ("breaker_open_duration", "breaker_open_duration_max")):
+            if getattr(self, short) > getattr(self, long):
+                raise SettingsError(f"{short.upper()} must not exceed {long.upper()}")
         if not _is_host(self.host):
             raise SettingsError(f"HOST must be an IP address or a host name, not {self.host!r} "
                                 "(0.0.0.0 binds every IPv4 interface)")
@@ -135,6 +162,16 @@ class Settings:
         for name in ("logging_url", "messages_url"):
             if not getattr(self, name).startswith(("http://", "https://")):
                 raise SettingsError(f"{name.upper()} must be an http:// or https:// URL")
+        replicas = self.logging_replicas()
+        if not all(url.startswith(("http://", "https://")) for url in replicas):
+            raise SettingsError("LOGGING_URLS must be a comma-separated list of http:// or https:// URLs")
+        if len(set(replicas)) != len(replicas):
+            raise SettingsError("LOGGING_URLS names a replica twice")
+
+    def logging_replicas(self) -> tuple[str, ...]:
+        """The logging replicas the facade balances over: ``LOGGING_URLS``, else ``LOGGING_URL``."""
+        listed = tuple(url.strip().rstrip("/") for url in self.logging_urls.split(",") if url.strip())
+        return listed or (self.logging_url.rstrip("/"),)
 
 
 def _parse(name: str, raw: str, parser: Callable[[str], T]) -> T:

@@ -29,7 +29,7 @@ from resilience.testing.cluster import Cluster, wait_until_healthy
 from resilience.testing.faults import FaultProxy
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "retry-protocol.md"
-SETTINGS = {"BREAKER_RESET_TIMEOUT": "2", "RETRY_DEADLINE": "3"}
+SETTINGS = {"BREAKER_OPEN_DURATION": "2", "RETRY_DEADLINE": "3"}
 
 
 class Protocol:
@@ -131,9 +131,9 @@ async def steps(p: Protocol, cluster: Cluster, proxy: FaultProxy) -> None:
     await proxy.resume()
     await asyncio.to_thread(wait_until_healthy, proxy.url)
     p.say("logging is back (with an empty store: it keeps messages in memory only). "
-          f"After the breaker's reset timeout ({SETTINGS['BREAKER_RESET_TIMEOUT']} s) one "
+          f"After the breaker's reset timeout ({SETTINGS['BREAKER_OPEN_DURATION']} s) one "
           "trial call goes through; it succeeds and the breaker closes.")
-    await asyncio.sleep(float(SETTINGS["BREAKER_RESET_TIMEOUT"]))
+    await asyncio.sleep(float(SETTINGS["BREAKER_OPEN_DURATION"]))
     await p.request("POST", "/facade", {"msg": "msg6"})
     p.show_logs("facade", RETRY_EVENTS)
     p.new_log_lines("logging")

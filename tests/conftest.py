@@ -30,13 +30,6 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(POLL_INTERVAL)
 
 
-def fast_settings(**overrides: object) -> Settings:
-    """Settings with short timeouts, so fault tests finish quickly."""
-    base = Settings(retry_deadline=2.0, rpc_timeout=0.5, retry_backoff_base=0.01,
-                    retry_backoff_max=0.05, breaker_reset_timeout=30.0)
-    return replace(base, **overrides)  # type: ignore[arg-type]
-
-
 @pytest.fixture
 async def logging_server(aiohttp_server: AiohttpServer) -> TestServer:
     """The real logging RPC app on a free port."""
@@ -59,10 +52,11 @@ def stored(server: TestServer) -> list[str]:
 def make_facade(aiohttp_client: AiohttpClient, logging_server: TestServer,
                 messages_server: TestServer
                 ) -> Callable[..., Awaitable[TestClient[web.Request, web.Application]]]:
-    """Build a facade client wired to the real logging and messages test servers (or given URLs)."""
+    """Build a facade client wired to the real logging and messages test servers (or given URLs),
+    with the shipped settings unless a test of a setting overrides one."""
 
     async def make(**overrides: object) -> TestClient[web.Request, web.Application]:
-        settings = fast_settings(
+        settings = Settings(
             logging_url=str(logging_server.make_url("")).rstrip("/"),
             messages_url=str(messages_server.make_url("")).rstrip("/"),
         )

@@ -17,7 +17,7 @@ from logging_service.app import create_app as create_logging
 from messages.app import create_app as create_messages
 from resilience import Settings, SettingsError
 from resilience.auth import HEADER, WINDOW, Signer, Verifier
-from tests.conftest import AiohttpClient, AiohttpServer, fast_settings, stored
+from tests.conftest import AiohttpClient, AiohttpServer, stored
 
 SECRET = "correct horse battery staple"
 PATH = "/rpc/log"
@@ -98,7 +98,7 @@ async def test_a_facade_with_the_secret_works_end_to_end(
 ) -> None:
     """With the same RPC_SECRET on all three, POST and GET work as without one."""
     messages = await aiohttp_server(create_messages(Settings(rpc_secret=SECRET)))
-    facade = await aiohttp_client(create_facade(fast_settings(
+    facade = await aiohttp_client(create_facade(Settings(
         rpc_secret=SECRET, logging_url=str(guarded_logging.make_url("")).rstrip("/"),
         messages_url=str(messages.make_url("")).rstrip("/"))))
     assert (await facade.post("/facade", json={"msg": "signed"})).status == 200
@@ -111,7 +111,7 @@ async def test_a_facade_with_another_secret_gets_502_and_a_misconfiguration_log(
 ) -> None:
     """A facade whose secret differs is refused by logging: the client gets 502 (not its fault),
     the log says misconfiguration, and nothing is stored."""
-    facade = await aiohttp_client(create_facade(fast_settings(
+    facade = await aiohttp_client(create_facade(Settings(
         rpc_secret="another", logging_url=str(guarded_logging.make_url("")).rstrip("/"))))
     with capture_logs() as logs:
         resp = await facade.post("/facade", json={"msg": "refused"})

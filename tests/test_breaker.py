@@ -1,4 +1,8 @@
-"""The circuit breaker: open, fail fast, half-open with one trial, closed; cancellation is no outcome."""
+"""The rate-based circuit breaker, driven on an injected clock with exact counts.
+
+As resilience4j's state-machine tests do: each test feeds a known sequence of
+outcomes and pins the state after each step that matters.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,20 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from resilience import AsyncCircuitBreaker, CircuitOpen, InvalidArgument, ServiceUnavailable
+from resilience import (
+    AsyncCircuitBreaker,
+    BreakerRule,
+    CircuitOpen,
+    InvalidArgument,
+    Overloaded,
+    ServiceUnavailable,
+)
 from resilience.testing import FakeClock
+
+# Small numbers keep the counts readable; the defaults are pinned in their own test.
+RULE = BreakerRule(failure_rate=0.5, slow_call_rate=0.8, slow_call_duration=0.5, window=10.0,
+                   min_calls=10, fast_window=1.0, fast_min_calls=40, open_duration=5.0,
+                   open_duration_max=12.0, trial_calls=3)
 
 
 class Boom(ServiceUnavailable):
@@ -16,28 +32,24 @@ class Boom(ServiceUnavailable):
         super().__init__("logging", "boom")
 
 
-def fail(breaker: AsyncCircuitBreaker, times: int) -> None:
+def fail(breaker: AsyncCircuitBreaker, times: int = 1) -> None:
     for _ in range(times):
         with pytest.raises(ServiceUnavailable), breaker.guard():
             raise Boom()
 
 
-def succeed(breaker: AsyncCircuitBreaker) -> None:
-    with breaker.guard():
-        pass
-
-
-async def cancel_mid_call(breaker: AsyncCircuitBreaker) -> None:
-    """Start a guarded call, cancel it while it waits, and check it stays a CancelledError."""
-    async def hang() -> None:
+def succeed(breaker: AsyncCircuitBreaker, times: int = 1, took: float = 0.0,
+            clock: FakeClock | None = None) -> None:
+    for _ in range(times):
         with breaker.guard():
-            await asyncio.Event().wait()
+            if clock is not None:
+                clock.advance(took)
 
-    task = asyncio.create_task(hang())
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+
+def trip(breaker: AsyncCircuitBreaker) -> None:
+    """Open a closed breaker with the window's minimum of failures."""
+    fail(breaker, RULE.min_calls)
+    assert breaker.state == "open"
 
 
 @pytest.fixture
@@ -47,126 +59,227 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def breaker(clock: FakeClock) -> AsyncCircuitBreaker:
-    return AsyncCircuitBreaker("logging", fail_max=3, reset_timeout=10.0, clock=clock)
+    return AsyncCircuitBreaker("logging.write", service="logging", rule=RULE, clock=clock)
 
 
-def test_opens_after_fail_max_consecutive_failures(breaker: AsyncCircuitBreaker) -> None:
-    """The failure that reaches fail_max opens the breaker and raises CircuitOpen from it."""
-    fail(breaker, 2)
+def test_defaults_are_the_documented_ones() -> None:
+    """The shipped rule: 50 % of ≥ 20 calls over 10 s (or of ≥ 100 in the newest second), slow ≥ 0.5 s
+    at 80 %, open 5 s growing to 60 s, 3 trials."""
+    rule = BreakerRule()
+    assert (rule.failure_rate, rule.window, rule.min_calls, rule.fast_window, rule.fast_min_calls) == (
+        0.5, 10.0, 20, 1.0, 100)
+    assert (rule.slow_call_duration, rule.slow_call_rate) == (0.5, 0.8)
+    assert (rule.open_duration, rule.open_duration_max, rule.trial_calls) == (5.0, 60.0, 3)
+    assert (rule.trial_failures_to_reopen, rule.trial_successes_to_close) == (2, 2)
+
+
+def test_stays_closed_below_the_minimum_number_of_calls(breaker: AsyncCircuitBreaker) -> None:
+    """Nine failures out of nine calls are not enough calls to judge: closed."""
+    fail(breaker, RULE.min_calls - 1)
     assert breaker.state == "closed"
-    with pytest.raises(CircuitOpen) as info, breaker.guard():
-        raise Boom()
+
+
+def test_opens_when_the_failure_rate_reaches_the_threshold(breaker: AsyncCircuitBreaker) -> None:
+    """5 successes and 4 failures stay closed; the 5th failure makes 5 of 10 = 50 %: open."""
+    succeed(breaker, 5)
+    fail(breaker, 4)
+    assert breaker.state == "closed"
+    fail(breaker)  # the failure itself goes on to the caller (the policy decides what follows)
     assert breaker.state == "open"
-    assert isinstance(info.value.__cause__, Boom)
-    assert info.value.reason == "circuit breaker open after boom"
-    assert info.value.retry_after == pytest.approx(10.0)
 
 
-def test_success_resets_the_failure_count(breaker: AsyncCircuitBreaker) -> None:
-    """Failures must be consecutive: a success in between starts the count again."""
-    fail(breaker, 2)
-    succeed(breaker)
-    fail(breaker, 2)
+def test_a_lossy_link_below_the_rate_never_opens(breaker: AsyncCircuitBreaker) -> None:
+    """Runs of failures do not matter, only the share: 3 failures in a row then 7 successes, for
+    1,000 calls (30 % failed), never open it."""
+    for _ in range(100):
+        fail(breaker, 3)
+        succeed(breaker, 7)
+        assert breaker.state == "closed"
+    assert breaker.failure_rate() == pytest.approx(0.3)
+
+
+def test_old_calls_age_out_of_the_window(breaker: AsyncCircuitBreaker, clock: FakeClock) -> None:
+    """Successes older than the window no longer dilute new failures."""
+    succeed(breaker, 30)  # within the window, these would keep 10 failures at 25 %
+    clock.advance(RULE.window + 1)
+    fail(breaker, RULE.min_calls - 1)
     assert breaker.state == "closed"
-    assert breaker.fail_counter == 2
+    fail(breaker)
+    assert breaker.state == "open"
 
 
-def test_open_breaker_fails_fast_without_running_the_call(
-    breaker: AsyncCircuitBreaker, clock: FakeClock
-) -> None:
-    """While open, guard() raises CircuitOpen with the time left until the trial call."""
-    fail(breaker, 3)
-    clock.advance(4.0)
+def test_the_newest_second_trips_a_crash_under_load(breaker: AsyncCircuitBreaker,
+                                                    clock: FakeClock) -> None:
+    """After 200 successes, 40 failures in the newest second open it (the whole window is at
+    17 %): a busy downstream that crashes is cut off in about a second."""
+    succeed(breaker, 200)
+    clock.advance(RULE.fast_window + 0.1)
+    fail(breaker, RULE.fast_min_calls - 1)
+    assert breaker.state == "closed"  # 39 calls: under the fast minimum, and 16 % overall
+    fail(breaker)
+    assert breaker.state == "open"
+
+
+def test_slow_calls_open_it_at_the_slow_call_rate(breaker: AsyncCircuitBreaker,
+                                                  clock: FakeClock) -> None:
+    """Successes that take ≥ slow_call_duration count as slow; 8 slow of 10 calls is 80 %: open."""
+    succeed(breaker, 2)
+    succeed(breaker, 7, took=RULE.slow_call_duration, clock=clock)
+    assert breaker.state == "closed"
+    succeed(breaker, 1, took=RULE.slow_call_duration, clock=clock)
+    assert breaker.state == "open"
+
+
+def test_open_breaker_fails_fast_without_running_the_call(breaker: AsyncCircuitBreaker,
+                                                          clock: FakeClock) -> None:
+    """While open, guard() raises CircuitOpen before the block runs, with the time left."""
+    trip(breaker)
+    clock.advance(2.0)
     ran = False
     with pytest.raises(CircuitOpen) as info, breaker.guard():
         ran = True
     assert not ran
-    assert info.value.retry_after == pytest.approx(6.0)
-    assert breaker.retry_after() == pytest.approx(6.0)
+    assert info.value.retry_after == pytest.approx(3.0)
+    assert breaker.calls["not_permitted"] == 1
 
 
-def test_half_open_trial_success_closes(breaker: AsyncCircuitBreaker, clock: FakeClock) -> None:
-    """After reset_timeout one trial call goes through; its success closes the breaker."""
-    fail(breaker, 3)
-    clock.advance(10.0)
+def test_half_open_admits_the_trial_calls_then_refuses(breaker: AsyncCircuitBreaker,
+                                                       clock: FakeClock) -> None:
+    """After the open duration, three trials are let through at once; a fourth is refused."""
+    trip(breaker)
+    clock.advance(RULE.open_duration)
+    trials = [breaker.guard() for _ in range(RULE.trial_calls)]
+    assert breaker.state == "half-open"
+    with pytest.raises(CircuitOpen, match="trial calls in flight"):
+        breaker.guard()
+    for trial in trials:
+        with trial:
+            pass
+    assert breaker.state == "closed"
+
+
+def test_two_successful_trials_close_it(breaker: AsyncCircuitBreaker, clock: FakeClock) -> None:
+    """pybreaker's success_threshold (2 of 3) closes it; one success alone does not."""
+    trip(breaker)
+    clock.advance(RULE.open_duration)
+    succeed(breaker)
+    assert breaker.state == "half-open"
     succeed(breaker)
     assert breaker.state == "closed"
-    assert breaker.fail_counter == 0
 
 
-def test_half_open_trial_failure_reopens_for_a_full_timeout(
-    breaker: AsyncCircuitBreaker, clock: FakeClock
-) -> None:
-    """A failed trial reopens the breaker, and the wait restarts from the trial's failure."""
-    fail(breaker, 3)
-    clock.advance(10.0)
-    fail(breaker, 1)
+def test_one_failed_trial_among_three_does_not_reopen(breaker: AsyncCircuitBreaker,
+                                                      clock: FakeClock) -> None:
+    """A single lost trial reply is not an outage: 1 failure then 2 successes close it."""
+    trip(breaker)
+    clock.advance(RULE.open_duration)
+    fail(breaker)
+    assert breaker.state == "half-open"
+    succeed(breaker, 2)
+    assert breaker.state == "closed"
+
+
+def test_two_failed_trials_reopen_it_for_longer_each_time(breaker: AsyncCircuitBreaker,
+                                                          clock: FakeClock) -> None:
+    """Failed trials reopen it for the open duration times the openings in a row, capped; closing
+    resets the growth."""
+    trip(breaker)
+    for expected in (10.0, 12.0, 12.0):  # 5 x 2, 5 x 3 capped at 12, capped again
+        clock.advance(breaker.retry_after())
+        fail(breaker, 2)
+        assert breaker.state == "open"
+        assert breaker.retry_after() == pytest.approx(expected)
+    clock.advance(breaker.retry_after())
+    succeed(breaker, 2)
+    trip(breaker)
+    assert breaker.retry_after() == pytest.approx(RULE.open_duration)
+
+
+def test_a_late_outcome_has_no_say_after_a_transition(breaker: AsyncCircuitBreaker,
+                                                      clock: FakeClock) -> None:
+    """A call admitted while closed that ends after the breaker half-opened is not a trial: its
+    success neither closes the breaker nor uses a trial's place."""
+    slow_call = breaker.guard()
+    trip(breaker)
+    clock.advance(RULE.open_duration)
+    succeed(breaker)  # the first real trial
+    with slow_call:
+        pass
+    assert breaker.state == "half-open"
+    succeed(breaker)
+    assert breaker.state == "closed"
+
+
+def test_outcomes_in_the_open_state_change_nothing(breaker: AsyncCircuitBreaker,
+                                                   clock: FakeClock) -> None:
+    """Calls still in flight when it opened may fail or succeed; it stays open until its time."""
+    in_flight = [breaker.guard() for _ in range(5)]
+    trip(breaker)
+    for call in in_flight[:3]:
+        with call:
+            pass
+    for call in in_flight[3:]:
+        with pytest.raises(Boom), call:
+            raise Boom()
     assert breaker.state == "open"
-    assert breaker.retry_after() == pytest.approx(10.0)
+    assert breaker.retry_after() == pytest.approx(RULE.open_duration)
 
 
-async def test_half_open_admits_one_trial_at_a_time(
-    breaker: AsyncCircuitBreaker, clock: FakeClock
-) -> None:
-    """While the trial call is in flight, every other caller is refused at once."""
-    fail(breaker, 3)
-    clock.advance(10.0)
-    release = asyncio.Event()
-    calls = 0
+async def test_cancellation_is_no_outcome(breaker: AsyncCircuitBreaker) -> None:
+    """A cancelled call stays a CancelledError and counts neither way, even one short of the trip."""
+    fail(breaker, RULE.min_calls - 1)
 
-    async def call() -> None:
-        nonlocal calls
+    async def hang() -> None:
         with breaker.guard():
-            calls += 1
-            await release.wait()
+            await asyncio.Event().wait()
 
-    trial = asyncio.create_task(call())
-    await asyncio.sleep(0)
-    assert breaker.state == "half-open"
     for _ in range(5):
-        with pytest.raises(CircuitOpen):
-            await call()
-    release.set()
-    await trial
-    assert calls == 1
+        task = asyncio.create_task(hang())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
     assert breaker.state == "closed"
+    assert breaker.calls == {"successful": 0, "failed": RULE.min_calls - 1, "ignored": 0,
+                             "not_permitted": 0}
 
 
-async def test_cancellation_is_neither_failure_nor_trip(breaker: AsyncCircuitBreaker) -> None:
-    """A cancelled call leaves the count alone and stays a CancelledError, even at fail_max - 1."""
-    fail(breaker, 2)
-    await cancel_mid_call(breaker)
-    assert breaker.state == "closed"
-    assert breaker.fail_counter == 2
-
-
-async def test_cancelled_trial_neither_closes_nor_blocks_the_next_trial(
-    breaker: AsyncCircuitBreaker, clock: FakeClock
-) -> None:
-    """Cancelling the half-open trial keeps the breaker half-open and frees the trial slot."""
-    fail(breaker, 3)
-    clock.advance(10.0)
-    await cancel_mid_call(breaker)
+def test_a_cancelled_trial_frees_its_place(breaker: AsyncCircuitBreaker, clock: FakeClock) -> None:
+    """A trial that ends with no outcome lets another trial in, and does not count as a success."""
+    trip(breaker)
+    clock.advance(RULE.open_duration)
+    trials = [breaker.guard() for _ in range(RULE.trial_calls)]
+    with pytest.raises(asyncio.CancelledError), trials[0]:
+        raise asyncio.CancelledError
+    succeed(breaker)  # the freed place
     assert breaker.state == "half-open"
-    succeed(breaker)
+    with trials[1]:
+        pass
     assert breaker.state == "closed"
 
 
-def test_expected_errors_are_not_failures(breaker: AsyncCircuitBreaker) -> None:
-    """A caller's mistake (an ExpectedError) never opens the breaker."""
-    for _ in range(10):
+def test_caller_errors_and_shed_calls_are_ignored(breaker: AsyncCircuitBreaker) -> None:
+    """Expected errors (the caller's fault) and Overloaded (never sent) are no failures."""
+    for _ in range(RULE.min_calls * 2):
         with pytest.raises(InvalidArgument), breaker.guard():
             raise InvalidArgument("bad")
+        with pytest.raises(Overloaded), breaker.guard():
+            raise Overloaded("logging", "full")
     assert breaker.state == "closed"
+    assert breaker.failure_rate() is None
+    assert breaker.calls["ignored"] == RULE.min_calls * 4
 
 
-def test_transitions_are_logged(breaker: AsyncCircuitBreaker, clock: FakeClock) -> None:
-    """Every state change writes a log line naming the breaker and both states."""
+def test_transitions_are_logged_with_their_reason(breaker: AsyncCircuitBreaker,
+                                                  clock: FakeClock) -> None:
+    """Every state change is a warning naming the breaker, the states, and why it opened."""
     with capture_logs() as logs:
-        fail(breaker, 3)
-        clock.advance(10.0)
-        succeed(breaker)
+        trip(breaker)
+        clock.advance(RULE.open_duration)
+        succeed(breaker, 2)
     changes = [(e["old_state"], e["new_state"]) for e in logs
                if e["event"] == "circuit breaker state changed"]
     assert changes == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
-    assert all(e["breaker"] == "logging" for e in logs if "breaker" in e)
+    opened = next(e for e in logs if e.get("new_state") == "open")
+    assert (opened["breaker"], opened["downstream"], opened["reason"], opened["open_for"]) == (
+        "logging.write", "logging", "10 of 10 calls failed", 5.0)

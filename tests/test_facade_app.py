@@ -19,7 +19,7 @@ from resilience.auth import Signer
 from resilience.contract import KeyUuids
 from resilience.correlation import HEADER
 from tests.cases import BAD_BODIES
-from tests.conftest import AiohttpClient, AiohttpServer, fast_settings, stored
+from tests.conftest import AiohttpClient, AiohttpServer, stored
 
 Client = TestClient[web.Request, web.Application]
 MakeFacade = Callable[..., Awaitable[Client]]
@@ -197,7 +197,7 @@ async def test_a_precomputed_idempotency_uuid_no_longer_collides(
                                headers={**JSON, **Signer(rpc_secret).headers("/rpc/log", body)})
     assert resp.status == 400  # the old version-5 form is not one logging takes any more
 
-    facade = await aiohttp_client(create_facade(fast_settings(
+    facade = await aiohttp_client(create_facade(Settings(
         rpc_secret=rpc_secret, idempotency_secret="only the facades know this",
         logging_url=str(logging.make_url("")).rstrip("/"))))
     resp = await facade.post("/facade", json={"msg": "pay"}, headers={"Idempotency-Key": key})

@@ -41,7 +41,7 @@ JSON_INT_RANGE = range(-(2**63), 2**64)
 
 METHOD_NAMES = weighted(
     (6, st.sampled_from(["log", "messages", "count", "message"])),
-    (2, st.sampled_from(["__init__", "__class__", "store", "name", "settings", "max_msg_chars",
+    (2, st.sampled_from(["__init__", "__class__", "store", "name", "config", "max_msg_chars",
                          "Log", "log ", "log/", "..", "%00", "health"])),
     (2, st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)),
 )
@@ -107,7 +107,8 @@ class RpcStack:
 
 
 def check_wire_shape(status: int, reply: Any) -> None:
-    """200 is exactly ``{"result": ...}``; anything else ``{"error": {"type", "message", "args"}}``."""
+    """200 is exactly ``{"result": ...}``; anything else ``{"error": {"type", "message", "args"}}``,
+    plus the ``path`` a declared error is re-raised by."""
     assert isinstance(reply, dict)
     if status == 200:
         assert set(reply) == {"result"}
@@ -115,9 +116,11 @@ def check_wire_shape(status: int, reply: Any) -> None:
     assert set(reply) == {"error"}
     error = reply["error"]
     assert isinstance(error, dict)
-    assert set(error) == {"type", "message", "args"}
+    assert set(error) - {"path"} == {"type", "message", "args"}
     assert isinstance(error["type"], str)
     assert error["type"].isidentifier()
+    if "path" in error:
+        assert error["path"].endswith(f".{error['type']}")
     assert isinstance(error["message"], str)
     assert isinstance(error["args"], list)
 

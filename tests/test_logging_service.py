@@ -106,21 +106,13 @@ async def test_messages_can_be_read_in_pages(service: LoggingService) -> None:
 async def test_a_page_stops_at_the_byte_budget() -> None:
     """A page holds no more JSON bytes than MAX_PAGE_BYTES, but always at least one message."""
     service = worker_factory(LoggingService, store=MessageStore(),
-                             settings=Settings(max_page_bytes=20))
+                             config=Settings(max_page_bytes=20))
     for text in ("a" * 5, "b" * 5, "c" * 5, "d" * 30):
         await call_entrypoint(service, "log", uuid=new_id(), msg=text)
     first = await page(service)
     assert first == {"logs": ["a" * 5, "b" * 5], "next_offset": 2}  # ["aaaaa","bbbbb"]: 17 bytes
     assert await page(service, offset=2) == {"logs": ["c" * 5], "next_offset": 3}
     assert await page(service, offset=3) == {"logs": ["d" * 30]}  # alone over budget: still served
-
-
-async def test_limits_come_from_the_settings() -> None:
-    """MAX_MSG_CHARS is the facade's and logging's limit alike: one setting, not two numbers."""
-    service = worker_factory(LoggingService, store=MessageStore(), settings=Settings(max_msg_chars=3))
-    assert await call_entrypoint(service, "log", uuid=new_id(), msg="abc") == {"stored": True}
-    with pytest.raises(InvalidArgument, match="longer than 3 characters"):
-        await call_entrypoint(service, "log", uuid=new_id(), msg="abcd")
 
 
 async def test_key_derived_uuids_are_accepted(service: LoggingService) -> None:
@@ -134,3 +126,11 @@ def test_full_read_does_not_copy_the_store() -> None:
     store.add(new_id(), "a")
     assert store.messages() is store.messages()
     assert store.messages(0, 10) is store.messages()
+
+
+async def test_message_limit_comes_from_the_injected_config() -> None:
+    """The longest message logging accepts is the injected settings' ``max_msg_chars``."""
+    service = worker_factory(LoggingService, config=Settings(max_msg_chars=3))
+    assert await call_entrypoint(service, "log", uuid=str(uuid.uuid4()), msg="abc") == {"stored": True}
+    with pytest.raises(InvalidArgument, match="longer than 3 characters"):
+        await call_entrypoint(service, "log", uuid=str(uuid.uuid4()), msg="abcd")

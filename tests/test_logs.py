@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from resilience.correlation import correlation_id
 from resilience.logs import configure_logging
 
 
@@ -32,11 +31,8 @@ def test_json_lines_carry_the_required_fields() -> None:
     """Each line is one JSON object with timestamp, level, service, event and the correlation ID."""
     out = io.StringIO()
     configure_logging("facade", "auto", "info", stream=out)
-    token = correlation_id.set("cid-1")
-    try:
+    with structlog.contextvars.bound_contextvars(correlation_id="cid-1"):
         structlog.get_logger().info("message accepted", uuid="u-1")
-    finally:
-        correlation_id.reset(token)
     line = json.loads(out.getvalue())
     assert line["event"] == "message accepted"
     assert (line["level"], line["service"], line["correlation_id"], line["uuid"]) == (

@@ -2,27 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from structlog.testing import capture_logs
 from tenacity import RetryCallState
 
 from resilience import (
     AsyncCircuitBreaker,
+    BreakerRule,
     CallPolicy,
     CircuitOpen,
+    ConcurrencyLimit,
     Conflict,
+    Overloaded,
     RemoteError,
+    RetryBudget,
     ServiceUnavailable,
     Settings,
+    downstream_policies,
 )
+from resilience.balancer import Balancer, Target
 from resilience.policy import is_transient, wait_full_jitter_or_retry_after
 from resilience.testing import FakeClock
 
 
 def make_policy(clock: FakeClock, *, attempts: int = 5, deadline: float = 3.0,
-                fail_max: int = 100) -> CallPolicy:
-    breaker = AsyncCircuitBreaker("logging", fail_max=fail_max, reset_timeout=10.0, clock=clock)
-    return CallPolicy(breaker=breaker, attempts=attempts, deadline=deadline, timeout=1.0,
+                min_calls: int = 100, budget: RetryBudget | None = None,
+                limit: ConcurrencyLimit | None = None) -> CallPolicy:
+    rule = BreakerRule(min_calls=min_calls, fast_min_calls=1000, open_duration=10.0)
+    breaker = AsyncCircuitBreaker("logging.write", service="logging", rule=rule, clock=clock)
+    return CallPolicy(balancer=Balancer([Target("http://logging", breaker)]), limit=limit,
+                      budget=budget, attempts=attempts, deadline=deadline, timeout=1.0,
                       backoff_base=0.1, backoff_max=1.0, clock=clock, sleep=clock.sleep,
                       rng=lambda low, high: high)
 
@@ -34,7 +45,7 @@ class Flaky:
         self.errors = list(errors)
         self.timeouts: list[float] = []
 
-    async def __call__(self, timeout: float) -> str:
+    async def __call__(self, url: str, timeout: float) -> str:
         self.timeouts.append(timeout)
         if self.errors:
             raise self.errors.pop(0)
@@ -137,15 +148,16 @@ async def test_open_breaker_ends_the_retry_at_once() -> None:
     clock = FakeClock()
     flaky = Flaky(*[down() for _ in range(10)])
     with pytest.raises(CircuitOpen) as info:
-        await make_policy(clock, attempts=10, deadline=100.0, fail_max=2).call(flaky)
+        await make_policy(clock, attempts=10, deadline=100.0, min_calls=2).call(flaky)
     assert len(flaky.timeouts) == 2
     assert info.value.retry_after == pytest.approx(10.0)
 
 
-def test_circuit_open_is_not_transient() -> None:
-    """Retrying an open breaker would only spin."""
+def test_circuit_open_and_overloaded_are_not_transient() -> None:
+    """Retrying an open breaker or a full concurrency limit would only spin."""
     assert is_transient(down())
     assert not is_transient(CircuitOpen("logging", "open", 5.0))
+    assert not is_transient(Overloaded("logging", "full", 1.0))
 
 
 async def test_every_retry_is_logged_with_attempt_delay_and_error() -> None:
@@ -155,19 +167,95 @@ async def test_every_retry_is_logged_with_attempt_delay_and_error() -> None:
         await make_policy(clock).call(Flaky(down("ECONNREFUSED")))
     retry = [e for e in logs if e["event"] == "retrying call"]
     assert retry == [{
-        "event": "retrying call", "log_level": "warning", "downstream": "logging", "attempt": 1,
+        "event": "retrying call", "log_level": "warning", "downstream": "logging",
+        "replica": "http://logging", "attempt": 1,
         "delay": 0.1, "error": "logging unavailable: ECONNREFUSED",
         "error_type": "ServiceUnavailable",
     }]
 
 
-def test_policy_from_settings_uses_every_setting() -> None:
-    """The facade's policy is what the environment says."""
+def test_downstream_policies_use_every_setting() -> None:
+    """Each kind of call gets its own breaker; the kinds share one limit and one budget, as configured."""
     settings = Settings(retry_attempts=7, retry_deadline=9.0, rpc_timeout=0.3,
-                        retry_backoff_base=0.2, retry_backoff_max=2.0, breaker_fail_max=4,
-                        breaker_reset_timeout=12.0)
-    policy = CallPolicy.from_settings("logging", settings)
-    assert (policy.attempts, policy.deadline, policy.timeout, policy.backoff_base,
-            policy.backoff_max) == (7, 9.0, 0.3, 0.2, 2.0)
-    assert policy.breaker._breaker.fail_max == 4
-    assert policy.breaker._breaker.reset_timeout == 12.0
+                        retry_backoff_base=0.2, retry_backoff_max=2.0, breaker_min_calls=4,
+                        breaker_open_duration=12.0, max_calls_in_flight=9, retry_budget_ratio=0.25,
+                        retry_budget_floor=2.0, retry_budget_window=4.0)
+    policies = downstream_policies("logging", ["http://logging"], settings, ("write", "read"))
+    write, read = policies["write"], policies["read"]
+    assert (len(write.breakers), len(read.breakers)) == (1, 1)
+    assert (write.attempts, write.deadline, write.timeout, write.backoff_base,
+            write.backoff_max) == (7, 9.0, 0.3, 0.2, 2.0)
+    (write_breaker,), (read_breaker,) = write.breakers, read.breakers
+    assert write_breaker is not read_breaker
+    assert (write_breaker.name, read_breaker.name, write_breaker.service) == (
+        "logging.write", "logging.read", "logging")
+    assert write_breaker.rule == BreakerRule.from_settings(settings)
+    assert (write_breaker.rule.min_calls, write_breaker.rule.open_duration) == (4, 12.0)
+    assert write.limit is read.limit
+    assert write.limit is not None
+    assert write.limit.limit == 9
+    assert write.budget is read.budget
+    assert write.budget is not None
+    assert (write.budget.ratio, write.budget.floor, write.budget.window) == (0.25, 2.0, 4.0)
+    assert downstream_policies("messages", ["http://messages"], settings, ("read",),
+                               attempts=1)["read"].attempts == 1
+
+
+async def test_a_spent_retry_budget_ends_the_call_with_the_attempts_error() -> None:
+    """With no budget to spend (no ratio, no floor), a transient failure is not retried."""
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.0, floor=0.0, window=10.0, clock=clock)
+    flaky = Flaky(down("HTTP 503"))
+    with capture_logs() as logs, pytest.raises(ServiceUnavailable, match="HTTP 503"):
+        await make_policy(clock, budget=budget).call(flaky)
+    assert len(flaky.timeouts) == 1
+    assert budget.refused == 1
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "retry refused by the retry budget"]
+
+
+async def test_the_budget_allows_its_ratio_of_retries_plus_the_floor() -> None:
+    """With ratio 0.5 and a floor of 0.2/s over 10 s (2 retries), 10 calls earn 5 + 2 = 7 retries."""
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.5, floor=0.2, window=10.0, clock=clock)
+    policy = make_policy(clock, attempts=2, budget=budget)
+    for _ in range(10):
+        with pytest.raises(ServiceUnavailable):
+            await policy.call(Flaky(down(), down()))
+    assert budget.refused == 3
+
+
+def test_the_budget_refills_as_calls_age_out() -> None:
+    """Retries spent more than a window ago no longer count against the budget."""
+    clock = FakeClock()
+    budget = RetryBudget(ratio=0.0, floor=0.1, window=10.0, clock=clock)  # 1 retry per 10 s
+    assert budget.try_retry()
+    assert not budget.try_retry()
+    clock.advance(11.0)
+    assert budget.try_retry()
+
+
+async def test_a_full_concurrency_limit_refuses_at_once_without_calling() -> None:
+    """Past the limit a call is Overloaded before any network; it is not retried nor a breaker
+    failure, and the slot comes back when a call ends."""
+    clock = FakeClock()
+    limit = ConcurrencyLimit("logging", 1)
+    policy = make_policy(clock, limit=limit, min_calls=1)
+    release = asyncio.Event()
+    calls = 0
+
+    async def held(url: str, timeout: float) -> str:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return "ok"
+
+    first = asyncio.create_task(policy.call(held))
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match="1 calls in flight"):
+        await policy.call(held)
+    assert (calls, limit.refused, policy.breakers[0].state) == (1, 1, "closed")
+    release.set()
+    assert await first == "ok"
+    assert limit.in_flight == 0
+    assert await policy.call(held) == "ok"

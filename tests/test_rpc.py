@@ -7,6 +7,7 @@ from unittest.mock import AsyncMock
 
 import aiohttp
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -24,7 +25,9 @@ from resilience import (
     rpc,
     rpc_app,
 )
-from resilience.correlation import HEADER, correlation_id
+from resilience.balancer import Balancer, Target
+from resilience.correlation import HEADER
+from resilience.errors import ExpectedError, error_path, registered_error, remote_error
 from resilience.testing import FakeClock, call_entrypoint, worker_factory
 from tests.conftest import AiohttpServer
 
@@ -150,7 +153,8 @@ async def test_server_answers_results_and_errors_as_data(
     """POST /rpc/<method> gives {"result": ...}; failures give {"error": {type, message, args}}."""
     assert await post(session, echo_server, "/rpc/echo", b'{"text": "hi"}') == (200, {"result": "hi"})
     assert await post(session, echo_server, "/rpc/conflict", b"{}") == (409, {"error": {
-        "type": "Conflict", "message": "already there", "args": ["already there"]}})
+        "type": "Conflict", "message": "already there", "args": ["already there"],
+        "path": "resilience.errors.Conflict"}})
     status, body = await post(session, echo_server, "/rpc/nope", b"{}")
     assert status == 404
     assert body["error"]["type"] == "MethodNotFound"  # type: ignore[index]
@@ -169,7 +173,7 @@ async def test_server_refuses_bad_bodies_cleanly(
     """Non-JSON, malformed or non-object bodies get a 4xx error body, never a 500."""
     got, payload = await post(session, echo_server, "/rpc/echo", body, ctype)
     assert got == status
-    assert set(payload["error"]) == {"type", "message", "args"}  # type: ignore[index]
+    assert set(payload["error"]) - {"path"} == {"type", "message", "args"}  # type: ignore[index]
 
 
 async def test_server_hides_internals_of_unexpected_errors(
@@ -190,9 +194,10 @@ async def test_health(echo_server: TestServer, session: aiohttp.ClientSession) -
 
 def proxy_for(session: aiohttp.ClientSession, url: str, attempts: int = 1) -> RpcProxy:
     clock = FakeClock()
-    policy = CallPolicy(AsyncCircuitBreaker("echo", clock=clock), attempts=attempts,
+    balancer = Balancer([Target(url, AsyncCircuitBreaker("echo", clock=clock))])
+    policy = CallPolicy(balancer, attempts=attempts,
                         clock=clock, sleep=clock.sleep)
-    return RpcProxy(session, url, "echo", policy)
+    return RpcProxy(session, "echo", policy)
 
 
 async def test_proxy_calls_methods_and_reraises_declared_errors(
@@ -205,6 +210,58 @@ async def test_proxy_calls_methods_and_reraises_declared_errors(
         await proxy.conflict()
     with pytest.raises(InvalidArgument):
         await proxy.echo(text=1)
+
+
+class Shadow:
+    """Holds an error class named like a registered one, to show names alone do not match."""
+
+    class Conflict(ExpectedError):
+        """Same name as ``resilience.errors.Conflict``, never registered."""
+
+        status = 409
+
+
+class Unregistered(ExpectedError):
+    """An expected error nobody registered with ``@remote_error``."""
+
+    status = 409
+
+
+class NamedService:
+    name = "named"
+
+    @rpc(expected=(Shadow.Conflict, Unregistered))
+    def shadow(self) -> None:
+        raise Shadow.Conflict("shadowed")
+
+    @rpc(expected=(Unregistered,))
+    def unregistered(self) -> None:
+        raise Unregistered("nobody knows me")
+
+
+def test_registry_is_keyed_by_qualified_path_and_refuses_a_second_class() -> None:
+    """Registration is explicit, by module path; another class under a registered path is refused."""
+    assert registered_error("resilience.errors.Conflict") is Conflict
+    assert registered_error("Conflict") is None
+    assert registered_error(error_path(Shadow.Conflict)) is None
+    impostor = type("Conflict", (ExpectedError,), {"__module__": "resilience.errors"})
+    with pytest.raises(TypeError, match="already registered"):
+        remote_error(impostor)
+    assert registered_error("resilience.errors.Conflict") is Conflict
+
+
+async def test_proxy_reraises_only_registered_types(
+    aiohttp_server: AiohttpServer, session: aiohttp.ClientSession
+) -> None:
+    """A declared error of an unregistered type, even one named like a registered one, is RemoteError."""
+    server = await aiohttp_server(rpc_app(build_service(NamedService)))
+    proxy = proxy_for(session, str(server.make_url("")))
+    with pytest.raises(RemoteError) as shadowed:
+        await proxy.shadow()
+    assert (shadowed.value.error_type, shadowed.value.status) == ("Conflict", 409)
+    with pytest.raises(RemoteError) as unknown:
+        await proxy.unregistered()
+    assert unknown.value.error_type == "Unregistered"
 
 
 async def test_proxy_wraps_undeclared_errors_in_remote_error(
@@ -229,11 +286,8 @@ async def test_proxy_forwards_the_correlation_id(
     app = web.Application()
     app.router.add_post("/rpc/{method}", record)
     server = await aiohttp_server(app)
-    token = correlation_id.set("abc-123")
-    try:
+    with structlog.contextvars.bound_contextvars(correlation_id="abc-123"):
         await proxy_for(session, str(server.make_url(""))).anything()
-    finally:
-        correlation_id.reset(token)
     assert seen == ["abc-123"]
 
 

@@ -55,6 +55,10 @@ def test_values_are_parsed_to_their_types() -> None:
     ({"RETRY_BACKOFF_BASE": "-0.1"}, "RETRY_BACKOFF_BASE must be 0 or more, not -0.1"),
     ({"SHUTDOWN_TIMEOUT": "-1"}, "SHUTDOWN_TIMEOUT must be 0 or more"),
     ({"LOGGING_PORT": "-1"}, "LOGGING_PORT must be between 0 and 65535, not -1"),
+    ({"BREAKER_FAILURE_RATE": "0"}, "BREAKER_FAILURE_RATE must be above 0 and at most 1, not 0.0"),
+    ({"BREAKER_SLOW_CALL_RATE": "1.5"}, "BREAKER_SLOW_CALL_RATE must be above 0 and at most 1"),
+    ({"RETRY_BUDGET_FLOOR": "-1"}, "RETRY_BUDGET_FLOOR must be 0 or more"),
+    ({"BREAKER_FAST_WINDOW": "20"}, "BREAKER_FAST_WINDOW must not exceed BREAKER_WINDOW"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], says: str) -> None:
     """A bad value names its variable, so the one-line startup error says what to fix."""
@@ -85,9 +89,11 @@ def test_every_float_setting_refuses_nan(name: str) -> None:
 
 
 def test_zero_is_accepted_where_it_means_something() -> None:
-    """No backoff, no shutdown grace, a port the OS picks: zero is a real choice for these."""
+    """No backoff, no shutdown grace, a port the OS picks, no retries beyond the floor: zero is a
+    real choice for these."""
     settings = Settings.from_env({"RETRY_BACKOFF_BASE": "0", "RETRY_BACKOFF_MAX": "0",
-                                  "SHUTDOWN_TIMEOUT": "0", "FACADE_PORT": "0"})
+                                  "SHUTDOWN_TIMEOUT": "0", "FACADE_PORT": "0",
+                                  "RETRY_BUDGET_RATIO": "0"})
     assert (settings.retry_backoff_base, settings.shutdown_timeout, settings.facade_port) == (0, 0, 0)
 
 

@@ -16,7 +16,7 @@ import pytest
 from scripts.soak import PHASES, PostOp, SoakConfig, parse_args, phase_cycle, run_soak, tally
 
 # Short runs: fast timeouts and a quick breaker, so every kind of fault gets its turn in seconds.
-FAST_SERVICES = {"RPC_TIMEOUT": "0.3", "RETRY_DEADLINE": "1.5", "BREAKER_RESET_TIMEOUT": "1"}
+FAST_SERVICES = {"RPC_TIMEOUT": "0.3", "RETRY_DEADLINE": "1.5", "BREAKER_OPEN_DURATION": "1"}
 
 
 def op(text: str, outcome: str = "ok", *, started: float = 0.0, uuid: str | None = None) -> PostOp:

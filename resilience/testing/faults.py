@@ -5,6 +5,7 @@ and set its knobs at any time:
 
 - ``refuse()`` / ``resume()``: stop and start listening (connection refused);
 - ``delay``: seconds to wait before forwarding (a slow service; timeouts);
+- ``path_delays``: the same for some paths only (``{"/rpc/messages": 2.0}``: slow reads);
 - ``error_rate``: share of requests answered 503 (with ``Retry-After``)
   without being forwarded;
 - ``drop_rate``: share of requests forwarded, answered by the service, and
@@ -49,6 +50,7 @@ class FaultProxy:
         self.port = port
         self.rng = random.Random(seed)
         self.delay = 0.0
+        self.path_delays: dict[str, float] = {}
         self.error_rate = 0.0
         self.drop_rate = 0.0
         self.retry_after = retry_after
@@ -107,8 +109,9 @@ class FaultProxy:
         assert self._session is not None
         self.counts.received += 1
         body = await request.read()
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        delay = self.path_delays.get(request.path, self.delay)
+        if delay:
+            await asyncio.sleep(delay)
         if self.rng.random() < self.error_rate:
             self.counts.errored += 1
             return web.json_response(

@@ -49,7 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SoakConfig, bool]:
     parser.add_argument("--kill-logging-every", type=float, default=defaults.kill_logging_every,
                         help="mean seconds between SIGKILLs of logging (default: %(default)s)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="a setting for the services, e.g. RPC_TIMEOUT=0.5 or BREAKER_RESET_TIMEOUT=2 "
+                        help="a setting for the services, e.g. RPC_TIMEOUT=0.5 or BREAKER_OPEN_DURATION=2 "
                              "(repeatable; default: the services' own defaults)")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="where the services write their JSON logs (default: a new temporary directory)")

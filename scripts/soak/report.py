@@ -9,8 +9,8 @@ from .load import GetStats
 from .verdict import Tally
 
 #: The facade settings the report shows (they shape what the faults do).
-SETTINGS_SHOWN = ("rpc_timeout", "retry_attempts", "retry_deadline", "breaker_fail_max",
-                  "breaker_reset_timeout")
+SETTINGS_SHOWN = ("rpc_timeout", "retry_attempts", "retry_deadline", "breaker_failure_rate",
+                  "breaker_min_calls", "breaker_open_duration")
 
 
 @dataclass

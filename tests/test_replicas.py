@@ -1,0 +1,87 @@
+"""The facade over several logging replicas, on real sockets with the shipped settings.
+
+These replicas have in-memory stores of their own, so the tests only send
+them faults that store nothing (refused connections); replicas that must
+agree on what is stored share the Redis store (see ``tests/test_redis_*``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+import structlog
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
+
+from facade.app import create_app as create_facade
+from facade.keys import SERVICE
+from logging_service.app import create_app as create_logging
+from resilience import Settings
+from resilience.testing.faults import FaultProxy
+from tests.conftest import AiohttpClient, AiohttpServer, stored
+
+Client = TestClient[web.Request, web.Application]
+
+
+def url_of(server: TestServer) -> str:
+    return str(server.make_url("")).rstrip("/")
+
+
+@pytest.fixture
+async def replicas(aiohttp_server: AiohttpServer) -> list[TestServer]:
+    return [await aiohttp_server(create_logging(Settings())) for _ in range(2)]
+
+
+@pytest.fixture
+async def refusing(replicas: list[TestServer]) -> AsyncIterator[FaultProxy]:
+    """The first replica, behind a proxy that refuses every connection."""
+    async with FaultProxy(url_of(replicas[0])) as proxy:
+        await proxy.refuse()
+        yield proxy
+
+
+async def facade_over(aiohttp_client: AiohttpClient, messages_server: TestServer,
+                      *urls: str) -> Client:
+    settings = replace(Settings(), logging_urls=",".join(urls), messages_url=url_of(messages_server))
+    return await aiohttp_client(create_facade(settings))
+
+
+async def test_posts_spread_over_the_replicas_and_each_answer_names_its_replica(
+    aiohttp_client: AiohttpClient, replicas: list[TestServer], messages_server: TestServer,
+) -> None:
+    """With two healthy replicas both get writes, and every access line names the one that served."""
+    facade = await facade_over(aiohttp_client, messages_server, *map(url_of, replicas))
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        for i in range(40):
+            assert (await facade.post("/facade", json={"msg": f"spread-{i}"})).status == 200
+        assert (await facade.get("/health")).status == 200  # same keep-alive connection
+    assert all(stored(replica) for replica in replicas)
+    assert sum(len(stored(replica)) for replica in replicas) == 40
+    served = [e["logging_replica"] for e in logs
+              if e["event"] == "request handled" and e["path"] == "/facade"]
+    assert len(served) == 40
+    assert set(served) == set(map(url_of, replicas))
+    health = next(e for e in logs if e["event"] == "request handled" and e["path"] == "/health")
+    assert "logging_replica" not in health  # nothing bound for one request reaches the next
+
+
+async def test_a_retry_lands_on_another_replica_and_the_bad_one_is_cut_off(
+    aiohttp_client: AiohttpClient, replicas: list[TestServer], refusing: FaultProxy,
+    messages_server: TestServer,
+) -> None:
+    """A replica refusing connections costs no POST: each failed attempt is retried on the other
+    replica, and once its own breaker opens it is skipped; the healthy replica's breaker stays closed."""
+    facade = await facade_over(aiohttp_client, messages_server, refusing.url, url_of(replicas[1]))
+    with capture_logs() as logs:
+        for i in range(60):
+            assert (await facade.post("/facade", json={"msg": f"m{i}"})).status == 200
+    retries = [e for e in logs if e["event"] == "retrying call"]
+    assert retries
+    assert {e["replica"] for e in retries} == {refusing.url}
+    assert stored(replicas[1]) == [f"m{i}" for i in range(60)]
+    bad, good = facade.app[SERVICE].logging_rpc.method_policies["log"].breakers
+    assert (bad.state, good.state) == ("open", "closed")
+    assert bad.name == f"logging.write@{refusing.url.removeprefix('http://')}"
