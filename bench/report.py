@@ -194,7 +194,8 @@ What is measured:
   `/rpc/log` endpoint with short messages (`message 12345`) under fresh
   UUIDs. Memory per message is the growth of the process's `VmRSS`
   (`/proc/<pid>/status`) divided by the messages stored; GET /facade latency is
-  the median of several sequential requests at each size.
+  the median of several sequential requests at each size (each reads the first
+  page: at most 10,000 messages).
 - **Wrapper**: in one process, sequential calls to `/rpc/log`, raw aiohttp
   against `RpcProxy` with `downstream_policies` (as the facade builds it),
   interleaved call by call; medians of wall time (the target) and of the

@@ -11,13 +11,16 @@ from aiohttp import web
 
 from resilience import RpcProxy, Settings, build_service
 from resilience.access import access_log_middleware
+from resilience.auth import signer_for
+from resilience.contract import KeyUuids
 from resilience.correlation import correlation_middleware
 from resilience.policy import downstream_policies
 from resilience.runner import run_main
+from resilience.web import CLOSE_ON_UNREAD_BODY, body_deadline
 from resilience.window import Clock
 
 from .keys import POLICIES, SERVICE, SETTINGS
-from .middlewares import json_errors
+from .middlewares import failure, json_errors, shed_load
 from .routes import setup_routes
 from .service import FacadeService
 
@@ -28,7 +31,10 @@ def create_app(settings: Settings, clock: Clock = time.monotonic) -> web.Applica
     ``clock`` drives the retry deadlines and circuit breakers (a test passes a fake one).
     """
     app = web.Application(client_max_size=settings.max_body_bytes,
-                          middlewares=[correlation_middleware, access_log_middleware, json_errors])
+                          middlewares=[correlation_middleware, access_log_middleware, json_errors,
+                                       body_deadline(settings.body_read_timeout, failure),
+                                       shed_load(settings.max_in_flight)],
+                          handler_args=CLOSE_ON_UNREAD_BODY)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(functools.partial(downstream_clients, clock=clock))
     setup_routes(app)
@@ -40,6 +46,7 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
     settings = app[SETTINGS]
     # No retries inside aiohttp and no limit below the retry policy's own.
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
+    signer = signer_for(settings)
     async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
         # Reads and writes to logging have a breaker each: a heavy read that times out
         # must not refuse writes.
@@ -50,13 +57,15 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
         messages_policies = downstream_policies("messages", [settings.messages_url], settings,
                                                 ("read",), attempts=1, clock=clock)
         # Writes are group-committed; reads with the same arguments share the next request.
-        batches = {"max_batch_calls": settings.rpc_batch_max_calls,
-                   "max_batch_bytes": settings.rpc_batch_max_bytes}
         logging_rpc = RpcProxy(session, "logging", logging_policies["read"],
-                               method_policies={"log": logging_policies["write"]},
-                               batched={"log"}, shared={"messages", "count"}, **batches)
-        messages_rpc = RpcProxy(session, "messages", messages_policies["read"], shared={"message"})
-        app[SERVICE] = build_service(FacadeService, logging_rpc=logging_rpc, messages_rpc=messages_rpc)
+                               method_policies={"log": logging_policies["write"]}, signer=signer,
+                               batched={"log"}, shared={"messages", "count"},
+                               max_batch_calls=settings.rpc_batch_max_calls,
+                               max_batch_bytes=settings.rpc_batch_max_bytes)
+        messages_rpc = RpcProxy(session, "messages", messages_policies["read"], signer=signer,
+                                shared={"message"})
+        app[SERVICE] = build_service(FacadeService, logging_rpc=logging_rpc, messages_rpc=messages_rpc,
+                                     key_uuids=KeyUuids.from_settings(settings))
         app[POLICIES] = [*logging_policies.values(), *messages_policies.values()]
         yield
         await logging_rpc.aclose()

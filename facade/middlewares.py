@@ -1,13 +1,20 @@
-"""Every failure the facade answers becomes ``{"status": "failure", "message": ...}``."""
+"""The facade's middlewares: every failure as ``{"status": "failure", "message": ...}``, and
+load shedding."""
 
 from __future__ import annotations
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from resilience.web import BadRequest, Handler, json_response
 
 log = structlog.get_logger("facade")
+
+#: What a shed request is told to wait: the queue it met drains within a retry deadline.
+SHED_RETRY_AFTER = 1
+#: Paths answered even when shedding, so a supervisor does not take overload for death.
+UNSHED_PATHS = frozenset({"/health"})
 
 
 def failure(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -37,10 +44,36 @@ def _describe(request: web.Request, exc: web.HTTPException) -> str:
     if exc.status == 405:
         allowed = exc.headers.get("Allow", "")
         return f"method {request.method} is not allowed on {request.path} (allowed: {allowed})"
-    if exc.status == 413:
-        return f"request body too large: {exc.text}"
     return exc.reason
 
 
 def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
     return {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+
+
+def shed_load(limit: int) -> Middleware:
+    """A middleware that answers 503 with Retry-After at once past ``limit`` requests in flight.
+
+    Past the limit each extra request would only slow every other one (and
+    keep its memory) until all time out; a fast 503 tells the client to come
+    back while the admitted ones finish. Place it after ``body_deadline``: a
+    request counts from the moment its body is in, so clients that stall their
+    bodies hold no slot and cannot starve normal requests of them (the body
+    deadline bounds them instead).
+    """
+    in_flight = 0
+
+    @web.middleware
+    async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal in_flight
+        if in_flight >= limit and request.path not in UNSHED_PATHS:
+            return failure(503, f"the facade is at its limit of {limit} requests in flight; "
+                                f"retry in {SHED_RETRY_AFTER} s",
+                           {"Retry-After": str(SHED_RETRY_AFTER)})
+        in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            in_flight -= 1
+
+    return admit

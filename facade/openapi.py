@@ -14,12 +14,14 @@ from typing import Any
 from aiohttp import web
 
 from resilience import Settings
+from resilience.contract import MESSAGE_UUID, NOT_BLANK
 from resilience.correlation import HEADER as CORRELATION_HEADER
 from resilience.correlation import VALID_ID
+from resilience.paging import MAX_PAGE
 from resilience.web import json_response
 
 from .keys import SETTINGS
-from .validation import IDEMPOTENCY_KEY, MAX_OFFSET, MAX_PAGE
+from .validation import IDEMPOTENCY_KEY, MAX_OFFSET
 
 JSON = dict[str, Any]
 
@@ -27,7 +29,7 @@ OPENAPI_VERSION = "3.1.0"
 # The same expressions the facade checks with, anchored as JSON Schema wants them.
 IDEMPOTENCY_KEY_PATTERN = f"^{IDEMPOTENCY_KEY.pattern}$"
 CORRELATION_ID_PATTERN = f"^{VALID_ID.pattern}$"
-UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+UUID_PATTERN = f"^{MESSAGE_UUID.pattern}$"
 
 
 def _ref(kind: str, name: str) -> JSON:
@@ -79,8 +81,10 @@ def _schemas(settings: Settings) -> JSON:
             "required": ["msg"],
             "properties": {
                 "msg": {"type": "string", "minLength": 1, "maxLength": settings.max_msg_chars,
+                        "pattern": NOT_BLANK.pattern,
                         "description": "The message: 1 to "
-                                       f"{settings.max_msg_chars} characters (code points)."},
+                                       f"{settings.max_msg_chars} characters (code points), "
+                                       "not all of them whitespace."},
             },
             "additionalProperties": True,
             "description": "Other fields are ignored.",
@@ -92,7 +96,8 @@ def _schemas(settings: Settings) -> JSON:
                 "status": {"const": "success"},
                 "uuid": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN,
                          "description": "A random UUID (version 4), or with an Idempotency-Key "
-                                        "the UUID derived from the key (version 5)."},
+                                        "the UUID derived from the key under a server-side "
+                                        "secret (version 8)."},
             },
             "additionalProperties": False,
         },
@@ -101,7 +106,12 @@ def _schemas(settings: Settings) -> JSON:
             "required": ["logs", "message"],
             "properties": {
                 "logs": {"type": "array", "items": {"type": "string"},
-                         "description": "Stored messages in arrival order (the requested page)."},
+                         "description": "Stored messages in arrival order, from offset: at most "
+                                        f"limit of them and {settings.max_page_bytes} bytes of "
+                                        "JSON (a single longer message still comes alone)."},
+                "next_offset": {"type": "integer", "minimum": 0,
+                                "description": "Present only when messages follow this page: "
+                                               "the offset to ask for next."},
                 "message": {"type": "string",
                             "description": 'The messages service\'s text ("not implemented yet"), '
                                            'or "unavailable" when it is down.'},
@@ -134,23 +144,29 @@ def _schemas(settings: Settings) -> JSON:
 def _responses(settings: Settings) -> JSON:
     retry_after = {"Retry-After": _ref("headers", "RetryAfter")}
     return {
-        "BadRequest": _failure("The body is empty or not JSON, the Idempotency-Key is malformed, "
-                               "or offset/limit is not a whole number in range."),
+        "BadRequest": _failure("The body is empty, not JSON or not what its Content-Encoding "
+                               "says, the Idempotency-Key is malformed, or offset/limit is not "
+                               "a whole number in range."),
+        "RequestTimeout": _failure(f"The body did not arrive within {settings.body_read_timeout:g} s "
+                                   "of the headers; the connection is closed."),
         "NotFound": _failure("No endpoint at this path (any path not listed here)."),
         "MethodNotAllowed": _failure(
             "The path exists but not with this method (any method not listed for a path).",
             headers={"Allow": _ref("headers", "Allow")}),
-        "PayloadTooLarge": _failure(f"The body is over {settings.max_body_bytes} bytes."),
+        "PayloadTooLarge": _failure(f"The body is over {settings.max_body_bytes} bytes; the "
+                                    "connection is closed."),
         "UnsupportedMediaType": _failure("A Content-Type other than application/json (or +json) "
                                          "was declared."),
         "UnprocessableContent": _failure(
             'The JSON is not an object with a "msg" string of 1 to '
-            f"{settings.max_msg_chars} characters, or the Idempotency-Key was already used "
-            "with a different message."),
-        "BadGateway": _failure("The logging service failed in a way a retry will not fix."),
+            f"{settings.max_msg_chars} characters, not all whitespace, or the Idempotency-Key "
+            "was already used with a different message (keys are global, across clients)."),
+        "BadGateway": _failure("The logging service failed, or refused the facade's call (a "
+                               "misconfiguration), in a way a retry will not fix."),
         "ServiceUnavailable": _failure(
             "The logging service could not be reached (after retries) or its circuit breaker "
-            "is open; try again after Retry-After seconds.", headers=retry_after),
+            f"is open, or the facade is at its limit of {settings.max_in_flight} requests in "
+            "flight; try again after Retry-After seconds.", headers=retry_after),
         "InternalError": _failure('An unexpected failure: "internal error" and nothing more. '
                                   "Never expected; a bug if seen."),
     }
@@ -208,8 +224,9 @@ def _parameters(settings: Settings) -> JSON:
             "name": "limit",
             "in": "query",
             "required": False,
-            "description": "At most this many messages (ASCII digits only); all when absent.",
-            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_PAGE},
+            "description": "At most this many messages (ASCII digits only); a page also stops "
+                           f"at {settings.max_page_bytes} bytes of messages.",
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_PAGE, "default": MAX_PAGE},
         },
     }
 
@@ -228,10 +245,12 @@ def build_openapi(settings: Settings) -> JSON:
         "tags": ["messages"],
         "description": "Asks logging and messages at once. If messages is down the answer is "
                        'still 200, with "message": "unavailable" and "unavailable": ["messages"]; '
-                       "if logging is down it is 503.",
+                       "if logging is down it is 503. A store larger than one page is read by "
+                       "following next_offset until a page comes without it.",
         "parameters": [_ref("parameters", "Offset"), _ref("parameters", "Limit"), correlation],
         "responses": {
-            "200": _success("The page of messages, in arrival order.", "LogsResponse"),
+            "200": _success("The page of messages, in arrival order (the whole store, when it "
+                            "fits in one page).", "LogsResponse"),
             "400": _ref("responses", "BadRequest"),
             "502": _ref("responses", "BadGateway"),
             "503": _ref("responses", "ServiceUnavailable"),
@@ -269,8 +288,10 @@ def build_openapi(settings: Settings) -> JSON:
                 "refuses (an unknown method token, a header line over 8190 bytes, more than 128 "
                 "headers) get a plain-text 400 before reaching the API. Every reply the API makes "
                 f"carries `{CORRELATION_HEADER}`. Limits: body {settings.max_body_bytes} bytes, "
+                f"arriving within {settings.body_read_timeout:g} s, "
                 f"`msg` {settings.max_msg_chars} characters, `limit` {MAX_PAGE}, "
-                f"`offset` {MAX_OFFSET}."
+                f"a page {settings.max_page_bytes} bytes, `offset` {MAX_OFFSET}, "
+                f"{settings.max_in_flight} requests in flight."
             ),
             "license": {"name": "MIT", "identifier": "MIT"},
         },
@@ -298,6 +319,7 @@ def build_openapi(settings: Settings) -> JSON:
                         "200": _success("Stored (or, with a reused Idempotency-Key and the same "
                                         "message, already stored).", "PostMessageResponse"),
                         "400": _ref("responses", "BadRequest"),
+                        "408": _ref("responses", "RequestTimeout"),
                         "413": _ref("responses", "PayloadTooLarge"),
                         "415": _ref("responses", "UnsupportedMediaType"),
                         "422": _ref("responses", "UnprocessableContent"),

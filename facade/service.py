@@ -1,24 +1,39 @@
-"""The facade's domain: mint a UUID per message, store it once, read everything back."""
+"""The facade's domain: mint a UUID per message, store it once, read the messages back by pages."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import structlog
 
-from resilience import Conflict, Dependency, RemoteError, RpcProxy, ServiceUnavailable
+from resilience import Conflict, Dependency, ExpectedError, RemoteError, RpcProxy, ServiceUnavailable
+from resilience.contract import KeyUuids, new_uuid
+from resilience.paging import MAX_PAGE, MalformedPage, splice
 
 log = structlog.get_logger("facade")
 
 STATIC_FALLBACK = "unavailable"
-# Idempotency keys map to UUIDs in this namespace, so one key is always one UUID.
-IDEMPOTENCY_NAMESPACE = uuid.UUID("3f1c2b1e-8d0a-4c5e-9f6b-2a7d4e1c9b30")
 
 
 class IdempotencyKeyReused(Exception):
     """The client reused an Idempotency-Key with a different message."""
+
+
+def refused(service: str, exc: ExpectedError) -> RemoteError:
+    """A downstream refusal the client did not cause, as the failure it is.
+
+    The facade checks every argument before it calls, so a method or an
+    argument the downstream refuses means the two disagree (a URL pointing at
+    the wrong service, limits configured differently): a misconfiguration,
+    answered 502, never the client's 4xx.
+    """
+    return RemoteError(service, type(exc).__name__, str(exc), exc.status)
+
+
+def is_misconfiguration(exc: RemoteError) -> bool:
+    """Whether the downstream refused the call (a 4xx) rather than failed doing it."""
+    return 400 <= exc.status < 500
 
 
 class FacadeService:
@@ -27,40 +42,60 @@ class FacadeService:
     name = "facade"
     logging_rpc: Dependency[RpcProxy] = Dependency()
     messages_rpc: Dependency[RpcProxy] = Dependency()
+    key_uuids = Dependency(KeyUuids)
 
     async def post_message(self, msg: str, idempotency_key: str | None = None) -> str:
         """Store ``msg`` under a new UUID (or the key's UUID) and return the UUID.
 
         The UUID is minted once, before the first attempt, so every retry
-        resends the same one and logging stores it once.
+        resends the same one and logging stores it once. Keys are global: the
+        same key from two clients is the same UUID.
         """
-        if idempotency_key is None:
-            message_id = str(uuid.uuid4())
-        else:
-            message_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
+        message_id = new_uuid() if idempotency_key is None else self.key_uuids(idempotency_key)
         try:
             await self.logging_rpc.log(uuid=message_id, msg=msg)
-        except Conflict:
+        except Conflict as exc:
+            if idempotency_key is None:  # a fresh random UUID cannot clash: not the client's doing
+                raise refused("logging", exc) from exc
             raise IdempotencyKeyReused(
                 "Idempotency-Key was already used with a different message"
             ) from None
+        except ExpectedError as exc:
+            raise refused("logging", exc) from exc
         return message_id
 
-    async def get_messages(self, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
-        """Ask logging and messages at once; messages being down degrades, logging being down fails."""
+    async def get_messages(self, offset: int = 0, limit: int = MAX_PAGE) -> bytes:
+        """The GET /facade reply body: logging's page with the messages service's text added.
+
+        Both are asked at once; messages being down degrades, logging being
+        down fails. The page comes as logging encoded it (within its byte
+        budget) and is passed on without being decoded, so the facade holds
+        about two copies of one page, not several of the whole store.
+        """
         replies: tuple[Any, Any] = await asyncio.gather(
-            self.logging_rpc.messages(offset=offset, limit=limit),
+            self.logging_rpc.call("messages", {"offset": offset, "limit": limit}, undecoded=True),
             self.messages_rpc.message(),
             return_exceptions=True,
         )
-        logs, message = replies
-        if isinstance(logs, BaseException):
-            raise logs
-        result: dict[str, Any] = {"logs": logs, "message": message}
+        page, message = replies
+        if isinstance(page, ExpectedError):
+            raise refused("logging", page) from page
+        if isinstance(page, BaseException):
+            raise page
+        if isinstance(message, ExpectedError):
+            message = refused("messages", message)
+        fields: dict[str, Any] = {"message": message}
         if isinstance(message, (ServiceUnavailable, RemoteError)):
-            log.warning("messages service unavailable, answering without it", error=str(message))
-            result["message"] = STATIC_FALLBACK
-            result["unavailable"] = ["messages"]
+            misconfigured = isinstance(message, RemoteError) and is_misconfiguration(message)
+            (log.error if misconfigured else log.warning)(
+                "messages service unavailable, answering without it", error=str(message),
+                misconfiguration=misconfigured)
+            fields = {"message": STATIC_FALLBACK, "unavailable": ["messages"]}
         elif isinstance(message, BaseException):
             raise message
-        return result
+        if not isinstance(page, (bytes, memoryview)):
+            raise RemoteError("logging", "BadReply", "messages() answered a decoded value", 200)
+        try:
+            return splice(page, fields)
+        except MalformedPage as exc:
+            raise RemoteError("logging", "BadReply", str(exc), 200) from None

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from resilience.contract import text_problem
+from resilience.paging import MAX_PAGE
 from resilience.web import BadRequest
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
-MAX_PAGE = 10_000
 MAX_OFFSET = 1_000_000_000
 
 
@@ -21,10 +22,9 @@ def message_from(body: Any, max_chars: int) -> str:
     msg = body["msg"]
     if not isinstance(msg, str):
         raise BadRequest(422, f'"msg" must be a string, not {_json_type(msg)}')
-    if not msg:
-        raise BadRequest(422, '"msg" must not be empty')
-    if len(msg) > max_chars:
-        raise BadRequest(422, f'"msg" is longer than {max_chars} characters')
+    problem = text_problem(msg, max_chars)
+    if problem is not None:
+        raise BadRequest(422, f'"msg" {problem}')
     return msg
 
 
@@ -37,11 +37,11 @@ def idempotency_key_from(value: str | None) -> str | None:
     return value
 
 
-def page_from(query: Any) -> tuple[int, int | None]:
-    """``offset`` and ``limit`` of GET /facade, both optional non-negative integers."""
+def page_from(query: Any) -> tuple[int, int]:
+    """``offset`` (default 0) and ``limit`` (default and at most ``MAX_PAGE``) of GET /facade."""
     offset = _int_param(query, "offset", MAX_OFFSET)
     limit = _int_param(query, "limit", MAX_PAGE)
-    return offset or 0, limit
+    return offset or 0, MAX_PAGE if limit is None else limit
 
 
 def _int_param(query: Any, name: str, maximum: int) -> int | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from resilience import ExpectedError, RemoteError, ServiceUnavailable
+from resilience import RemoteError, ServiceUnavailable
 from resilience.web import json_response, read_json, retry_after_header
 
 from .keys import SERVICE, SETTINGS
 from .middlewares import failure
-from .service import IdempotencyKeyReused
+from .service import IdempotencyKeyReused, is_misconfiguration
 from .validation import idempotency_key_from, message_from, page_from
 
 log = structlog.get_logger("facade")
@@ -26,19 +26,20 @@ async def post_message(request: web.Request) -> web.Response:
         message_id = await request.app[SERVICE].post_message(msg, key)
     except IdempotencyKeyReused as exc:
         return failure(422, str(exc))
-    except (ServiceUnavailable, RemoteError, ExpectedError) as exc:
+    except (ServiceUnavailable, RemoteError) as exc:
         return downstream_failure(exc)
     return json_response({"status": "success", "uuid": message_id})
 
 
 async def get_messages(request: web.Request) -> web.Response:
-    """GET /facade[?offset=&limit=] -> {"logs": [...], "message": "not implemented yet"}."""
+    """GET /facade[?offset=&limit=] -> {"logs": [...], "message": "not implemented yet"}
+    (plus ``"next_offset"`` when more messages follow the page)."""
     offset, limit = page_from(request.query)
     try:
-        result = await request.app[SERVICE].get_messages(offset, limit)
-    except (ServiceUnavailable, RemoteError, ExpectedError) as exc:
+        body = await request.app[SERVICE].get_messages(offset, limit)
+    except (ServiceUnavailable, RemoteError) as exc:
         return downstream_failure(exc)
-    return json_response(result)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -46,13 +47,21 @@ async def health(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "service": "facade"})
 
 
-def downstream_failure(exc: Exception) -> web.Response:
-    """503 with Retry-After when a service is unavailable; 502 when it failed; 422 when it refused."""
+def downstream_failure(exc: ServiceUnavailable | RemoteError) -> web.Response:
+    """503 with Retry-After when a service is unavailable; 502 when it failed or refused the call.
+
+    A refusal (a method, an argument, a signature the downstream does not
+    take) is logged as the misconfiguration it is; the only refusal that is
+    the client's fault, a reused Idempotency-Key, never comes here.
+    """
     if isinstance(exc, ServiceUnavailable):
         log.warning("answering 503", error=str(exc))
         headers = retry_after_header(exc.retry_after)
         return failure(503, f"{exc.service} service unavailable ({exc.reason}); "
                             f"retry in {headers['Retry-After']} s", headers)
-    if isinstance(exc, RemoteError):
-        return failure(502, f"{exc.service} service failed ({exc.error_type})")
-    return failure(422, str(exc))
+    if is_misconfiguration(exc):
+        log.error("downstream refused the call: the services are misconfigured",
+                  downstream=exc.service, error_type=exc.error_type, error=str(exc))
+    else:
+        log.warning("answering 502", error=str(exc))
+    return failure(502, f"{exc.service} service failed ({exc.error_type})")

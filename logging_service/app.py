@@ -18,10 +18,7 @@ def create_app(settings: Settings) -> web.Application:
     """
     store = open_store(settings.logging_store)
     service = build_service(LoggingService, config=settings, store=store)
-    # A stored message may grow up to 6x when JSON-escaped; leave room for it.
-    app = rpc_app(service, max_body_bytes=settings.max_body_bytes + 6 * settings.max_msg_chars,
-                  max_batch_calls=settings.rpc_batch_max_calls,
-                  max_batch_bytes=settings.rpc_batch_max_bytes, ready=store.ping)
+    app = rpc_app(service, settings, ready=store.ping)
     app.on_cleanup.append(lambda _: store.close())
     return app
 

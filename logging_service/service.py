@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-import re
+from typing import Any
 
 import structlog
 
 from resilience import Config, Conflict, Dependency, InvalidArgument, rpc
+from resilience.contract import is_message_uuid, text_problem
+from resilience.paging import MAX_PAGE, encode_page
 
 from .store import MemoryStore, MessageStore, UuidConflict
 
 logger = structlog.get_logger("logging_service")
 
-MAX_PAGE = 100_000
-
 
 class LoggingService:
-    """Keeps every message once, keyed by UUID, in its store (memory or Redis); returns them in order."""
+    """Keeps every message once, keyed by UUID, in its store (memory or Redis); returns them in
+    order, a page at a time.
+
+    It refuses what the facade refuses (the same message limit, read from the
+    same setting; only the UUID forms the facade mints), so a caller that
+    reaches it directly can store nothing the public API would not.
+    """
 
     name = "logging"
     store = Dependency[MessageStore](MemoryStore)
@@ -29,11 +35,12 @@ class LoggingService:
         Returns ``{"stored": True}`` the first time, ``{"stored": False,
         "duplicate": True}`` after; the same UUID with another text is a ``Conflict``.
         """
-        if not _is_canonical_uuid(uuid):
-            raise InvalidArgument("uuid must be a canonical UUID string")
-        max_chars = self.config.max_msg_chars
-        if not msg or len(msg) > max_chars:
-            raise InvalidArgument(f"msg must be 1 to {max_chars} characters")
+        if not is_message_uuid(uuid):
+            raise InvalidArgument("uuid must be a UUID as the facade mints it "
+                                  "(lower-case, hyphenated, version 4 or 8)")
+        problem = text_problem(msg, self.config.max_msg_chars)
+        if problem is not None:
+            raise InvalidArgument(f"msg {problem}")
         try:
             stored = await self.store.add(uuid, msg)
         except UuidConflict:
@@ -46,23 +53,22 @@ class LoggingService:
         return {"stored": False, "duplicate": True}
 
     @rpc(expected=(InvalidArgument,))
-    async def messages(self, offset: int = 0, limit: int | None = None) -> list[str]:
-        """All messages in insertion order, or the page ``[offset, offset + limit)``."""
+    async def messages(self, offset: int = 0, limit: int = MAX_PAGE) -> dict[str, Any]:
+        """The page of messages from ``offset``: ``{"logs": [...], "next_offset": N}``.
+
+        At most ``limit`` messages and ``MAX_PAGE_BYTES`` of them, so no reply
+        is ever larger than that however large the store; ``next_offset`` is
+        there while messages remain (see ``resilience/paging.py``).
+        """
         if offset < 0:
             raise InvalidArgument("offset must be 0 or more")
-        if limit is not None and not 0 <= limit <= MAX_PAGE:
+        if not 0 <= limit <= MAX_PAGE:
             raise InvalidArgument(f"limit must be between 0 and {MAX_PAGE}")
-        return await self.store.messages(offset, limit)
+        window = await self.store.messages(offset, limit)
+        return encode_page(window, offset, limit, self.config.max_page_bytes,
+                           await self.store.count())
 
     @rpc
     async def count(self) -> int:
         """How many messages are stored."""
         return await self.store.count()
-
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def _is_canonical_uuid(value: str) -> bool:
-    """Lower-case, hyphenated, 36 characters: the only form the facade sends."""
-    return _CANONICAL_UUID.fullmatch(value) is not None

@@ -12,7 +12,7 @@ from .service import MessagesService
 
 def create_app(settings: Settings) -> web.Application:
     """The messages service as an RPC app."""
-    return rpc_app(build_service(MessagesService), max_body_bytes=settings.max_body_bytes)
+    return rpc_app(build_service(MessagesService), settings)
 
 
 def main() -> None:

@@ -14,15 +14,19 @@ from typing import Any, TextIO
 import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web import RequestPayloadError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 
 class _MalformedRequestsWithoutTraceback(logging.Filter):
     """aiohttp logs a malformed HTTP request (the client's fault, answered 400) with a
-    traceback; keep it to one warning line saying what was wrong."""
+    traceback, and so a body it cannot decode when it drains the rest after our 400;
+    keep it to one warning line saying what was wrong."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, RequestPayloadError):
+            exc = exc.__cause__
         if isinstance(exc, HttpProcessingError):
             record.msg = "malformed HTTP request: %s"
             record.args = (exc.message,)

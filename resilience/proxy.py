@@ -30,10 +30,12 @@ import orjson
 import structlog
 from yarl import URL
 
+from .auth import Signer
 from .coalesce import Coalescer, Pending
 from .correlation import HEADER, current_correlation_id
 from .errors import Overloaded, RemoteError, ServiceUnavailable, registered_error
 from .policy import CallPolicy
+from .server import result_bytes
 
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -49,6 +51,7 @@ class _Call:
     body: bytes
     headers: Mapping[str, str]
     deadline: float
+    undecoded: bool = False
 
 
 class RpcProxy:
@@ -59,13 +62,16 @@ class RpcProxy:
     named in ``method_policies`` is called under that policy, any other under
     ``policy``. With several replicas, the one that answered is bound to the
     caller's log context as ``<service>_replica``, so its access line names it.
+    With a ``signer`` (``RPC_SECRET``), every attempt is signed afresh.
     """
 
     def __init__(self, session: aiohttp.ClientSession, service: str, policy: CallPolicy,
                  method_policies: Mapping[str, CallPolicy] | None = None, *,
-                 batched: Collection[str] = (), shared: Collection[str] = (),
-                 max_batch_calls: int = 64, max_batch_bytes: int = 1 << 20) -> None:
+                 signer: Signer | None = None, batched: Collection[str] = (),
+                 shared: Collection[str] = (), max_batch_calls: int = 64,
+                 max_batch_bytes: int = 1 << 20) -> None:
         self.session = session
+        self.signer = signer
         self.service = service
         self.policy = policy
         self.method_policies = dict(method_policies or {})
@@ -75,8 +81,8 @@ class RpcProxy:
         limit = policy.limit.limit if policy.limit is not None else 1 << 16
         self.writes: Coalescer[str] = Coalescer(self._send_batch, max_pending=limit,
                                                 refuse=self._overloaded, take=self._batch_size)
-        self.reads: Coalescer[tuple[str, bytes]] = Coalescer(self._send_shared, max_pending=limit,
-                                                             refuse=self._overloaded)
+        self.reads: Coalescer[tuple[str, bytes, bool]] = Coalescer(
+            self._send_shared, max_pending=limit, refuse=self._overloaded)
         self._max_batch_calls = max_batch_calls
         self._max_batch_bytes = max_batch_bytes
         self._without_batches: set[str] = set()  # replicas that answered 404 to a batch
@@ -92,18 +98,20 @@ class RpcProxy:
 
         return call
 
-    async def call(self, method: str, kwargs: dict[str, Any]) -> Any:
-        """Call ``method`` with ``kwargs`` under its policy and return its result."""
+    async def call(self, method: str, kwargs: dict[str, Any], *, undecoded: bool = False) -> Any:
+        """Call ``method`` with ``kwargs`` under its policy and return its result (with
+        ``undecoded``, the result's JSON bytes as they came, to pass on without a copy)."""
         policy = self._policy(method)
         cid = current_correlation_id()
         call = _Call(method, orjson.dumps(kwargs),
                      _JSON_HEADERS if cid is None else {**_JSON_HEADERS, HEADER: cid},
-                     policy.clock() + policy.deadline)
+                     policy.clock() + policy.deadline, undecoded)
         try:
             if method in self._batched:
                 result, replica = await self.writes.submit(method, call, policy.deadline)
             elif method in self._shared:
-                result, replica = await self.reads.submit((method, call.body), call, policy.deadline)
+                result, replica = await self.reads.submit((method, call.body, undecoded), call,
+                                                          policy.deadline)
             else:
                 result, replica = await self._call_one(call)
         except TimeoutError:  # queued behind a request for longer than the call's deadline
@@ -132,15 +140,18 @@ class RpcProxy:
     async def _call_one(self, call: _Call) -> tuple[Any, str]:
         """One call on its own request: its result and the replica that answered."""
         async def attempt(replica: str, timeout: float) -> tuple[Any, str]:
-            status, payload = await self._exchange(self._url(replica, f"/rpc/{call.method}"),
-                                                   call.body, call.headers, timeout)
+            status, raw = await self._exchange(self._url(replica, f"/rpc/{call.method}"),
+                                               call.body, call.headers, timeout)
+            if call.undecoded and status == 200 and (result := result_bytes(raw)) is not None:
+                return result, replica
+            payload = self._decode(raw, status)
             if status == 200 and isinstance(payload, dict) and "result" in payload:
                 return payload["result"], replica
             raise self._error(payload, status)
 
         return await self._policy(call.method).call(attempt, deadline=call.deadline)
 
-    async def _send_shared(self, key: tuple[str, bytes], items: list[Pending]) -> None:
+    async def _send_shared(self, key: Any, items: list[Pending]) -> None:
         """A shared read: one request, its result (or error) for every caller."""
         try:
             outcome = await self._call_one(items[0].payload)
@@ -164,7 +175,7 @@ class RpcProxy:
     async def _send_batch(self, method: str, items: list[Pending]) -> None:
         """Group commit: the calls that queued together, as one batch (one call goes alone)."""
         if len(items) == 1:
-            await self._send_shared((method, b""), items)
+            await self._send_shared(method, items)
             return
         policy = self._policy(method)
         calls: list[_Call] = [item.payload for item in items]
@@ -174,8 +185,9 @@ class RpcProxy:
         async def attempt(replica: str, timeout: float) -> tuple[list[Any], str]:
             if replica in self._without_batches:
                 return await self._one_by_one(calls, replica, timeout), replica
-            status, payload = await self._exchange(self._url(replica, "/rpc"), body,
-                                                   calls[0].headers, timeout)
+            status, raw = await self._exchange(self._url(replica, "/rpc"), body,
+                                               calls[0].headers, timeout)
+            payload = self._decode(raw, status)
             if status == 404 and isinstance(payload, dict):
                 self._without_batches.add(replica)
                 return await self._one_by_one(calls, replica, timeout), replica
@@ -198,8 +210,9 @@ class RpcProxy:
     async def _one_by_one(self, calls: list[_Call], replica: str, timeout: float) -> list[Any]:
         """A batch for a server without batches: each call on its own request, at once."""
         async def one(call: _Call) -> Any:
-            status, payload = await self._exchange(self._url(replica, f"/rpc/{call.method}"),
-                                                   call.body, call.headers, timeout)
+            status, raw = await self._exchange(self._url(replica, f"/rpc/{call.method}"),
+                                               call.body, call.headers, timeout)
+            payload = self._decode(raw, status)
             if status == 200 and isinstance(payload, dict) and "result" in payload:
                 return payload["result"]
             return self._error(payload, status)
@@ -215,8 +228,10 @@ class RpcProxy:
         return self._error(reply, status if isinstance(status, int) else 500)
 
     async def _exchange(self, url: URL, body: bytes, headers: Mapping[str, str],
-                        timeout: float) -> tuple[int, Any]:
-        """POST once; the status and decoded JSON reply, or the transient failure as an error."""
+                        timeout: float) -> tuple[int, bytes]:
+        """POST once; the status and the reply's bytes, or the transient failure as an error."""
+        if self.signer is not None:
+            headers = {**headers, **self.signer.headers(url.path, body)}
         try:
             async with self.session.post(
                 url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
@@ -228,8 +243,11 @@ class RpcProxy:
             raise ServiceUnavailable(self.service, type(exc).__name__, detail=str(exc) or None) from exc
         if status in TRANSIENT_STATUSES:
             raise ServiceUnavailable(self.service, f"HTTP {status}", retry_after)
+        return status, raw
+
+    def _decode(self, raw: bytes, status: int) -> Any:
         try:
-            return status, orjson.loads(raw)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise RemoteError(self.service, "BadReply", f"HTTP {status}, not JSON", status) from None
 

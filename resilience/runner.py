@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import socket
 import sys
 from collections.abc import Callable
 
@@ -14,26 +16,65 @@ from .settings import Settings, SettingsError
 
 log = structlog.get_logger("resilience.runner")
 
+#: Blocks this large or larger come from their own memory mapping (glibc's M_MMAP_THRESHOLD).
+LARGE_BLOCK = 32 * 1024
+_M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
+
 
 def run_main(name: str, create_app: Callable[[Settings], web.Application],
              port: Callable[[Settings], int]) -> None:
     """Entry point of a service process: serve ``create_app(settings)`` until SIGINT or SIGTERM.
 
-    Bad configuration or a port already in use end the process with a
-    one-line message and exit status 2 or 1, not a traceback.
+    Bad configuration (a bad value, a ``HOST`` that names no address, an RPC
+    port exposed without ``RPC_SECRET``) ends the process with a one-line
+    message and exit status 2 before anything is logged; a port already in
+    use, with exit status 1. Never a traceback.
     """
     try:
         settings = Settings.from_env()
+        check_host(settings.host)
+        app = create_app(settings)
     except SettingsError as exc:
         sys.stderr.write(f"{name}: configuration error: {exc}\n")
         raise SystemExit(2) from None
     configure_logging(name, settings.log_format, settings.log_level)
+    give_large_blocks_back()
     try:
-        serve(create_app(settings), name=name, host=settings.host, port=port(settings),
+        serve(app, name=name, host=settings.host, port=port(settings),
               shutdown_timeout=settings.shutdown_timeout)
     except OSError as exc:
         log.error("cannot listen", host=settings.host, port=port(settings), error=str(exc))
         raise SystemExit(1) from None
+
+
+def check_host(host: str) -> None:
+    """Raise SettingsError unless ``host`` is an address or a name this machine resolves.
+
+    The lookup is the one binding would make, done first so that a typo
+    (``999.1.1.1``) is a configuration error, not a failure after "service starting".
+    """
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError):
+        raise SettingsError(f"HOST={host!r} is neither an IP address nor a name this machine "
+                            "resolves") from None
+
+
+def give_large_blocks_back() -> None:
+    """Have glibc map every block of ``LARGE_BLOCK`` bytes or more on its own, so that freeing
+    it gives the memory back to the system at once.
+
+    Request bodies and pages are such blocks. By default glibc keeps freed blocks under
+    128 KiB (and, as it adapts, up to 32 MiB) in its heap, where fragmentation pins them:
+    after a burst of 500 stalled 60 kB bodies the facade stayed at its peak RSS (106 MiB)
+    once they were cut; with this it goes back to 50 MiB. Elsewhere (macOS, musl) this does
+    nothing.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK)
 
 
 def serve(app: web.Application, *, name: str, host: str, port: int,

@@ -14,6 +14,11 @@
 
 A method that raises ``ServiceUnavailable`` (a store it needs is down) is
 answered 503 with ``Retry-After``: transient, so the caller may retry.
+
+Every body must arrive within ``BODY_READ_TIMEOUT`` (408 past it) and fit
+``MAX_BODY_BYTES`` plus the envelope a caller wraps around a message (413
+past it); with ``RPC_SECRET`` set every path but ``/health`` needs a good
+signature (401 without one; see ``auth.py``).
 """
 
 from __future__ import annotations
@@ -24,15 +29,40 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from . import auth
 from .access import access_log_middleware
 from .correlation import VALID_ID, correlation_middleware
 from .errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
 from .rpc import dispatch, entrypoints
-from .web import BadRequest, Handler, json_response, read_json, retry_after_header
+from .settings import Settings
+from .web import (
+    CLOSE_ON_UNREAD_BODY,
+    BadRequest,
+    Handler,
+    body_deadline,
+    json_response,
+    read_json,
+    retry_after_header,
+)
 
 log = structlog.get_logger("resilience.server")
 
 SERVICE_KEY = web.AppKey("service", object)
+#: Bytes an RPC body may hold beyond ``MAX_BODY_BYTES``: the arguments a caller adds around a
+#: message (``"uuid"`` and its value), so a message the facade accepted always fits.
+ENVELOPE_BYTES = 64
+
+
+#: How every 200 reply starts: orjson writes ``{"result": value}`` as exactly this, the
+#: value's JSON and ``}``, which lets a caller take the value's bytes without decoding them.
+RESULT_START = b'{"result":'
+
+
+def result_bytes(reply: bytes) -> memoryview | None:
+    """The JSON bytes of the ``result`` in a 200 reply body, or None if it is not one."""
+    if reply.startswith(RESULT_START) and reply.endswith(b"}"):
+        return memoryview(reply)[len(RESULT_START):-1]
+    return None
 
 
 def error_body(error_type: str, message: str, args: list[Any] | None = None,
@@ -55,7 +85,7 @@ async def rpc_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return json_response(error_body(type(exc).__name__.removeprefix("HTTP"), exc.reason),
                              status=exc.status)
     except BadRequest as exc:
-        return json_response(error_body(InvalidArgument.__name__, exc.message), status=exc.status)
+        return refusal(exc.status, exc.message)
     except ServiceUnavailable as exc:
         # Whoever raised it logged the outage; the client gets the reason, not the detail.
         return json_response(error_body(ServiceUnavailable.__name__, unavailable_reason(exc)),
@@ -83,16 +113,37 @@ def _item_error(body: dict[str, Any], status: int) -> dict[str, Any]:
     return body
 
 
-def rpc_app(service: Any, *, max_body_bytes: int = 64 * 1024, max_batch_calls: int = 64,
-            max_batch_bytes: int = 1 << 20, ready: Readiness | None = None) -> web.Application:
+#: The error type of a refused request, by status; any other refusal is an InvalidArgument.
+_REFUSALS = {408: "RequestTimeout", 413: "RequestEntityTooLarge"}
+
+
+def refusal(status: int, message: str) -> web.Response:
+    """The error reply to a request refused before any method ran (a bad or late body)."""
+    return json_response(error_body(_REFUSALS.get(status, InvalidArgument.__name__), message),
+                         status=status)
+
+
+def unauthorized(reason: str) -> web.Response:
+    """The 401 for a request without a good signature."""
+    return json_response(error_body("Unauthorized", reason), status=401,
+                         headers={"WWW-Authenticate": auth.SCHEME})
+
+
+def rpc_app(service: Any, settings: Settings | None = None, *,
+            ready: Readiness | None = None) -> web.Application:
     """An aiohttp app that exposes ``service``'s ``@rpc`` methods, batches of them, a liveness and
     a readiness check.
 
-    A single call's body is at most ``max_body_bytes``; a batch, at most
-    ``max_batch_calls`` calls in ``max_batch_bytes``. ``ready`` raises
-    ``ServiceUnavailable`` when the service cannot serve calls (its store is
-    unreachable); without it, a live service is ready.
+    A single call's body is at most ``MAX_BODY_BYTES`` plus the envelope; a
+    batch, at most ``RPC_BATCH_MAX_CALLS`` calls in ``RPC_BATCH_MAX_BYTES``.
+    ``ready`` raises ``ServiceUnavailable`` when the service cannot serve
+    calls (its store is unreachable); without it, a live service is ready.
+    Raises SettingsError when ``settings`` bind beyond loopback without ``RPC_SECRET``.
     """
+    settings = Settings() if settings is None else settings
+    verifier = auth.verifier_for(settings)
+    max_body_bytes = settings.max_body_bytes + ENVELOPE_BYTES
+    max_batch_calls = settings.rpc_batch_max_calls
     table = entrypoints(type(service))
     name = getattr(service, "name", type(service).__name__)
 
@@ -151,8 +202,12 @@ def rpc_app(service: Any, *, max_body_bytes: int = 64 * 1024, max_batch_calls: i
                                      status=503, headers=retry_after_header(exc.retry_after))
         return json_response({"status": "ready", "service": name})
 
-    app = web.Application(client_max_size=max(max_body_bytes, max_batch_bytes),
-                          middlewares=[correlation_middleware, access_log_middleware, rpc_errors])
+    middlewares = [correlation_middleware, access_log_middleware, rpc_errors,
+                   body_deadline(settings.body_read_timeout, refusal)]
+    if verifier is not None:
+        middlewares.append(auth.require_signature(verifier, unauthorized))
+    app = web.Application(client_max_size=max(max_body_bytes, settings.rpc_batch_max_bytes),
+                          middlewares=middlewares, handler_args=CLOSE_ON_UNREAD_BODY)
     app[SERVICE_KEY] = service
     app.router.add_post("/rpc/{method}", call)
     app.router.add_post("/rpc", batch)

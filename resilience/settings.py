@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import re
+import typing
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 #: ``LOGGING_STORE`` for the in-memory store; anything else is a Redis URL of these schemes.
 MEMORY_STORE = "memory"
@@ -20,19 +25,69 @@ class SettingsError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Bounds:
+    """The range a numeric setting must lie in (inclusive), besides being finite.
+
+    A numeric field without ``Bounds`` in its metadata must be positive: for a
+    count, a size or a duration, zero or less means nothing. Fields where zero
+    is meaningful (no backoff, no grace, "let the OS pick a port") say so with
+    ``at_least`` or ``between``, so a new field is checked without being listed.
+    """
+
+    minimum: float = 0.0
+    maximum: float = math.inf
+    positive: bool = False
+
+    def check(self, name: str, value: float) -> None:
+        """Raise SettingsError naming ``name`` if ``value`` is NaN, infinite or out of range."""
+        if not math.isfinite(value):
+            raise SettingsError(f"{name} must be a finite number, not {value}")
+        if self.positive and math.isfinite(self.maximum) and not 0 < value <= self.maximum:
+            raise SettingsError(f"{name} must be above 0 and at most {self.maximum:g}, not {value}")
+        if self.positive and value <= 0:
+            raise SettingsError(f"{name} must be positive, not {value}")
+        if math.isfinite(self.maximum) and not self.minimum <= value <= self.maximum:
+            raise SettingsError(f"{name} must be between {self.minimum:g} and {self.maximum:g}, "
+                                f"not {value}")
+        if value < self.minimum:
+            raise SettingsError(f"{name} must be {self.minimum:g} or more, not {value}")
+
+
+POSITIVE = Bounds(positive=True)
+_BOUNDS = "bounds"
+
+
+def at_least(default: N, minimum: float) -> N:
+    """A numeric field whose value may be ``minimum`` or more (finite)."""
+    return field(default=default, metadata={_BOUNDS: Bounds(minimum=minimum)})
+
+
+def between(default: N, minimum: float, maximum: float) -> N:
+    """A numeric field whose value must lie in ``[minimum, maximum]``."""
+    return field(default=default, metadata={_BOUNDS: Bounds(minimum=minimum, maximum=maximum)})
+
+
+def share(default: float) -> float:
+    """A numeric field that is a share of something: above 0, at most 1."""
+    return field(default=default, metadata={_BOUNDS: Bounds(maximum=1.0, positive=True)})
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the three services read from the environment.
 
     Each field is read from the environment variable of the same name in
     upper case (``facade_port`` from ``FACADE_PORT``); see the README's
     configuration table. honcho's ``PORT`` is deliberately not read, so the
-    assignment's ports hold under ``honcho start``.
+    assignment's ports hold under ``honcho start``. Every number must be
+    finite and, unless its field says otherwise (``at_least``, ``between``),
+    positive.
     """
 
     host: str = "127.0.0.1"
-    facade_port: int = 5000
-    logging_port: int = 5001
-    messages_port: int = 5002
+    facade_port: int = between(5000, 0, 65535)
+    logging_port: int = between(5001, 0, 65535)
+    messages_port: int = between(5002, 0, 65535)
     logging_url: str = "http://127.0.0.1:5001"
     messages_url: str = "http://127.0.0.1:5002"
     # Replicas of logging, comma-separated; when set, LOGGING_URL is not used.
@@ -43,16 +98,16 @@ class Settings:
     # Retry (facade -> logging): bounded attempts AND a bounded total time.
     retry_attempts: int = 5
     retry_deadline: float = 3.0
-    retry_backoff_base: float = 0.05
-    retry_backoff_max: float = 1.0
+    retry_backoff_base: float = at_least(0.05, 0)
+    retry_backoff_max: float = at_least(1.0, 0)
     rpc_timeout: float = 1.0
     # Retry budget per downstream: retries <= ratio x first attempts + floor/s, over the window.
-    retry_budget_ratio: float = 0.5
-    retry_budget_floor: float = 10.0
+    retry_budget_ratio: float = at_least(0.5, 0)
+    retry_budget_floor: float = at_least(10.0, 0)
     retry_budget_window: float = 10.0
     # Circuit breaker, one per downstream and kind of call (reads, writes); see BreakerRule.
-    breaker_failure_rate: float = 0.5
-    breaker_slow_call_rate: float = 0.8
+    breaker_failure_rate: float = share(0.5)
+    breaker_slow_call_rate: float = share(0.8)
     breaker_slow_call_duration: float = 0.5
     breaker_window: float = 10.0
     breaker_min_calls: int = 20
@@ -65,53 +120,49 @@ class Settings:
     # Group commit: at most this many calls, in at most this many bytes, per batch request.
     rpc_batch_max_calls: int = 64
     rpc_batch_max_bytes: int = 1 << 20
-    # Input limits.
+    # Input limits, the same on the public side and on the RPC side.
     max_body_bytes: int = 64 * 1024
     max_msg_chars: int = 10_000
+    # A request body must have arrived this many seconds after its headers.
+    body_read_timeout: float = 5.0
+    # The facade answers 503 at once past this many requests in flight.
+    max_in_flight: int = 256
+    # A GET /facade page holds at most this many bytes of messages (JSON-encoded).
+    max_page_bytes: int = 1024 * 1024
+    # Shared by the services to authenticate RPC; empty: loopback only. Never in a repr.
+    rpc_secret: str = field(default="", repr=False)
+    # Maps Idempotency-Keys to UUIDs; empty: derived from rpc_secret (see resilience/contract.py).
+    idempotency_secret: str = field(default="", repr=False)
     # aiohttp waits this long for in-flight requests, then cancels their bodies and may
     # wait as long again: twice it stays under honcho's 5 s grace before SIGKILL.
-    shutdown_timeout: float = 2.0
+    shutdown_timeout: float = at_least(2.0, 0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default: ``os.environ``); unset names keep defaults."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            name = field.name.upper()
-            if name in env:
-                values[field.name] = _parse(name, env[name], _PARSERS[field.name])
+        for name, parser in _parsers(cls).items():
+            variable = name.upper()
+            if variable in env:
+                values[name] = _parse(variable, env[variable], parser)
         settings = cls(**values)
         settings.validate()
         return settings
 
     def validate(self) -> None:
         """Raise SettingsError when values are present but make no sense together."""
-        for name in ("facade_port", "logging_port", "messages_port"):
-            port = getattr(self, name)
-            if not 0 <= port <= 65535:
-                raise SettingsError(f"{name.upper()} must be between 0 and 65535, not {port}")
-        positive = (
-            "retry_attempts", "retry_deadline", "rpc_timeout", "retry_budget_window",
-            "breaker_slow_call_duration", "breaker_window", "breaker_min_calls", "breaker_fast_window",
-            "breaker_open_duration", "breaker_open_duration_max",
-            "breaker_trial_calls", "max_calls_in_flight", "rpc_batch_max_calls", "rpc_batch_max_bytes",
-            "max_body_bytes", "max_msg_chars",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise SettingsError(f"{name.upper()} must be positive, not {getattr(self, name)}")
-        for name in ("retry_budget_ratio", "retry_budget_floor"):
-            if getattr(self, name) < 0:
-                raise SettingsError(f"{name.upper()} must be 0 or more, not {getattr(self, name)}")
-        for name in ("breaker_failure_rate", "breaker_slow_call_rate"):
-            if not 0 < getattr(self, name) <= 1:
-                raise SettingsError(f"{name.upper()} must be a share above 0 and at most 1, "
-                                    f"not {getattr(self, name)}")
+        parsers = _parsers(type(self))
+        for spec in fields(self):
+            if parsers[spec.name] in (int, float):
+                spec.metadata.get(_BOUNDS, POSITIVE).check(spec.name.upper(), getattr(self, spec.name))
         for short, long in (("breaker_fast_window", "breaker_window"),
                             ("breaker_open_duration", "breaker_open_duration_max")):
             if getattr(self, short) > getattr(self, long):
                 raise SettingsError(f"{short.upper()} must not exceed {long.upper()}")
+        if not _is_host(self.host):
+            raise SettingsError(f"HOST must be an IP address or a host name, not {self.host!r} "
+                                "(0.0.0.0 binds every IPv4 interface)")
         if self.log_format not in ("auto", "json", "console"):
             raise SettingsError(f"LOG_FORMAT must be auto, json or console, not {self.log_format!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
@@ -151,6 +202,22 @@ def _parse(name: str, raw: str, parser: Callable[[str], T]) -> T:
         raise SettingsError(f"{name}={raw!r} is not a valid {parser.__name__}") from None
 
 
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    field.name: {"int": int, "float": float}.get(str(field.type), str) for field in fields(Settings)
-}
+def _parsers(cls: type[Settings]) -> dict[str, Callable[[str], Any]]:
+    """Each field's parser, by the field's type: a field added later is parsed and checked too."""
+    return {name: hint if hint in (int, float) else str
+            for name, hint in typing.get_type_hints(cls).items() if not name.startswith("_")}
+
+
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _is_host(host: str) -> bool:
+    """An IP address, or a host name (RFC 1123: dot-separated labels, the last not all digits,
+    so that ``999.1.1.1`` is refused here rather than looked up as a name)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        labels = host.removesuffix(".").split(".")
+        return (len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+                and not labels[-1].isdigit())
+    return True

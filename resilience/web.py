@@ -1,16 +1,27 @@
-"""HTTP plumbing the three services share: JSON bodies in and out, and running an app."""
+"""HTTP plumbing the three services share: bodies read in time, JSON in and out."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import http_exceptions, web
+from aiohttp.typedefs import Middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON_TYPES = ("application/json",)
+#: Methods whose body, if a client sends one, no handler here reads.
+BODILESS_METHODS = frozenset({"GET", "HEAD"})
+# Every body is read by ``body_deadline`` before a handler runs, so a body left unread
+# means it was refused (408, 413, undecodable). aiohttp then drains what the client still
+# sends, discarding it, before it closes: closing at once, with the client's bytes unread,
+# would make the kernel answer with a reset that can destroy the refusal before the client
+# reads it. aiohttp drains for 10 s by default; a second is enough to read a short reply.
+LINGER_AFTER_REFUSAL = 1.0
+CLOSE_ON_UNREAD_BODY = {"lingering_time": LINGER_AFTER_REFUSAL}
 
 
 class BadRequest(Exception):
@@ -34,29 +45,92 @@ def retry_after_header(hint: float | None) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(hint or 1)))}
 
 
+def body_deadline(timeout: float, refuse: Callable[[int, str], web.Response]) -> Middleware:
+    """A middleware that reads a request's body within ``timeout`` seconds, before the handler.
+
+    aiohttp has no body timeout: a client that announces a body and stalls
+    (or trickles an endless chunked one) would hold its buffer for as long as
+    the connection lives. Past the deadline the answer is 408, the partial
+    body is dropped and the connection closed (after
+    ``LINGER_AFTER_REFUSAL`` s of discarding whatever still comes, with
+    ``CLOSE_ON_UNREAD_BODY``). A body over the app's ``client_max_size`` (413)
+    or one that cannot be decoded (400) is refused the same way. The
+    deadline counts from the moment the headers are in, so it bounds a slow
+    sender as well as a stalled one. The body is then cached on the request:
+    ``request.read()`` in the handler costs nothing.
+
+    ``refuse(status, message)`` builds the reply in the app's error format;
+    it is sent with ``Connection: close``, since the rest of the body was
+    never read and the connection cannot carry another request.
+    """
+
+    @web.middleware
+    async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if _reads_body(request):
+            try:
+                async with asyncio.timeout(timeout):
+                    await request.read()
+            except TimeoutError:
+                return _closing(refuse(408, f"request body did not arrive within {timeout:g} s"))
+            except web.HTTPRequestEntityTooLarge:
+                return _closing(refuse(413, f"request body is over the limit of "
+                                            f"{request.client_max_size} bytes"))
+            except web.RequestPayloadError as exc:
+                return _closing(refuse(400, _unreadable(request, exc)))
+        return await handler(request)
+
+    return read_body_in_time
+
+
+def _reads_body(request: web.Request) -> bool:
+    """Whether a handler will read this request's body: it has one, the route exists, and the
+    method carries one. Other bodies are never read; aiohttp drains them (for at most
+    ``LINGER_AFTER_REFUSAL`` s) after the reply."""
+    return (request.body_exists and request.method not in BODILESS_METHODS
+            and request.match_info.http_exception is None)
+
+
+def _closing(response: web.Response) -> web.Response:
+    response.force_close()
+    return response
+
+
+def _unreadable(request: web.Request, exc: web.RequestPayloadError) -> str:
+    if isinstance(exc.__cause__, http_exceptions.ContentEncodingError):
+        encoding = request.headers.get("Content-Encoding", "")
+        return f"request body cannot be read: it is not valid {encoding} (Content-Encoding)"
+    return "request body cannot be read: it is cut short or its framing is broken"
+
+
 async def read_json(request: web.Request, *, require_content_type: bool) -> Any:
     """Parse the request body as JSON, or raise ``BadRequest`` saying what is wrong with it.
 
     Without ``require_content_type``, a body sent with no Content-Type is still
     read as JSON (as curl sends it with ``-d`` and no ``-H``); a declared type
-    other than JSON is refused either way. A body over the app's
-    ``client_max_size`` raises aiohttp's 413.
+    other than JSON is refused either way. The body itself was read (and its
+    size limited to the app's ``client_max_size``) by ``body_deadline``.
     """
     ctype = request.headers.get("Content-Type")
     if (ctype is not None or require_content_type) and not _is_json(request.content_type):
         raise BadRequest(
             415, "Content-Type must be application/json (with curl: -H 'Content-Type: application/json')"
         )
-    try:
-        body = await request.read()
-    except web.RequestPayloadError as exc:  # e.g. a body declared gzip that is not
-        raise BadRequest(400, f"request body cannot be read: {exc}") from None
+    body = await request.read()
     if not body.strip():
         raise BadRequest(400, "request body is empty: send a JSON object")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(400, f"request body is not valid JSON: {exc}") from None
+        raise BadRequest(400, _not_json(body, exc)) from None
+
+
+def _not_json(body: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Where the body stops being JSON, in our words rather than the parser's."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"request body is not valid JSON: byte {bad.start + 1} is not UTF-8 text"
+    return f"request body is not valid JSON: the error is at line {exc.lineno}, column {exc.colno}"
 
 
 def _is_json(content_type: str) -> bool:

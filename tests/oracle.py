@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -19,9 +18,10 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from facade.openapi import CORRELATION_ID_PATTERN, build_openapi
-from facade.service import IDEMPOTENCY_NAMESPACE
 from resilience import Settings
+from resilience.contract import KeyUuids
 from resilience.correlation import HEADER
+from resilience.paging import MAX_PAGE
 from tests.conftest import stored
 from tests.openapi_check import reply_errors
 from tests.strategies import FuzzRequest
@@ -95,9 +95,11 @@ def check_reply(stack: Stack, req: FuzzRequest, reply: Reply, before: list[str])
         assert after == before, (reply.status, reply.body[:200])
     if req.method == "GET" and reply.url.path == "/facade" and reply.status == 200:
         offset = int(reply.url.query.get("offset", "0"))
-        limit = reply.url.query.get("limit")
-        end = None if limit is None else offset + int(limit)
-        assert json.loads(reply.body)["logs"] == after[offset:end]
+        end = offset + int(reply.url.query.get("limit", MAX_PAGE))
+        page = json.loads(reply.body)
+        assert page["logs"] == after[offset:end]
+        assert page.get("next_offset") == (offset + len(page["logs"])
+                                           if offset + len(page["logs"]) < len(after) else None)
 
 
 def check_correlation_id(sent: str | None, echoed: str) -> None:
@@ -114,7 +116,7 @@ def check_stored_once(stack: Stack, req: FuzzRequest, message_id: str, before: l
     """A 200 POST stored the body's msg exactly once under the UUID it answered."""
     msg = json.loads(req.body or b"")["msg"]
     if req.idempotency_key is not None:
-        assert message_id == str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, req.idempotency_key.strip(" \t")))
+        assert message_id == KeyUuids()(req.idempotency_key.strip(" \t"))
     if message_id in stack.acknowledged:
         assert stack.acknowledged[message_id] == msg
         assert after == before

@@ -50,6 +50,8 @@ TOKEN = st.text("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKL
                 min_size=1, max_size=20)
 # Text including NUL and other controls, and lone surrogates (escaped in JSON, or raw as CESU bytes).
 TEXT = st.text(st.characters() | st.characters(categories=["Cs"]), max_size=30)
+# A message the facade accepts: 1 or more characters, not all whitespace.
+MESSAGE_TEXT = st.text(min_size=1, max_size=20).filter(lambda text: not text.isspace())
 # What an HTTP client can put in a header value: no CR, LF or other C0 controls.
 HEADER_TEXT = st.text(st.characters(exclude_categories=["Cc", "Cs"]) | st.just("\t"), max_size=40)
 

@@ -114,6 +114,18 @@ def test_malformed_http_is_refused_with_one_log_line(cluster: Cluster) -> None:
                and e["level"] == "warning" for e in cluster.log_lines("facade"))
 
 
+def test_undecodable_body_is_refused_in_our_words_with_one_log_line(cluster: Cluster) -> None:
+    """A body declared gzip that is not: 400 saying so on one line, and one warning in the log."""
+    got, payload, _ = http("POST", cluster.facade_url + "/facade", b'{"msg": "x"}',
+                           {"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert (got, payload["message"]) == (
+        400, "request body cannot be read: it is not valid gzip (Content-Encoding)")
+    poll_until(lambda: any(str(e["event"]).startswith("malformed HTTP request: Can not decode")
+                           and e["level"] == "warning" for e in cluster.log_lines("facade")),
+               10, "the one-line warning")
+    assert "Traceback" not in cluster.raw_log("facade")
+
+
 def test_no_tracebacks_in_any_service_log(cluster: Cluster) -> None:
     """After every bad body and a malformed request, no service has printed a traceback."""
     for _, body, status, _ in BAD_BODIES:
@@ -284,7 +296,7 @@ def test_honcho_runs_procfile_cluster_on_redis(tmp_path: Path) -> None:
             assert post_msg(url["facade"], text)[0] == 200
         for name in REPLICAS:  # one store: every replica reads all, in order, whoever stored each
             reply = http("POST", url[name] + "/rpc/messages", b"{}", {"Content-Type": "application/json"})
-            assert reply[:2] == (200, {"result": texts})
+            assert reply[:2] == (200, {"result": {"logs": texts}})
         text = ctrl_c(proc)
 
     facade_lines = [json.loads(line[line.index("{"):]) for line in text.splitlines()

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
+from facade.app import create_app as create_facade
+from logging_service.app import create_app as create_logging
+from resilience import Settings
+from resilience.auth import Signer
+from resilience.contract import KeyUuids
 from resilience.correlation import HEADER
 from tests.cases import BAD_BODIES
-from tests.conftest import stored
+from tests.conftest import AiohttpClient, AiohttpServer, stored
 
 Client = TestClient[web.Request, web.Application]
 MakeFacade = Callable[..., Awaitable[Client]]
@@ -67,7 +75,7 @@ async def test_body_over_the_limit_is_413(make_facade: MakeFacade, logging_serve
     assert resp.status == 413
     body = await resp.json()
     assert body["status"] == "failure"
-    assert "too large" in body["message"]
+    assert body["message"] == "request body is over the limit of 1024 bytes"
     assert stored(logging_server) == []
 
 
@@ -166,3 +174,46 @@ async def test_health(facade: Client) -> None:
     resp = await facade.get("/health")
     body: dict[str, Any] = await resp.json()
     assert body == {"status": "ok", "service": "facade"}
+
+
+async def test_a_precomputed_idempotency_uuid_no_longer_collides(
+    aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient
+) -> None:
+    """Someone who can call logging (holds RPC_SECRET) but not IDEMPOTENCY_SECRET pre-stores every
+    UUID they can compute for a client's key; the client's POST with that key is still stored."""
+    rpc_secret, key = "shared rpc secret", "order-42"
+    logging = await aiohttp_server(create_logging(Settings(rpc_secret=rpc_secret)))
+    attacker = await aiohttp_client(logging)  # type: ignore[arg-type]
+    guesses = [KeyUuids()(key),  # the public default
+               KeyUuids.from_settings(Settings(rpc_secret=rpc_secret))(key)]  # from RPC_SECRET
+    for guess in guesses:
+        body = orjson.dumps({"uuid": guess, "msg": "squatted"})
+        resp = await attacker.post("/rpc/log", data=body,
+                                   headers={**JSON, **Signer(rpc_secret).headers("/rpc/log", body)})
+        assert resp.status == 200
+    old_scheme = str(uuid.uuid5(uuid.UUID("3f1c2b1e-8d0a-4c5e-9f6b-2a7d4e1c9b30"), key))
+    body = orjson.dumps({"uuid": old_scheme, "msg": "squatted"})
+    resp = await attacker.post("/rpc/log", data=body,
+                               headers={**JSON, **Signer(rpc_secret).headers("/rpc/log", body)})
+    assert resp.status == 400  # the old version-5 form is not one logging takes any more
+
+    facade = await aiohttp_client(create_facade(Settings(
+        rpc_secret=rpc_secret, idempotency_secret="only the facades know this",
+        logging_url=str(logging.make_url("")).rstrip("/"))))
+    resp = await facade.post("/facade", json={"msg": "pay"}, headers={"Idempotency-Key": key})
+    assert resp.status == 200
+    assert (await resp.json())["uuid"] not in guesses
+    assert stored(logging) == ["squatted", "squatted", "pay"]
+
+
+async def test_logging_url_pointing_at_messages_is_a_502_misconfiguration(
+    make_facade: MakeFacade, messages_server: TestServer
+) -> None:
+    """A facade sent to the wrong service gets "has no method": a server fault (502, logged as a
+    misconfiguration), not the client's 422."""
+    facade = await make_facade(logging_url=str(messages_server.make_url("")).rstrip("/"))
+    with capture_logs() as logs:
+        resp = await facade.post("/facade", json={"msg": "x"})
+    assert resp.status == 502
+    assert await resp.json() == {"status": "failure", "message": "logging service failed (MethodNotFound)"}
+    assert [line["downstream"] for line in logs if line["event"].endswith("misconfigured")] == ["logging"]

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 from unittest.mock import AsyncMock
 
+import orjson
 import pytest
 
 from facade.service import FacadeService, IdempotencyKeyReused
-from resilience import CircuitOpen, Conflict, RemoteError, ServiceUnavailable
+from resilience import CircuitOpen, Conflict, InvalidArgument, MethodNotFound, RemoteError, ServiceUnavailable
+from resilience.contract import KeyUuids
 from resilience.testing import worker_factory
+
+PAGE = b'{"logs":["msg1"]}'
 
 
 @pytest.fixture
 def service() -> FacadeService:
     facade = worker_factory(FacadeService)
     facade.logging_rpc.log.return_value = {"stored": True}
-    facade.logging_rpc.messages.return_value = ["msg1"]
+    facade.logging_rpc.call.return_value = memoryview(PAGE)
     facade.messages_rpc.message.return_value = "not implemented yet"
     return facade
+
+
+async def read(service: FacadeService, *args: int) -> Any:
+    return orjson.loads(await service.get_messages(*args))
 
 
 def logging_mock(service: FacadeService) -> AsyncMock:
@@ -39,6 +48,17 @@ async def test_idempotency_key_gives_the_same_uuid_every_time(service: FacadeSer
     again = await service.post_message("m", "key-1")
     other = await service.post_message("m", "key-2")
     assert first == again != other
+    assert uuid.UUID(first).version == 8
+
+
+async def test_key_uuids_depend_on_the_secret_not_on_the_process() -> None:
+    """Two facades with one secret agree on a key's UUID (a restart, another instance); another
+    secret gives another UUID, so nobody without it can compute one in advance."""
+    one = worker_factory(FacadeService, key_uuids=KeyUuids(b"s3cret"))
+    two = worker_factory(FacadeService, key_uuids=KeyUuids(b"s3cret"))
+    other = worker_factory(FacadeService, key_uuids=KeyUuids(b"another"))
+    ids = [await facade.post_message("m", "order-7") for facade in (one, two, other)]
+    assert ids[0] == ids[1] != ids[2]
 
 
 async def test_reused_key_with_another_message_is_refused(service: FacadeService) -> None:
@@ -48,13 +68,29 @@ async def test_reused_key_with_another_message_is_refused(service: FacadeService
         await service.post_message("other", "key-1")
 
 
+@pytest.mark.parametrize(("error", "key"), [
+    (MethodNotFound("messages has no method 'log'"), "key-1"),
+    (InvalidArgument("msg is longer than 5 characters"), None),
+    (Conflict("a clash on a fresh random UUID"), None),
+])
+async def test_a_refusal_the_client_did_not_cause_is_a_remote_error(
+    service: FacadeService, error: Exception, key: str | None
+) -> None:
+    """A method or argument logging refuses (or a clash without a key) is a misconfiguration:
+    raised as RemoteError (502), never as the client's fault."""
+    logging_mock(service).log.side_effect = error
+    with pytest.raises(RemoteError) as raised:
+        await service.post_message("msg", key)
+    assert (raised.value.service, raised.value.error_type) == ("logging", type(error).__name__)
+
+
 async def test_get_asks_both_services_at_once(service: FacadeService) -> None:
     """logging and messages are called concurrently: each waits for the other to have started."""
     arrived: list[str] = []
     both = asyncio.Event()
 
     def meet(name: str, reply: object) -> object:
-        async def wait_for_the_other(**_: object) -> object:
+        async def wait_for_the_other(*_: object, **__: object) -> object:
             arrived.append(name)
             if len(arrived) == 2:
                 both.set()
@@ -62,32 +98,45 @@ async def test_get_asks_both_services_at_once(service: FacadeService) -> None:
             return reply
         return wait_for_the_other
 
-    logging_mock(service).messages.side_effect = meet("logging", ["msg1"])
+    logging_mock(service).call.side_effect = meet("logging", PAGE)
     service.messages_rpc.message.side_effect = meet("messages", "stub")  # type: ignore[attr-defined]
-    assert await service.get_messages() == {"logs": ["msg1"], "message": "stub"}
+    assert await read(service) == {"logs": ["msg1"], "message": "stub"}
     assert sorted(arrived) == ["logging", "messages"]
 
 
-async def test_get_passes_paging_to_logging(service: FacadeService) -> None:
-    """offset and limit reach the logging service unchanged."""
-    await service.get_messages(5, 10)
-    logging_mock(service).messages.assert_awaited_once_with(offset=5, limit=10)
+async def test_get_passes_paging_to_logging_and_its_page_on_undecoded(service: FacadeService) -> None:
+    """offset and limit reach logging unchanged; its page's bytes come back with the message
+    spliced in, next_offset and all, byte for byte."""
+    logging_mock(service).call.return_value = memoryview(b'{"logs":["a","b"],"next_offset":7}')
+    assert await service.get_messages(5, 2) == (
+        b'{"logs":["a","b"],"next_offset":7,"message":"not implemented yet"}')
+    logging_mock(service).call.assert_awaited_once_with(
+        "messages", {"offset": 5, "limit": 2}, undecoded=True)
+
+
+@pytest.mark.parametrize("reply", [b'["msg1"]', b'{"logs":["a"]', ["msg1"]])
+async def test_a_page_that_is_not_one_is_a_bad_reply(service: FacadeService, reply: object) -> None:
+    """Bytes the facade cannot splice (or a value that was decoded) are logging's failure: 502."""
+    logging_mock(service).call.return_value = reply
+    with pytest.raises(RemoteError, match="BadReply"):
+        await service.get_messages()
 
 
 @pytest.mark.parametrize("error", [
     ServiceUnavailable("messages", "refused"),
     CircuitOpen("messages", "open", 3.0),
     RemoteError("messages", "InternalError", "internal error", 500),
+    MethodNotFound("logging has no method 'message'"),
 ])
 async def test_get_without_messages_still_answers(service: FacadeService, error: Exception) -> None:
     """When messages fails, GET still returns the logs and says the message part is unavailable."""
     service.messages_rpc.message.side_effect = error  # type: ignore[attr-defined]
-    assert await service.get_messages() == {
+    assert await read(service) == {
         "logs": ["msg1"], "message": "unavailable", "unavailable": ["messages"]}
 
 
 async def test_get_without_logging_fails(service: FacadeService) -> None:
     """Without logging there is nothing to answer: its error is raised."""
-    logging_mock(service).messages.side_effect = ServiceUnavailable("logging", "refused")
+    logging_mock(service).call.side_effect = ServiceUnavailable("logging", "refused")
     with pytest.raises(ServiceUnavailable):
         await service.get_messages()

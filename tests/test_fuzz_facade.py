@@ -12,7 +12,6 @@ the facade's security checks in ``tests/test_security.py``.
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 from aiohttp.test_utils import TestServer
@@ -20,10 +19,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from facade.openapi import IDEMPOTENCY_KEY_PATTERN
-from facade.service import IDEMPOTENCY_NAMESPACE
+from resilience.contract import KeyUuids
 from tests.conftest import MakeFacade, stored
 from tests.oracle import Stack, check_reply
-from tests.strategies import BAD_KEYS, FUZZ, GOOD_KEYS, FuzzRequest, requests, weighted
+from tests.strategies import BAD_KEYS, FUZZ, GOOD_KEYS, MESSAGE_TEXT, FuzzRequest, requests, weighted
 
 
 @pytest.fixture
@@ -51,7 +50,7 @@ async def test_any_post_stores_its_message_once_or_nothing(stack: Stack, req: Fu
 
 @FUZZ
 @given(req=requests(methods=st.sampled_from(["GET", "HEAD"]), paths=st.just("/facade")),
-       seed=st.lists(st.text(min_size=1, max_size=5), max_size=4))
+       seed=st.lists(MESSAGE_TEXT, max_size=4))
 async def test_any_get_answers_the_right_page(stack: Stack, req: FuzzRequest, seed: list[str]) -> None:
     """Any GET /facade query: a 200 holds exactly the requested slice of the store; a 400 says why."""
     for msg in seed:
@@ -61,8 +60,7 @@ async def test_any_get_answers_the_right_page(stack: Stack, req: FuzzRequest, se
 
 
 @FUZZ
-@given(key=weighted((2, GOOD_KEYS), (1, BAD_KEYS)), first=st.text(min_size=1, max_size=20),
-       second=st.text(min_size=1, max_size=20))
+@given(key=weighted((2, GOOD_KEYS), (1, BAD_KEYS)), first=MESSAGE_TEXT, second=MESSAGE_TEXT)
 async def test_idempotency_key_model(stack: Stack, key: str, first: str, second: str) -> None:
     """Same key and msg: same UUID, stored once; same key, other msg: 422; a malformed key: 400, no write."""
     headers = {"Idempotency-Key": key}
@@ -73,7 +71,7 @@ async def test_idempotency_key_model(stack: Stack, key: str, first: str, second:
         assert one.status == 400
         assert stored(stack.logging) == before
         return
-    message_id = str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, trimmed))
+    message_id = KeyUuids()(trimmed)
     if stack.acknowledged.get(message_id, first) != first:
         assert one.status == 422
         assert stored(stack.logging) == before

@@ -101,10 +101,15 @@ def test_every_reference_resolves() -> None:
 
 def test_document_states_the_configured_limits() -> None:
     """Body and message limits come from the settings the facade runs with."""
-    doc = build_openapi(Settings(max_msg_chars=50, max_body_bytes=1000))
+    doc = build_openapi(Settings(max_msg_chars=50, max_body_bytes=1000, body_read_timeout=2.5,
+                                 max_page_bytes=4096, max_in_flight=7))
     msg = doc["components"]["schemas"]["PostMessageRequest"]["properties"]["msg"]
     assert (msg["minLength"], msg["maxLength"]) == (1, 50)
-    assert "1000 bytes" in doc["components"]["responses"]["PayloadTooLarge"]["description"]
+    responses = doc["components"]["responses"]
+    assert "1000 bytes" in responses["PayloadTooLarge"]["description"]
+    assert "2.5 s" in responses["RequestTimeout"]["description"]
+    assert "limit of 7 requests in flight" in responses["ServiceUnavailable"]["description"]
+    assert "4096 bytes" in doc["components"]["schemas"]["LogsResponse"]["properties"]["logs"]["description"]
     params = doc["components"]["parameters"]
     assert (params["Limit"]["schema"]["minimum"], params["Limit"]["schema"]["maximum"]) == (0, 10_000)
     assert params["Offset"]["schema"]["maximum"] == 1_000_000_000
@@ -114,7 +119,7 @@ def test_errors_headers_and_parameters_are_documented() -> None:
     """All the error statuses, Retry-After, Allow, Idempotency-Key and X-Correlation-ID are described."""
     doc = build_openapi(Settings())
     post = doc["paths"]["/facade"]["post"]
-    assert {"200", "400", "413", "415", "422", "502", "503"} <= set(post["responses"])
+    assert {"200", "400", "408", "413", "415", "422", "502", "503"} <= set(post["responses"])
     for status, method in ((404, "get"), (405, "put"), (503, "post")):
         path = "/nope" if status == 404 else "/facade"
         reply = documented_response(doc, path, method, status)
@@ -178,6 +183,8 @@ CALLS = [
     Call("POST", "/facade", 413, b'{"msg": "' + b"x" * 70_000 + b'"}', JSON_HEADERS),
     Call("POST", "/facade", 415, b'{"msg": "x"}', {"Content-Type": "text/plain"}),
     Call("POST", "/facade", 422, b'{"msg": ""}', JSON_HEADERS),
+    Call("POST", "/facade", 422, b'{"msg": " \\t "}', JSON_HEADERS),
+    Call("GET", "/facade?offset=0&limit=0", 200),  # an empty page with next_offset
     Call("POST", "/facade", 422, b'{"msg": "' + b"x" * 10_001 + b'"}', JSON_HEADERS),
 ]
 

@@ -67,7 +67,7 @@ async def test_concurrent_duplicates_on_two_replicas_are_stored_once(
     duplicates = sum(body["result"] == {"stored": False, "duplicate": True} for _, body in replies)
     assert duplicates == 3 * len(ids)
     assert (await call(b, "count"))[1]["result"] == len(ids)
-    texts = (await call(a, "messages"))[1]["result"]
+    texts = (await call(a, "messages"))[1]["result"]["logs"]
     assert sorted(texts) == sorted(f"text {key}" for key in ids)
 
 
@@ -79,7 +79,7 @@ async def test_other_text_for_a_stored_uuid_is_a_conflict_on_any_replica(
     assert await call(a, "log", uuid=key, msg="first") == (200, {"result": {"stored": True}})
     status, body = await call(b, "log", uuid=key, msg="second")
     assert (status, body["error"]["type"]) == (409, "Conflict")
-    assert (await call(b, "messages"))[1]["result"] == ["first"]
+    assert (await call(b, "messages"))[1]["result"]["logs"] == ["first"]
 
 
 async def test_arrival_order_is_kept_across_replicas_and_pages_are_ranges(
@@ -88,20 +88,20 @@ async def test_arrival_order_is_kept_across_replicas_and_pages_are_ranges(
     a, b = await make_replica(redis_url), await make_replica(redis_url)
     for i, replica in zip(range(10), itertools.cycle((a, b)), strict=False):
         assert (await call(replica, "log", uuid=new_id(), msg=f"m{i}"))[0] == 200
-    assert (await call(b, "messages"))[1]["result"] == [f"m{i}" for i in range(10)]
+    assert (await call(b, "messages"))[1]["result"]["logs"] == [f"m{i}" for i in range(10)]
 
     with redis.Redis(port=shared_redis.port) as spy:
         spy.config_set("slowlog-log-slower-than", 0)  # log every command, with its arguments
         spy.slowlog_reset()
-        assert (await call(a, "messages", offset=3, limit=2))[1]["result"] == ["m3", "m4"]
+        assert (await call(a, "messages", offset=3, limit=2))[1]["result"]["logs"] == ["m3", "m4"]
         commands = [entry["command"] for entry in spy.slowlog_get(10)]
         spy.config_set("slowlog-log-slower-than", 10_000)
     assert b"LRANGE {logging}:in_order 3 4" in commands
     assert not any(c.startswith(b"LRANGE") and c != b"LRANGE {logging}:in_order 3 4" for c in commands)
 
-    assert (await call(a, "messages", offset=8))[1]["result"] == ["m8", "m9"]
-    assert (await call(a, "messages", offset=0, limit=0))[1]["result"] == []
-    assert (await call(a, "messages", offset=20, limit=5))[1]["result"] == []
+    assert (await call(a, "messages", offset=8))[1]["result"]["logs"] == ["m8", "m9"]
+    assert (await call(a, "messages", offset=0, limit=0))[1]["result"]["logs"] == []
+    assert (await call(a, "messages", offset=20, limit=5))[1]["result"]["logs"] == []
     assert (await call(a, "count"))[1]["result"] == 10
 
 
@@ -150,7 +150,7 @@ async def test_sigkill_of_redis_under_load_loses_no_acknowledged_message(
         await asyncio.gather(*writers)
 
     assert set(refused) == {503}
-    stored = (await call(a, "messages"))[1]["result"]
+    stored = (await call(a, "messages"))[1]["result"]["logs"]
     counts = Counter(stored)
     assert all(counts[text] == 1 for text in acknowledged), "an acknowledged message was lost or doubled"
     assert max(counts.values()) == 1
@@ -183,7 +183,7 @@ async def test_redis_unreachable_is_503_then_recovers_by_itself(
             key = new_id()
             assert await call(replica, "log", uuid=key, msg="after") == (200, {"result": {"stored": True}})
             assert (await replica.get("/ready")).status == 200
-            assert (await call(replica, "messages"))[1]["result"] == ["after"]
+            assert (await call(replica, "messages"))[1]["result"]["logs"] == ["after"]
     outage = [e for e in logs if e["event"] == "store unreachable"]
     assert len(outage) == 1
     assert outage[0]["log_level"] == "warning"

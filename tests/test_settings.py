@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 import pytest
 
 from resilience import Settings, SettingsError
+from resilience.settings import at_least, between
 
 
 def test_defaults_are_the_assignments() -> None:
@@ -44,6 +47,21 @@ def test_values_are_parsed_to_their_types() -> None:
     ({"LOGGING_STORE": "redis"}, "LOGGING_STORE must be memory or a redis://"),
     ({"LOGGING_STORE": "http://127.0.0.1:6390"}, "LOGGING_STORE must be"),
     ({"LOGGING_STORE": "redis://127.0.0.1:port/0"}, "LOGGING_STORE must be"),
+    ({"HOST": "999.1.1.1"}, "HOST must be an IP address or a host name, not '999.1.1.1'"),
+    ({"HOST": ""}, "HOST must be an IP address or a host name"),
+    # Zero or less means nothing for a count, a size or a duration; where zero means
+    # something (a port the OS picks, no backoff), below it is still refused.
+    ({"RETRY_DEADLINE": "0"}, "RETRY_DEADLINE must be positive, not 0.0"),
+    ({"BODY_READ_TIMEOUT": "-1"}, "BODY_READ_TIMEOUT must be positive, not -1.0"),
+    ({"MAX_IN_FLIGHT": "0"}, "MAX_IN_FLIGHT must be positive, not 0"),
+    ({"MAX_PAGE_BYTES": "-5"}, "MAX_PAGE_BYTES must be positive, not -5"),
+    ({"RETRY_BACKOFF_BASE": "-0.1"}, "RETRY_BACKOFF_BASE must be 0 or more, not -0.1"),
+    ({"SHUTDOWN_TIMEOUT": "-1"}, "SHUTDOWN_TIMEOUT must be 0 or more"),
+    ({"LOGGING_PORT": "-1"}, "LOGGING_PORT must be between 0 and 65535, not -1"),
+    ({"BREAKER_FAILURE_RATE": "0"}, "BREAKER_FAILURE_RATE must be above 0 and at most 1, not 0.0"),
+    ({"BREAKER_SLOW_CALL_RATE": "1.5"}, "BREAKER_SLOW_CALL_RATE must be above 0 and at most 1"),
+    ({"RETRY_BUDGET_FLOOR": "-1"}, "RETRY_BUDGET_FLOOR must be 0 or more"),
+    ({"BREAKER_FAST_WINDOW": "20"}, "BREAKER_FAST_WINDOW must not exceed BREAKER_WINDOW"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], says: str) -> None:
     """A bad value names its variable, so the one-line startup error says what to fix."""
@@ -69,3 +87,67 @@ def test_settings_are_frozen() -> None:
     """Read once, never changed afterwards."""
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().facade_port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("value", "shown"), [("nan", "nan"), ("NaN", "nan"), ("inf", "inf"),
+                                              ("-inf", "-inf"), ("Infinity", "inf")])
+def test_a_float_setting_must_be_finite(value: str, shown: str) -> None:
+    """NaN and the infinities parse as floats, but no duration or rate means them: refused."""
+    with pytest.raises(SettingsError, match=f"RPC_TIMEOUT must be a finite number, not {shown}$"):
+        Settings.from_env({"RPC_TIMEOUT": value})
+
+
+@pytest.mark.parametrize("name", [field.name.upper() for field in dataclasses.fields(Settings)
+                                  if field.type == "float"])
+def test_every_float_setting_refuses_nan(name: str) -> None:
+    """No float setting lets NaN through, whichever it is (none is checked by name)."""
+    with pytest.raises(SettingsError, match=f"{name} must be a finite number"):
+        Settings.from_env({name: "nan"})
+
+
+def test_zero_is_accepted_where_it_means_something() -> None:
+    """No backoff, no shutdown grace, a port the OS picks, no retries beyond the floor: zero is a
+    real choice for these."""
+    settings = Settings.from_env({"RETRY_BACKOFF_BASE": "0", "RETRY_BACKOFF_MAX": "0",
+                                  "SHUTDOWN_TIMEOUT": "0", "FACADE_PORT": "0",
+                                  "RETRY_BUDGET_RATIO": "0"})
+    assert (settings.retry_backoff_base, settings.shutdown_timeout, settings.facade_port) == (0, 0, 0)
+
+
+def test_a_new_numeric_field_is_checked_without_being_listed() -> None:
+    """Checks follow the field's type and metadata, so a field added later is checked for free."""
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Extended(Settings):
+        window: float = 10.0
+        share: float = between(0.5, 0, 1)
+        spare: int = at_least(0, 0)
+
+    assert Extended.from_env({"WINDOW": "2.5", "SPARE": "0"}).window == 2.5
+    for env, says in [({"WINDOW": "inf"}, "WINDOW must be a finite number"),
+                      ({"WINDOW": "0"}, "WINDOW must be positive"),
+                      ({"SHARE": "1.5"}, "SHARE must be between 0 and 1"),
+                      ({"SPARE": "-1"}, "SPARE must be 0 or more")]:
+        with pytest.raises(SettingsError, match=says):
+            Extended.from_env(env)
+
+
+def test_secrets_stay_out_of_the_repr() -> None:
+    """A settings object printed or logged never shows RPC_SECRET or IDEMPOTENCY_SECRET."""
+    text = repr(Settings.from_env({"RPC_SECRET": "hunter2", "IDEMPOTENCY_SECRET": "swordfish"}))
+    assert "hunter2" not in text
+    assert "swordfish" not in text
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"HOST": "999.1.1.1"}, "HOST must be an IP address or a host name, not '999.1.1.1' "
+                            "(0.0.0.0 binds every IPv4 interface)"),
+    ({"RPC_TIMEOUT": "nan"}, "RPC_TIMEOUT must be a finite number, not nan"),
+])
+def test_a_bad_value_stops_the_process_with_one_line(env: dict[str, str], says: str) -> None:
+    """The real process prints one line naming the variable, logs nothing, and exits 2."""
+    done = subprocess.run([sys.executable, "-m", "messages"], env={**env, "MESSAGES_PORT": "0"},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == f"messages: configuration error: {says}\n"

@@ -6,18 +6,17 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 import orjson
 
+from resilience.paging import MAX_PAGE
 from resilience.testing.cluster import Cluster
 
 from .proxy import SoakProxy
 
-#: The largest page GET /facade serves.
-PAGE = 10_000
 #: The services whose logs the evidence counts over, in the order the report lists them.
 SERVICES = ("facade", "logging", "messages")
 
@@ -30,46 +29,55 @@ async def quiesce(proxy: SoakProxy, settle: float, patience: float = 30.0) -> No
         await asyncio.wait_for(proxy.idle.wait(), max(0.0, patience - settle))
 
 
-async def read_store(session: aiohttp.ClientSession, logging_url: str, timeout: float = 5.0,
-                     patience: float = 20.0) -> list[str]:
-    """Every stored message, from the logging service itself (POST /rpc/messages {})."""
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            async with session.post(f"{logging_url}/rpc/messages", json={},
-                                    timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                if resp.status == 200:
-                    result = orjson.loads(await resp.read())["result"]
-                    return [str(text) for text in result]
-        except (TimeoutError, aiohttp.ClientError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"could not read the store from {logging_url} within {patience} s")
-        await asyncio.sleep(0.25)
+async def follow_pages(fetch: Callable[[int], Awaitable[Any]], patience: float) -> list[str] | None:
+    """Every message, from offset 0 on, following each page's ``next_offset``.
 
-
-async def read_via_facade(session: aiohttp.ClientSession, facade_url: str, timeout: float,
-                          patience: float = 20.0) -> list[str] | None:
-    """Every stored message through the public API, page by page; None if the facade would not answer."""
+    ``fetch(offset)`` returns a page (``{"logs": [...], "next_offset": N}``) or
+    None; a page that does not come is asked for again until ``patience``
+    seconds have gone (then None: the breaker may still be open after the last faults).
+    """
     deadline = time.monotonic() + patience
     texts: list[str] = []
     while True:
-        page: list[str] | None = None
         try:
-            async with session.get(f"{facade_url}/facade", params={"offset": len(texts), "limit": PAGE},
-                                   timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-                if resp.status == 200:
-                    page = [str(text) for text in orjson.loads(await resp.read())["logs"]]
+            page = await fetch(len(texts))
         except (TimeoutError, aiohttp.ClientError):
-            pass
+            page = None
         if page is not None:
-            texts.extend(page)
-            if len(page) < PAGE:
+            texts.extend(str(text) for text in page["logs"])
+            if "next_offset" not in page:
                 return texts
             continue
         if time.monotonic() > deadline:
             return None
-        await asyncio.sleep(0.25)  # the breaker may still be open after the last faults
+        await asyncio.sleep(0.25)
+
+
+async def read_store(session: aiohttp.ClientSession, logging_url: str, timeout: float = 5.0,
+                     patience: float = 20.0) -> list[str]:
+    """Every stored message, from the logging service itself (POST /rpc/messages, page by page)."""
+
+    async def fetch(offset: int) -> Any:
+        async with session.post(f"{logging_url}/rpc/messages", json={"offset": offset},
+                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            return orjson.loads(await resp.read())["result"] if resp.status == 200 else None
+
+    texts = await follow_pages(fetch, patience)
+    if texts is None:
+        raise RuntimeError(f"could not read the store from {logging_url} within {patience} s")
+    return texts
+
+
+async def read_via_facade(session: aiohttp.ClientSession, facade_url: str, timeout: float,
+                          patience: float = 20.0) -> list[str] | None:
+    """Every stored message through the public API; None if the facade would not answer."""
+
+    async def fetch(offset: int) -> Any:
+        async with session.get(f"{facade_url}/facade", params={"offset": offset, "limit": MAX_PAGE},
+                               timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            return orjson.loads(await resp.read()) if resp.status == 200 else None
+
+    return await follow_pages(fetch, patience)
 
 
 def logged_uuids(lines: Sequence[Mapping[str, object]]) -> dict[str, set[str]]:

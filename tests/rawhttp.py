@@ -1,0 +1,79 @@
+"""HTTP written by hand on a real socket: what a well-behaved client library will not do
+(announce a body and stall it, trickle an endless chunked one)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+from aiohttp.test_utils import BaseTestServer
+
+
+@dataclass
+class Reply:
+    """A parsed HTTP response."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> object:
+        return orjson.loads(self.body)
+
+
+@contextlib.asynccontextmanager
+async def request_head(server: BaseTestServer, path: str, headers: dict[str, str], method: str = "POST"
+                       ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A connection to ``server`` on which a request line and headers were sent, no body yet;
+    closed on exit."""
+    assert server.host is not None
+    assert server.port is not None
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        head = [f"{method} {path} HTTP/1.1", f"Host: {server.host}:{server.port}",
+                *(f"{name}: {value}" for name, value in headers.items())]
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        await writer.drain()
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def read_reply(reader: asyncio.StreamReader) -> Reply:
+    """Read one response (status line, headers, a Content-Length body)."""
+    status_line = await reader.readuntil(b"\r\n")
+    headers: dict[str, str] = {}
+    while (line := await reader.readuntil(b"\r\n")) != b"\r\n":
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return Reply(int(status_line.split()[1]), headers, body)
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """Whether the server has closed the connection (nothing more, then EOF)."""
+    return await reader.read() == b""
+
+
+def open_connections(server: BaseTestServer) -> int:
+    """How many connections the server holds open right now."""
+    assert server.runner is not None
+    assert server.runner.server is not None
+    return len(server.runner.server.connections)
+
+
+def affordable_connections(wanted: int, spare: int = 256) -> int:
+    """``wanted`` connections, or as many as this process's file limit allows (two descriptors
+    each, client and server end), after raising the soft limit as far as the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = 2 * wanted + spare if hard == resource.RLIM_INFINITY else hard
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(0, min(wanted, (soft - spare) // 2))
