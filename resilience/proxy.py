@@ -187,10 +187,10 @@ class RpcProxy:
                 return await self._one_by_one(calls, replica, timeout), replica
             status, raw = await self._exchange(self._url(replica, "/rpc"), body,
                                                calls[0].headers, timeout)
-            payload = self._decode(raw, status)
-            if status == 404 and isinstance(payload, dict):
+            if status == 404:  # no batch endpoint there (a server from before batches)
                 self._without_batches.add(replica)
                 return await self._one_by_one(calls, replica, timeout), replica
+            payload = self._decode(raw, status)
             if status != 200 or not isinstance(payload, list) or len(payload) != len(calls):
                 raise self._error(payload, status)
             return [self._item_outcome(reply) for reply in payload], replica
