@@ -17,18 +17,17 @@ from hypothesis import assume, event
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from facade.openapi import CORRELATION_ID_PATTERN, build_openapi
-from resilience import Settings
+from facade.openapi import CORRELATION_ID_PATTERN
 from resilience.contract import KeyUuids
 from resilience.correlation import HEADER
 from resilience.paging import MAX_PAGE
 from tests.conftest import stored
-from tests.openapi_check import reply_errors
+from tests.openapi_oracle import contract, reply_errors
 from tests.strategies import FuzzRequest
 
 Client = TestClient[web.Request, web.Application]
 
-DOCUMENT = build_openapi(Settings())
+DOCUMENT = contract()
 # What a reply body must never show a client: traces, source paths, object reprs.
 INTERNALS = ("Traceback", 'File "', ".py\"", "site-packages", "object at 0x", "<class ", "<function ")
 

@@ -10,11 +10,10 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from multidict import CIMultiDict
 
-from facade.openapi import build_openapi
 from logging_service.app import create_app as create_logging
 from resilience import Settings
 from tests.conftest import AiohttpServer, stored, wait_for
-from tests.openapi_check import reply_errors
+from tests.openapi_oracle import contract, reply_errors
 from tests.rawhttp import closed_by_server, open_connections, read_reply, request_head
 
 MakeFacade = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -45,7 +44,7 @@ async def test_a_stalled_body_gets_408_and_its_connection_closed(
     assert loop.time() - started >= DEADLINE
     assert reply.status == 408
     assert reply.json() == {"status": "failure", "message": "request body did not arrive within 0.5 s"}
-    assert reply_errors(build_openapi(Settings(body_read_timeout=DEADLINE)), "POST", "/facade", 408,
+    assert reply_errors(contract(Settings(body_read_timeout=DEADLINE)), "POST", "/facade", 408,
                         CIMultiDict(reply.headers), reply.body) == []
     await wait_for(lambda: open_connections(facade.server) == 0)
     assert stored(logging_server) == []

@@ -9,10 +9,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from facade.openapi import build_openapi
 from resilience import Settings
 from tests.conftest import AiohttpServer, stored, wait_for
-from tests.openapi_check import reply_errors
+from tests.openapi_oracle import contract, reply_errors
 from tests.rawhttp import affordable_connections, open_connections, request_head
 
 Client = TestClient[web.Request, web.Application]
@@ -52,7 +51,7 @@ async def test_past_the_limit_a_request_is_shed_at_once(make_facade: MakeFacade,
     assert shed.headers["Retry-After"] == "1"
     assert await shed.json() == {"status": "failure", "message": "the facade is at its limit of 2 "
                                                                  "requests in flight; retry in 1 s"}
-    assert reply_errors(build_openapi(Settings(max_in_flight=2)), "POST", "/facade", 503,
+    assert reply_errors(contract(Settings(max_in_flight=2)), "POST", "/facade", 503,
                         shed.headers, await shed.read()) == []
     assert (await facade.get("/health")).status == 200
     assert not any(task.done() for task in held)

@@ -1,23 +1,30 @@
-"""GET /openapi.json: the document is valid, complete, and the facade's real replies conform to it."""
+"""GET /openapi.json: the document is valid, complete, and the facade's real replies conform to it.
+
+The document is checked with openapi-spec-validator, the replies with
+openapi-core and jsonschema (``tests/openapi_oracle.py``); schemathesis runs
+against the live facade in ``tests/test_fuzz_openapi.py``.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from facade.keys import SETTINGS
-from facade.openapi import build_openapi
+from facade.openapi import PLACEHOLDER, build_openapi, document_values, template
 from resilience import Settings
 from resilience.server import error_body
 from resilience.web import json_response
 from tests.conftest import MakeFacade
-from tests.openapi_check import documented_response, reply_errors, resolve, schema_errors
+from tests.openapi_oracle import Contract, contract, reply_errors
 
 Client = TestClient[web.Request, web.Application]
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
@@ -43,17 +50,6 @@ async def document(facade: Client) -> dict[str, Any]:
 def _operations(document: dict[str, Any]) -> set[tuple[str, str]]:
     return {(method.upper(), path) for path, item in document["paths"].items()
             for method in item if method in HTTP_METHODS}
-
-
-def _refs(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        if "$ref" in node:
-            yield node
-        for value in node.values():
-            yield from _refs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _refs(value)
 
 
 async def test_served_document_is_strict_json_for_openapi_3_1(facade: Client) -> None:
@@ -88,17 +84,6 @@ def test_operation_ids_are_unique() -> None:
     assert len(ids) == len(set(ids)) == len(_operations(doc))
 
 
-def test_every_reference_resolves() -> None:
-    """Each $ref in the document names a component the document defines."""
-    doc = build_openapi(Settings())
-    refs = [node["$ref"] for node in _refs(doc)]
-    assert refs
-    for ref in refs:
-        kind, _, name = ref.removeprefix("#/components/").partition("/")
-        assert ref.startswith("#/components/"), ref
-        assert name in doc["components"].get(kind, {}), ref
-
-
 def test_document_states_the_configured_limits() -> None:
     """Body and message limits come from the settings the facade runs with."""
     doc = build_openapi(Settings(max_msg_chars=50, max_body_bytes=1000, body_read_timeout=2.5,
@@ -115,45 +100,96 @@ def test_document_states_the_configured_limits() -> None:
     assert params["Offset"]["schema"]["maximum"] == 1_000_000_000
 
 
+def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """``node``, or the component its ``$ref`` names."""
+    if "$ref" not in node:
+        return node
+    kind, _, name = node["$ref"].removeprefix("#/components/").partition("/")
+    found: dict[str, Any] = document["components"][kind][name]
+    return found
+
+
 def test_errors_headers_and_parameters_are_documented() -> None:
     """All the error statuses, Retry-After, Allow, Idempotency-Key and X-Correlation-ID are described."""
     doc = build_openapi(Settings())
     post = doc["paths"]["/facade"]["post"]
     assert {"200", "400", "408", "413", "415", "422", "502", "503"} <= set(post["responses"])
-    for status, method in ((404, "get"), (405, "put"), (503, "post")):
-        path = "/nope" if status == 404 else "/facade"
-        reply = documented_response(doc, path, method, status)
-        assert reply is not None
-        assert resolve(doc, reply["content"]["application/json"]["schema"]) is \
-            doc["components"]["schemas"]["Failure"]
-    assert "Retry-After" in resolve(doc, post["responses"]["503"])["headers"]
-    assert "Allow" in doc["components"]["responses"]["MethodNotAllowed"]["headers"]
-    names = {resolve(doc, p)["name"] for p in post["parameters"]}
+    responses = doc["components"]["responses"]
+    for name in ("NotFound", "MethodNotAllowed", "ServiceUnavailable"):
+        assert responses[name]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Failure"}
+    assert "Retry-After" in _resolve(doc, post["responses"]["503"])["headers"]
+    assert "Allow" in responses["MethodNotAllowed"]["headers"]
+    names = {_resolve(doc, p)["name"] for p in post["parameters"]}
     assert names == {"Idempotency-Key", "X-Correlation-ID"}
 
 
-@pytest.mark.parametrize(("instance", "schema", "complaint"), [
-    ({"status": "failure"}, {"$ref": "#/components/schemas/Failure"}, "missing 'message'"),
-    ({"status": "failure", "message": "m", "x": 1}, {"$ref": "#/components/schemas/Failure"},
-     "unexpected property"),
-    ({"status": "success", "uuid": "F" * 36}, {"$ref": "#/components/schemas/PostMessageResponse"},
+@pytest.mark.parametrize("settings", [Settings(), Settings(max_msg_chars=50, max_body_bytes=1000,
+                                                           body_read_timeout=2.5, max_in_flight=7)],
+                         ids=["shipped", "configured"])
+def test_document_is_valid_openapi_3_1(settings: Settings) -> None:
+    """openapi-spec-validator accepts the document as OpenAPI 3.1, under shipped and changed settings."""
+    validate(build_openapi(settings))
+
+
+def test_spec_validator_refuses_a_broken_document() -> None:
+    """The validator is no rubber stamp: a parameter in a place OpenAPI 3.1 has no such thing is refused."""
+    doc = build_openapi(Settings())
+    doc["components"]["parameters"]["Offset"]["in"] = "body"
+    with pytest.raises(OpenAPIValidationError):
+        validate(doc)
+
+
+def _placeholders(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _placeholders(key)
+            yield from _placeholders(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _placeholders(value)
+    elif isinstance(node, str):
+        yield from PLACEHOLDER.findall(node)
+
+
+def test_every_placeholder_is_filled_and_every_value_used() -> None:
+    """The file's placeholders are exactly the values the code fills in: none left, none unused."""
+    used = set(_placeholders(template()))
+    assert used == set(document_values(Settings()))
+    assert not set(_placeholders(build_openapi(Settings())))
+
+
+def test_filled_numbers_keep_their_type() -> None:
+    """A value that is a placeholder alone becomes the number itself; inside prose, its text."""
+    doc = build_openapi(replace(Settings(), max_msg_chars=77))
+    msg = doc["components"]["schemas"]["PostMessageRequest"]["properties"]["msg"]
+    assert msg["maxLength"] == 77
+    assert "1 to 77 characters" in msg["description"]
+
+
+@pytest.mark.parametrize(("method", "path", "status", "headers", "body", "complaint"), [
+    ("GET", "/health", 200, {}, b'{"status": "ok", "service": "facade"}', "X-Correlation-ID"),
+    ("POST", "/facade", 200, {"X-Correlation-ID": "c"}, b'{"status": "success", "uuid": "FF"}',
      "does not match"),
-    ({"logs": [1], "message": "m"}, {"$ref": "#/components/schemas/LogsResponse"}, "not of type"),
-    (True, {"type": "integer"}, "not of type"),
-    ("ab\n", {"type": "string", "pattern": "^[a-b]{1,2}$"}, "does not match"),
-    (1, {"const": True}, "is not True"),
+    ("GET", "/facade", 200, {"X-Correlation-ID": "c"}, b'{"logs": [1], "message": "m"}',
+     "is not of type 'string'"),
+    ("POST", "/facade", 503, {"X-Correlation-ID": "c"}, b'{"status": "failure", "message": "m"}',
+     "Retry-After"),
+    ("GET", "/nope", 404, {"X-Correlation-ID": "c"}, b'{"status": "failure"}', "'message' is a required"),
+    ("DELETE", "/facade", 405, {"X-Correlation-ID": "c"}, b'{"status": "failure", "message": "m"}',
+     "header Allow is missing"),
+    ("GET", "/nope", 405, {"X-Correlation-ID": "c"}, b'{"status": "failure", "message": "m"}',
+     "not the 404"),
+    ("GET", "/facade", 200, {"X-Correlation-ID": "c", "Content-Type": "text/plain"}, b"{}",
+     "text/plain"),
 ])
-def test_schema_checker_flags_what_breaks_the_schema(instance: Any, schema: dict[str, Any],
-                                                     complaint: str) -> None:
-    """The hand-written checker reports a wrong type, a missing or extra field, a bad pattern or const."""
-    errors = schema_errors(instance, schema, build_openapi(Settings()))
+def test_oracle_flags_what_breaks_the_document(method: str, path: str, status: int,
+                                               headers: dict[str, str], body: bytes,
+                                               complaint: str) -> None:
+    """The reply oracle reports a missing header, a bad body, a wrong Content-Type or status."""
+    errors = reply_errors(contract(), method, path, status,
+                          {"Content-Type": "application/json", **headers}, body)
     assert any(complaint in e for e in errors), errors
-
-
-def test_schema_checker_refuses_keywords_it_does_not_know() -> None:
-    """An unsupported JSON Schema keyword raises instead of passing silently."""
-    with pytest.raises(ValueError, match="unsupported"):
-        schema_errors([], {"type": "array", "uniqueItems": True}, {})
 
 
 @dataclass
@@ -194,10 +230,11 @@ async def test_real_replies_conform_to_the_document(
     facade: Client, document: dict[str, Any], call: Call
 ) -> None:
     """Each reply has the expected status, documented headers and a body valid against its schema."""
+    served = Contract.of(document)
     resp = await facade.request(call.method, call.path, data=call.body, headers=call.headers,
                                 skip_auto_headers=["Content-Type"])
     assert resp.status == call.status
-    errors = reply_errors(document, call.method, resp.url.path, resp.status, resp.headers,
+    errors = reply_errors(served, call.method, resp.url.path, resp.status, resp.headers,
                           await resp.read())
     assert errors == []
 
@@ -215,7 +252,7 @@ async def test_downstream_failure_replies_conform_to_the_document(
     broken.router.add_post("/rpc/{method}", _failing_logging)
     broken_server = await aiohttp_server(broken)
     closed = f"http://127.0.0.1:{unused_tcp_port}"
-    doc = build_openapi(Settings())
+    doc = contract()
 
     async def check(client: Client, method: str, status: int) -> dict[str, Any]:
         resp = await client.request(method, "/facade", json={"msg": "x"} if method == "POST" else None)
