@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ from scripts.soak import PHASES, PostOp, Report, SoakConfig, parse_args, phase_c
 from scripts.soak.faults import ChaosState
 from scripts.soak.load import LoadState
 from scripts.soak.run import until_something_checked
+from scripts.soak.timeline import draw_png, timeline_of
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Short runs: fast timeouts and a quick breaker, so every kind of fault gets its turn in seconds.
 FAST_SERVICES = {"RPC_TIMEOUT": "0.3", "RETRY_DEADLINE": "1.5", "BREAKER_OPEN_DURATION": "1"}
 
@@ -97,7 +100,7 @@ def test_command_line() -> None:
     config, as_json = parse_args(["--duration", "5", "--concurrency", "3", "--seed", "9", "--json",
                                   "--kill-logging", "--kill-logging-every", "1",
                                   "--env", "rpc_timeout=0.5", "--quiet",
-                                  "--phases", "drops, refuse"])
+                                  "--phases", "drops, refuse", "--plot", "run.png"])
 
     assert as_json
     assert (config.duration, config.concurrency, config.seed) == (5, 3, 9)
@@ -105,6 +108,7 @@ def test_command_line() -> None:
     assert config.service_env == {"RPC_TIMEOUT": "0.5"}
     assert config.progress_every == 0
     assert config.phases == ("drops", "refuse")
+    assert config.plot == Path("run.png")
     assert parse_args([])[0] == SoakConfig(progress_every=10.0)
 
 
@@ -161,6 +165,65 @@ async def test_load_goes_on_until_a_post_after_the_last_restart_is_acknowledged(
     assert chaos.timeline[-1][1].startswith("load went on")
 
 
+# A small run: three seconds of POSTs, a refuse phase from 1 s to 2 s that opens the write breaker,
+# and a messages kill.
+SYNTHETIC_NOTES = [(0.0, "network clean"), (1.0, "network refuse"), (1.5, "messages SIGKILL"),
+                   (1.8, "messages restarted"), (2.0, "network clean"), (3.0, "load stopped, faults cleared")]
+SYNTHETIC_LINES = [
+    {"event": "circuit breaker state changed", "timestamp": "2026-01-01T00:00:01.250Z",
+     "breaker": "logging.write", "new_state": "open"},
+    {"event": "circuit breaker state changed", "timestamp": "2026-01-01T00:00:02.250Z",
+     "breaker": "logging.write", "new_state": "half-open"},
+    {"event": "circuit breaker state changed", "timestamp": "2026-01-01T00:00:02.500Z",
+     "breaker": "logging.write", "new_state": "closed"},
+    {"event": "message stored", "timestamp": "2026-01-01T00:00:02.600Z"},
+]
+
+
+def synthetic_timeline() -> list[PostOp]:
+    """POSTs answered at 0.5 s (two acknowledged), 1.5 s (a 503, a timeout) and 2.5 s (one acknowledged)."""
+    answered = [(0.5, "ok"), (0.6, "ok"), (1.5, "http-503"), (1.6, "timeout"), (2.5, "ok")]
+    return [PostOp(text=f"t{i}", started=100.0 + at - 0.1, outcome=outcome, ended=100.0 + at)
+            for i, (at, outcome) in enumerate(answered)]
+
+
+def test_timeline_counts_each_second_and_spans_each_state() -> None:
+    """POSTs are counted in the second their client was told; breaker states, network faults and
+    a service's down time become spans in seconds since the load started."""
+    data = timeline_of(synthetic_timeline(), 100.0, SYNTHETIC_NOTES, SYNTHETIC_LINES,
+                       "2026-01-01T00:00:00.000+00:00", end=3.0)
+
+    assert data.per_second == {"acknowledged": [2, 0, 1], "503": [0, 1, 0], "failed": [0, 1, 0]}
+    assert data.breakers == {"logging.write": [(0.0, 1.25, "closed"), (1.25, 2.25, "open"),
+                                               (2.25, 2.5, "half-open"), (2.5, 3.0, "closed")]}
+    assert data.faults == [(1.0, 2.0, "refuse")]
+    assert data.outages == {"messages": [(1.5, 1.8, "down")]}
+
+
+def test_timeline_picture_is_a_png_of_the_expected_size(tmp_path: Path) -> None:
+    """draw_png writes a PNG (11 inches wide at 90 dpi) of a small synthetic run."""
+    data = timeline_of(synthetic_timeline(), 100.0, SYNTHETIC_NOTES, SYNTHETIC_LINES,
+                       "2026-01-01T00:00:00.000+00:00", end=3.0)
+    path = tmp_path / "timeline.png"
+
+    assert draw_png(data, path, "synthetic")
+
+    png = path.read_bytes()
+    assert png.startswith(PNG_SIGNATURE)
+    assert int.from_bytes(png[16:20], "big") == 11 * 90  # the IHDR chunk's width
+
+
+def test_timeline_picture_is_skipped_without_matplotlib(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without matplotlib (an optional extra) draw_png writes nothing and says so; it never raises."""
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # what an absent package imports as
+    data = timeline_of(synthetic_timeline(), 100.0, SYNTHETIC_NOTES, [], "2026-01-01T00:00:00+00:00",
+                       end=3.0)
+
+    assert not draw_png(data, tmp_path / "timeline.png", "synthetic")
+    assert not (tmp_path / "timeline.png").exists()
+
+
 @pytest.mark.e2e
 async def test_short_soak_loses_nothing_under_real_faults(tmp_path: Path) -> None:
     """A 6 s soak on the real processes loses, duplicates and invents nothing, and the faults happened."""
@@ -184,6 +247,8 @@ async def test_short_soak_loses_nothing_under_real_faults(tmp_path: Path) -> Non
     assert {name: s["exit"] for name, s in report.shutdown.items()} == {
         "facade": 0, "messages": 0, "logging": 0}
     assert sum(report.evidence["tracebacks"].values()) == 0
+    assert report.picture == str(tmp_path / "timeline.png")
+    assert (tmp_path / "timeline.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
 @pytest.mark.e2e

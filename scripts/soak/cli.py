@@ -53,6 +53,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SoakConfig, bool]:
                              "(repeatable; default: the services' own defaults)")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="where the services write their JSON logs (default: a new temporary directory)")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="where to draw the timeline picture, a PNG (default: timeline.png in the "
+                             "log directory; needs the plots extra)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     args = parser.parse_args(argv)
@@ -69,7 +72,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SoakConfig, bool]:
         phase_min=args.phase_min, phase_max=args.phase_max, kill_messages_every=args.kill_messages_every,
         messages_downtime=args.messages_downtime, kill_logging=args.kill_logging,
         kill_logging_every=args.kill_logging_every, service_env=service_env, log_dir=args.log_dir,
-        progress_every=0.0 if args.quiet else 10.0,
+        plot=args.plot, progress_every=0.0 if args.quiet else 10.0,
     )
     try:
         config.validate()

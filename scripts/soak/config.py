@@ -47,6 +47,8 @@ class SoakConfig:
     service_env: Mapping[str, str] = field(default_factory=dict)
     #: Where the services write their JSON logs (default: a new temporary directory).
     log_dir: Path | None = None
+    #: Where to draw the timeline picture (PNG; default: ``timeline.png`` in ``log_dir``).
+    plot: Path | None = None
     #: Print a progress line to stderr every ``progress_every`` seconds (0: never).
     progress_every: float = 0.0
 

@@ -37,6 +37,8 @@ class Report:
     #: When the load started (UTC, as in the services' logs); timeline times count from there.
     load_started_utc: str
     timeline: list[tuple[float, str]]
+    #: The timeline picture's path, or why it was skipped.
+    picture: str
     problems: list[str]
 
     @property
@@ -92,6 +94,7 @@ class Report:
             "shutdown: " + ", ".join(f"{name} exit {s['exit']:g} in {s['seconds']:.1f} s"
                                      for name, s in self.shutdown.items()),
             f"logs: {self.log_dir}",
+            f"timeline picture: {self.picture}",
         ]
         for kind, found in self.tally.examples.items():
             lines.append(f"examples of {kind}: {', '.join(found)}")

@@ -25,6 +25,7 @@ from .load import LoadState, client
 from .proxy import SoakProxy
 from .readback import evidence, quiesce, read_store, read_via_facade
 from .report import SETTINGS_SHOWN, Report
+from .timeline import draw_png, timeline_of
 from .verdict import problems, tally
 
 #: The services behind the facade, started first.
@@ -85,6 +86,7 @@ async def run_soak(config: SoakConfig) -> Report:
         await proxy.stop()
 
     found, stored_uuids = evidence(cluster)
+    picture = _draw(config, log_dir, cluster, state, chaos, load_started_utc)
     result = tally(state.ops, stored, strict_since=chaos.last_logging_restart, stored_uuids=stored_uuids)
     agreement = ("unavailable" if via_facade is None
                  else "identical" if via_facade == stored else "DIFFERENT")
@@ -99,9 +101,24 @@ async def run_soak(config: SoakConfig) -> Report:
                 "proxy_upstream_failures": proxy.upstream_failures,
                 "messages_kills": chaos.messages_kills, "logging_kills": chaos.logging_kills},
         evidence=found, readback={"stored": len(stored), "via_facade": agreement}, shutdown=shutdown,
-        log_dir=str(log_dir), load_started_utc=load_started_utc, timeline=chaos.timeline,
+        log_dir=str(log_dir), load_started_utc=load_started_utc, timeline=chaos.timeline, picture=picture,
         problems=problems(result, state.gets, agreement),
     )
+
+
+def _draw(config: SoakConfig, log_dir: Path, cluster: Cluster, state: LoadState, chaos: ChaosState,
+          load_started_utc: str) -> str:
+    """Draw the run's timeline picture; where it is, or why it was skipped."""
+    path = config.plot if config.plot is not None else log_dir / "timeline.png"
+    stopped = [at for at, note in chaos.timeline if note.startswith("load stopped")]
+    end = stopped[-1] if stopped else time.monotonic() - chaos.started
+    data = timeline_of(state.ops, chaos.started, chaos.timeline, cluster.log_lines("facade"),
+                       load_started_utc, end)
+    title = (f"soak: {config.duration:g} s, {config.concurrency} clients, seed {config.seed}"
+             f"{', logging kills' if config.kill_logging else ''}")
+    if not draw_png(data, path, title):
+        return "skipped (matplotlib is not installed: pip install -e '.[plots]')"
+    return str(path)
 
 
 def something_checked(config: SoakConfig, state: LoadState, chaos: ChaosState) -> bool:
