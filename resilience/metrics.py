@@ -43,6 +43,9 @@ def setup_metrics(app: web.Application, collectors: Iterable[Collector] = (),
                         ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
     for collector in collectors:
         registry.register(collector)
+    # The labelled children, looked up once each: ``labels()`` takes a lock every call.
+    counted: dict[tuple[str, str, str], Counter] = {}
+    timed: dict[tuple[str, str], Histogram] = {}
 
     @web.middleware
     async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -57,9 +60,15 @@ def setup_metrics(app: web.Application, collectors: Iterable[Collector] = (),
             raise
         finally:
             route = request.match_info.route.resource
-            name = route.canonical if route is not None else "unmatched"
-            requests.labels(name, request.method, str(status)).inc()
-            latency.labels(name, request.method).observe(time.perf_counter() - started)
+            key = (route.canonical if route is not None else "unmatched", request.method)
+            counter = counted.get((*key, str(status)))
+            if counter is None:
+                counter = counted[(*key, str(status))] = requests.labels(*key, str(status))
+            histogram = timed.get(key)
+            if histogram is None:
+                histogram = timed[key] = latency.labels(*key)
+            counter.inc()
+            histogram.observe(time.perf_counter() - started)
 
     serve = make_aiohttp_handler(registry)
 
