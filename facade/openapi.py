@@ -265,6 +265,17 @@ def build_openapi(settings: Settings) -> JSON:
         "responses": {"200": _success("The facade is up.", "Health"),
                       "default": _ref("responses", "InternalError")},
     }
+    get_metrics: JSON = {
+        "summary": "Prometheus metrics: requests, breakers, retries, shed requests",
+        "operationId": "getMetrics",
+        "tags": ["operations"],
+        "parameters": [correlation],
+        "responses": {"200": {
+            "description": "The Prometheus text exposition format.",
+            "headers": {CORRELATION_HEADER: _ref("headers", "CorrelationId")},
+            "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "default": _ref("responses", "InternalError")},
+    }
     get_openapi: JSON = {
         "summary": "This document",
         "operationId": "getOpenApi",
@@ -333,6 +344,7 @@ def build_openapi(settings: Settings) -> JSON:
             },
             "/health": {"get": get_health, "head": _head_of(get_health, shared)},
             "/openapi.json": {"get": get_openapi, "head": _head_of(get_openapi, shared)},
+            "/metrics": {"get": get_metrics, "head": _head_of(get_metrics, shared)},
         },
         "components": {
             "schemas": _schemas(settings),

@@ -32,7 +32,7 @@ from yarl import URL
 
 from .auth import Signer
 from .coalesce import Coalescer, Pending
-from .correlation import HEADER, current_correlation_id
+from .correlation import HEADER, propagation_headers
 from .errors import Overloaded, RemoteError, ServiceUnavailable, registered_error
 from .policy import CallPolicy
 from .server import result_bytes
@@ -102,9 +102,7 @@ class RpcProxy:
         """Call ``method`` with ``kwargs`` under its policy and return its result (with
         ``undecoded``, the result's JSON bytes as they came, to pass on without a copy)."""
         policy = self._policy(method)
-        cid = current_correlation_id()
-        call = _Call(method, orjson.dumps(kwargs),
-                     _JSON_HEADERS if cid is None else {**_JSON_HEADERS, HEADER: cid},
+        call = _Call(method, orjson.dumps(kwargs), {**_JSON_HEADERS, **propagation_headers()},
                      policy.clock() + policy.deadline, undecoded)
         try:
             if method in self._batched:
@@ -187,10 +185,10 @@ class RpcProxy:
                 return await self._one_by_one(calls, replica, timeout), replica
             status, raw = await self._exchange(self._url(replica, "/rpc"), body,
                                                calls[0].headers, timeout)
-            payload = self._decode(raw, status)
-            if status == 404 and isinstance(payload, dict):
+            if status == 404:  # no batch endpoint there (a server from before batches)
                 self._without_batches.add(replica)
                 return await self._one_by_one(calls, replica, timeout), replica
+            payload = self._decode(raw, status)
             if status != 200 or not isinstance(payload, list) or len(payload) != len(calls):
                 raise self._error(payload, status)
             return [self._item_outcome(reply) for reply in payload], replica

@@ -10,7 +10,8 @@ and set its knobs at any time:
   without being forwarded;
 - ``drop_rate``: share of requests forwarded, answered by the service, and
   then dropped: the connection closes before the reply reaches the caller
-  (the write happened, the caller cannot know).
+  (the write happened, the caller cannot know);
+- ``drop_next``: the next that many requests are dropped so, whatever ``drop_rate`` says.
 
 When the service behind it is down, the proxy answers 502, as a reverse proxy would.
 
@@ -21,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -38,6 +40,8 @@ class FaultCounts:
     """What the proxy did, request by request."""
 
     received: int = 0
+    #: Requests received, by path.
+    paths: Counter[str] = field(default_factory=Counter)
     forwarded: int = 0
     dropped: int = 0
     errored: int = 0
@@ -56,6 +60,7 @@ class FaultProxy:
         self.path_delays: dict[str, float] = {}
         self.error_rate = 0.0
         self.drop_rate = 0.0
+        self.drop_next = 0
         self.retry_after = retry_after
         self.counts = FaultCounts()
         self._session: aiohttp.ClientSession | None = None
@@ -111,6 +116,7 @@ class FaultProxy:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         self.counts.received += 1
+        self.counts.paths[request.path] += 1
         body = await request.read()
         delay = self.path_delays.get(request.path, self.delay)
         if delay:
@@ -119,7 +125,8 @@ class FaultProxy:
             self.counts.errored += 1
             return json_response(error_body("ServiceUnavailable", "injected fault"), status=503,
                                  headers={"Retry-After": str(self.retry_after)})
-        drop = self.rng.random() < self.drop_rate
+        drop = self.rng.random() < self.drop_rate or self.drop_next > 0
+        self.drop_next = max(0, self.drop_next - 1)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         try:
             async with self._session.request(request.method, self.upstream + request.path_qs,
