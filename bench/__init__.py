@@ -18,5 +18,6 @@ Modules, one job each:
 - ``wrapper``: the resilience wrapper's cost per call against a raw aiohttp call;
 - ``procfs``: a process's resident memory and CPU time from ``/proc``;
 - ``machine``, ``results``, ``report``: what ran where, the figures, and their tables;
-- ``profile``: py-spy on every service under the same load (``python -m bench.profile``).
+- ``profile``: py-spy on every service under the same load (``python -m bench.profile``);
+- ``replicas``: POST rate on Redis with 1, 2 and 3 logging replicas (``python -m bench.replicas``).
 """

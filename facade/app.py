@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import Counter
 
 from resilience import RpcProxy, Settings, build_service
 from resilience.access import access_log_middleware
 from resilience.auth import signer_for
 from resilience.contract import KeyUuids
 from resilience.correlation import correlation_middleware
+from resilience.metrics import PolicyCollector, setup_metrics
 from resilience.policy import downstream_policies
 from resilience.runner import run_main
 from resilience.web import CLOSE_ON_UNREAD_BODY, body_deadline
@@ -32,9 +34,12 @@ def create_app(settings: Settings, clock: Clock = time.monotonic) -> web.Applica
     """
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[correlation_middleware, access_log_middleware, json_errors,
-                                       body_deadline(settings.body_read_timeout, failure),
-                                       shed_load(settings.max_in_flight)],
+                                       body_deadline(settings.body_read_timeout, failure)],
                           handler_args=CLOSE_ON_UNREAD_BODY)
+    registry = setup_metrics(app, [PolicyCollector(lambda: app.get(POLICIES, []))])
+    shed = Counter("http_requests_shed", "Requests answered 503 at once: the facade had MAX_IN_FLIGHT",
+                   registry=registry)
+    app.middlewares.append(shed_load(settings.max_in_flight, on_shed=shed.inc))
     app[SETTINGS] = settings
     app.cleanup_ctx.append(functools.partial(downstream_clients, clock=clock))
     setup_routes(app)

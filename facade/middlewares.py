@@ -3,6 +3,8 @@ load shedding."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -14,7 +16,7 @@ log = structlog.get_logger("facade")
 #: What a shed request is told to wait: the queue it met drains within a retry deadline.
 SHED_RETRY_AFTER = 1
 #: Paths answered even when shedding, so a supervisor does not take overload for death.
-UNSHED_PATHS = frozenset({"/health"})
+UNSHED_PATHS = frozenset({"/health", "/metrics"})
 
 
 def failure(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -51,7 +53,7 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
     return {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
 
 
-def shed_load(limit: int) -> Middleware:
+def shed_load(limit: int, on_shed: Callable[[], object] = lambda: None) -> Middleware:
     """A middleware that answers 503 with Retry-After at once past ``limit`` requests in flight.
 
     Past the limit each extra request would only slow every other one (and
@@ -59,7 +61,8 @@ def shed_load(limit: int) -> Middleware:
     back while the admitted ones finish. Place it after ``body_deadline``: a
     request counts from the moment its body is in, so clients that stall their
     bodies hold no slot and cannot starve normal requests of them (the body
-    deadline bounds them instead).
+    deadline bounds them instead). ``on_shed`` is called for each request shed
+    (the metrics count them).
     """
     in_flight = 0
 
@@ -67,6 +70,7 @@ def shed_load(limit: int) -> Middleware:
     async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal in_flight
         if in_flight >= limit and request.path not in UNSHED_PATHS:
+            on_shed()
             return failure(503, f"the facade is at its limit of {limit} requests in flight; "
                                 f"retry in {SHED_RETRY_AFTER} s",
                            {"Retry-After": str(SHED_RETRY_AFTER)})

@@ -22,7 +22,7 @@ from aiohttp import web
 from resilience import Settings
 from resilience.contract import MESSAGE_UUID, NOT_BLANK
 from resilience.correlation import HEADER as CORRELATION_HEADER
-from resilience.correlation import VALID_ID
+from resilience.correlation import TRACEPARENT, TRACESTATE, VALID_ID
 from resilience.paging import MAX_PAGE
 from resilience.web import json_response
 
@@ -60,6 +60,8 @@ def document_values(settings: Settings) -> dict[str, Value]:
         "version": version,
         "server_url": f"http://{settings.host}:{settings.facade_port}",
         "correlation_header": CORRELATION_HEADER,
+        "traceparent_header": TRACEPARENT,
+        "tracestate_header": TRACESTATE,
         "correlation_id_pattern": CORRELATION_ID_PATTERN,
         "idempotency_key_pattern": IDEMPOTENCY_KEY_PATTERN,
         "uuid_pattern": UUID_PATTERN,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
-from resilience import Settings, build_service, rpc_app
+from resilience import ServiceUnavailable, Settings, build_service, rpc_app
+from resilience.metrics import CountsCollector, ValueCollector
 from resilience.runner import run_main
 
 from .service import LoggingService
@@ -18,7 +21,19 @@ def create_app(settings: Settings) -> web.Application:
     """
     store = open_store(settings.logging_store)
     service = build_service(LoggingService, config=settings, store=store)
-    app = rpc_app(service, settings, ready=store.ping)
+    size = [0]
+
+    async def read_size() -> None:
+        # The store down: /ready says so; the gauge keeps the last size read.
+        with contextlib.suppress(ServiceUnavailable):
+            size[0] = await store.count()
+
+    collectors = [
+        CountsCollector("logging_messages", "Messages logging was asked to store, by what it did",
+                        "outcome", lambda: service.tally),
+        ValueCollector("logging_store_messages", "Messages in the store", lambda: size[0]),
+    ]
+    app = rpc_app(service, settings, ready=store.ping, collectors=collectors, refresh=read_size)
     app.on_cleanup.append(lambda _: store.close())
     return app
 

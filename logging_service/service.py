@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import structlog
@@ -27,6 +28,8 @@ class LoggingService:
     name = "logging"
     store = Dependency[MessageStore](MemoryStore)
     config = Config()
+    #: What ``log`` did, by outcome (stored, duplicate, conflict): the metrics read it.
+    tally = Dependency[Counter[str]](Counter)
 
     @rpc(expected=(InvalidArgument, Conflict))
     async def log(self, uuid: str, msg: str) -> dict[str, bool]:
@@ -44,11 +47,14 @@ class LoggingService:
         try:
             stored = await self.store.add(uuid, msg)
         except UuidConflict:
+            self.tally["conflict"] += 1
             logger.warning("uuid conflict", uuid=uuid)
             raise Conflict(f"uuid {uuid} is already stored with a different message") from None
         if stored:
+            self.tally["stored"] += 1
             logger.info("message stored", uuid=uuid, msg=msg)
             return {"stored": True}
+        self.tally["duplicate"] += 1
         logger.info("duplicate message ignored", uuid=uuid)
         return {"stored": False, "duplicate": True}
 

@@ -41,8 +41,9 @@ SCHEME = "RPC-HMAC-SHA256"
 #: Seconds a signature stays good either side of the receiver's clock: room for clock
 #: skew between hosts and for a retry's backoff, little for a replay.
 WINDOW = 30
-#: Paths any caller may reach without a signature.
-OPEN_PATHS = frozenset({"/health"})
+#: Paths any caller may reach without a signature: read-only probes for supervisors and Prometheus
+#: (counts and states, never a message).
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 #: The derivation label that keeps keys drawn from RPC_SECRET apart from RPC signing.
 _DERIVED = b"resilience derived key\n"
 
@@ -127,7 +128,7 @@ def verifier_for(settings: Settings) -> Verifier | None:
 
 
 def require_signature(verifier: Verifier, refuse: Callable[[str], web.StreamResponse]) -> Middleware:
-    """A middleware that lets a request through only with a good signature (``/health`` is open).
+    """A middleware that lets a request through only with a good signature (``OPEN_PATHS`` are open).
 
     It must come after ``body_deadline``: the signature covers the body.
     ``refuse(reason)`` builds the 401 reply in the app's error format.

@@ -43,6 +43,8 @@ from .window import Clock, SlidingWindow
 log = structlog.get_logger("resilience.breaker")
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
+STATES = (CLOSED, OPEN, HALF_OPEN)
+# Calls by outcome, as resilience4j counts them ("ignored": no outcome for the breaker).
 OUTCOMES = ("successful", "failed", "ignored", "not_permitted")
 
 

@@ -1,15 +1,29 @@
-"""Correlation IDs: one ID per client request, carried through every service's logs.
+"""Correlation IDs and W3C Trace Context: one ID per client request, through every service's logs.
 
-The facade takes ``X-Correlation-ID`` from the client or mints one; every RPC
-forwards it; every service echoes it on its responses. The ID is bound with
+The facade takes the ID from the client or mints one; every RPC forwards it;
+every service echoes it on its responses. The ID is bound with
 ``structlog.contextvars``, so every log line written while handling the
 request carries it (``merge_contextvars`` in the log configuration).
+
+Where the ID comes from, first match wins:
+
+1. a valid W3C ``traceparent`` (https://www.w3.org/TR/trace-context/): its
+   trace-id is the correlation ID, so a request can be followed by any
+   tracing tool's ID as well as with jq; ``tracestate`` is passed on as it came;
+2. ``X-Correlation-ID``, when it is 1 to 128 of ``A-Za-z0-9._:-``;
+3. a minted one: 32 lower-case hex digits, itself a valid trace-id.
+
+Every RPC then carries ``X-Correlation-ID`` and, when the ID is a trace-id,
+a ``traceparent`` with that trace-id and a new parent-id (this hop's). A
+malformed ``traceparent`` is ignored, never refused.
 """
 
 from __future__ import annotations
 
 import random
 import re
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
@@ -17,11 +31,29 @@ from aiohttp import web
 from .web import Handler
 
 HEADER = "X-Correlation-ID"
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
 VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# version-trace_id-parent_id-flags; a future version may append fields after another "-".
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
 # Enough of a refused ID to recognise it in the logs, never an unbounded client string.
 _SHOWN_OF_REFUSED = 64
+# The longest tracestate passed on (the spec's 32 members of at most 256 bytes fit 8 KiB).
+_MAX_TRACESTATE = 8192
 
 log = structlog.get_logger("resilience.correlation")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceContext:
+    """What a request's ``traceparent`` said, for the RPCs it makes."""
+
+    flags: str = "00"
+    tracestate: str | None = None
+
+
+_trace: ContextVar[TraceContext | None] = ContextVar("trace_context", default=None)
 
 
 def accept_or_mint(value: str | None) -> str:
@@ -32,13 +64,43 @@ def accept_or_mint(value: str | None) -> str:
     """
     if value and VALID_ID.fullmatch(value):
         return value
-    return f"{random.getrandbits(128):032x}"
+    return _random_hex(128)
+
+
+def parse_traceparent(value: str | None) -> tuple[str, str] | None:
+    """The (trace-id, flags) of a valid ``traceparent``, else ``None``.
+
+    As the spec says: version ``ff`` is invalid, version ``00`` has exactly
+    four fields, an all-zero trace-id or parent-id is invalid, and a later
+    version is read for its first four fields.
+    """
+    match = _TRACEPARENT.fullmatch(value.strip()) if value else None
+    if match is None:
+        return None
+    version, trace_id, parent_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest) or set(trace_id) == {"0"} or set(parent_id) == {"0"}:
+        return None
+    return trace_id, flags
 
 
 def current_correlation_id() -> str | None:
     """The correlation ID bound for the request being handled, if any."""
     cid = structlog.contextvars.get_contextvars().get("correlation_id")
     return cid if isinstance(cid, str) else None
+
+
+def propagation_headers() -> dict[str, str]:
+    """The headers an RPC made now carries: the correlation ID, and trace context for a trace-id."""
+    cid = current_correlation_id()
+    if cid is None:
+        return {}
+    headers = {HEADER: cid}
+    if _TRACE_ID.fullmatch(cid) and set(cid) != {"0"}:
+        trace = _trace.get() or TraceContext()
+        headers[TRACEPARENT] = f"00-{cid}-{_random_hex(64)}-{trace.flags}"
+        if trace.tracestate:
+            headers[TRACESTATE] = trace.tracestate
+    return headers
 
 
 @web.middleware
@@ -49,15 +111,28 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
     connection share a task, and nothing bound for one may reach the next.
     """
     sent = request.headers.get(HEADER)
-    cid = accept_or_mint(sent)
+    traceparent = request.headers.get(TRACEPARENT)
+    parent = parse_traceparent(traceparent)
+    cid = parent[0] if parent is not None else accept_or_mint(sent)
+    tracestate = request.headers.get(TRACESTATE)
+    token = _trace.set(TraceContext(parent[1], tracestate[:_MAX_TRACESTATE] if tracestate else None)
+                       if parent is not None else None)
     structlog.contextvars.clear_contextvars()
-    with structlog.contextvars.bound_contextvars(correlation_id=cid):
-        if sent is not None and sent != cid:
-            log.info("client correlation ID replaced", refused=sent[:_SHOWN_OF_REFUSED])
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            exc.headers[HEADER] = cid
-            raise
-    response.headers[HEADER] = cid
+    echoed = {HEADER: cid} | ({TRACEPARENT: traceparent} if parent is not None and traceparent else {})
+    try:
+        with structlog.contextvars.bound_contextvars(correlation_id=cid):
+            if sent is not None and sent != cid:
+                log.info("client correlation ID replaced", refused=sent[:_SHOWN_OF_REFUSED])
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                exc.headers.update(echoed)
+                raise
+    finally:
+        _trace.reset(token)
+    response.headers.update(echoed)
     return response
+
+
+def _random_hex(bits: int) -> str:
+    return f"{random.getrandbits(bits):0{bits // 4}x}"

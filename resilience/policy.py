@@ -38,6 +38,9 @@ from .window import Clock
 
 T = TypeVar("T")
 log = structlog.get_logger("resilience.retry")
+# Calls by whether they were retried and how they ended, as resilience4j's Retry counts them.
+RETRY_OUTCOMES = ("successful_without_retry", "successful_with_retry", "failed_without_retry",
+                  "failed_with_retry")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -117,6 +120,9 @@ class CallPolicy:
     clock: Clock = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: Callable[[float, float], float] = field(default=random.uniform)
+    #: What the metrics call this policy (``logging.write``).
+    name: str = ""
+    outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RETRY_OUTCOMES, 0))
 
     @property
     def service(self) -> str:
@@ -145,11 +151,15 @@ class CallPolicy:
         # more than a breaker and a timeout. Only a transient failure enters the loop,
         # which replays it as its first attempt, so numbering, waits and stops agree.
         try:
-            return await self._attempt(attempt, deadline, failed_on)
+            result = await self._attempt(attempt, deadline, failed_on)
         except Exception as exc:
             if self.attempts == 1 or not is_transient(exc):
+                self.outcomes["failed_without_retry"] += 1
                 raise
             first_failure: Exception | None = exc
+        else:
+            self.outcomes["successful_without_retry"] += 1
+            return result
         stop = stop_after_attempt(self.attempts) | stop_before_deadline(deadline, self.clock)
         if self.budget is not None:
             stop = stop | stop_unless_budget_allows(self.budget, self.service)
@@ -161,12 +171,19 @@ class CallPolicy:
             before_sleep=lambda state: self._log_retry(state, failed_on[-1].url),
             reraise=True,
         )
-        async for attempt_state in retrying:
-            with attempt_state:
-                if first_failure is not None:
-                    replayed, first_failure = first_failure, None
-                    raise replayed
-                return await self._attempt(attempt, deadline, failed_on)
+        try:
+            async for attempt_state in retrying:
+                with attempt_state:
+                    if first_failure is not None:
+                        replayed, first_failure = first_failure, None
+                        raise replayed
+                    result = await self._attempt(attempt, deadline, failed_on)
+                    self.outcomes["successful_with_retry"] += 1
+                    return result
+        except Exception:
+            retried = retrying.statistics.get("attempt_number", 1) > 1
+            self.outcomes["failed_with_retry" if retried else "failed_without_retry"] += 1
+            raise
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     async def _attempt(self, attempt: Callable[[str, float], Awaitable[T]], deadline: float,
@@ -233,6 +250,7 @@ def downstream_policies(service: str, urls: Sequence[str], settings: Settings,
             backoff_base=settings.retry_backoff_base,
             backoff_max=settings.retry_backoff_max,
             clock=clock,
+            name=f"{service}.{kind}",
         )
         for kind in kinds
     }

@@ -32,7 +32,7 @@ from yarl import URL
 
 from .auth import Signer
 from .coalesce import Coalescer, Pending
-from .correlation import HEADER, current_correlation_id
+from .correlation import HEADER, propagation_headers
 from .errors import Overloaded, RemoteError, ServiceUnavailable, registered_error
 from .policy import CallPolicy
 from .server import result_bytes
@@ -102,9 +102,7 @@ class RpcProxy:
         """Call ``method`` with ``kwargs`` under its policy and return its result (with
         ``undecoded``, the result's JSON bytes as they came, to pass on without a copy)."""
         policy = self._policy(method)
-        cid = current_correlation_id()
-        call = _Call(method, orjson.dumps(kwargs),
-                     _JSON_HEADERS if cid is None else {**_JSON_HEADERS, HEADER: cid},
+        call = _Call(method, orjson.dumps(kwargs), {**_JSON_HEADERS, **propagation_headers()},
                      policy.clock() + policy.deadline, undecoded)
         try:
             if method in self._batched:

@@ -23,16 +23,18 @@ signature (401 without one; see ``auth.py``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client.registry import Collector
 
 from . import auth
 from .access import access_log_middleware
 from .correlation import VALID_ID, correlation_middleware
 from .errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
+from .metrics import setup_metrics
 from .rpc import dispatch, entrypoints
 from .settings import Settings
 from .web import (
@@ -130,7 +132,8 @@ def unauthorized(reason: str) -> web.Response:
 
 
 def rpc_app(service: Any, settings: Settings | None = None, *,
-            ready: Readiness | None = None) -> web.Application:
+            ready: Readiness | None = None, collectors: Iterable[Collector] = (),
+            refresh: Callable[[], Awaitable[None]] | None = None) -> web.Application:
     """An aiohttp app that exposes ``service``'s ``@rpc`` methods, batches of them, a liveness and
     a readiness check.
 
@@ -138,6 +141,8 @@ def rpc_app(service: Any, settings: Settings | None = None, *,
     batch, at most ``RPC_BATCH_MAX_CALLS`` calls in ``RPC_BATCH_MAX_BYTES``.
     ``ready`` raises ``ServiceUnavailable`` when the service cannot serve
     calls (its store is unreachable); without it, a live service is ready.
+    ``GET /metrics`` serves the request counts and ``collectors`` (``refresh``
+    runs before each scrape; see ``metrics.py``).
     Raises SettingsError when ``settings`` bind beyond loopback without ``RPC_SECRET``.
     """
     settings = Settings() if settings is None else settings
@@ -213,4 +218,5 @@ def rpc_app(service: Any, settings: Settings | None = None, *,
     app.router.add_post("/rpc", batch)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", readiness)
+    setup_metrics(app, collectors, refresh)
     return app

@@ -68,7 +68,8 @@ def body_deadline(timeout: float, refuse: Callable[[int, str], web.Response]) ->
     async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _reads_body(request):
             try:
-                async with asyncio.timeout(timeout):
+                # A body that came in with its headers (most do) needs no timer.
+                async with asyncio.timeout(None if request.content.is_eof() else timeout):
                     await request.read()
             except TimeoutError:
                 return _closing(refuse(408, f"request body did not arrive within {timeout:g} s"))

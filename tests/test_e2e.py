@@ -160,6 +160,20 @@ def test_one_correlation_id_through_all_three_services(cluster: Cluster) -> None
         assert {e["service"] for e in lines} == {name}
 
 
+def test_a_traceparent_trace_id_is_on_every_services_log_lines(cluster: Cluster) -> None:
+    """A W3C traceparent from the client: its trace-id is the correlation ID on every service's log
+    lines for the request, and the client gets back what it sent."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    sent = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01", "tracestate": "vendor=abc"}
+    status, _, headers = post_msg(cluster.facade_url, "w3c", sent)
+    assert status == 200
+    assert (headers["traceparent"], headers["X-Correlation-ID"]) == (sent["traceparent"], trace_id)
+    assert http("GET", cluster.facade_url + "/facade", None, sent)[0] == 200
+    for name in ("facade", "logging", "messages"):
+        lines = [e for e in cluster.log_lines(name) if e.get("correlation_id") == trace_id]
+        assert lines, f"{name} logged nothing for trace {trace_id}"
+
+
 def facade_retries(cluster: Cluster, correlation_id: str) -> int:
     """How many retries the facade logged for the request with ``correlation_id``."""
     return sum(e.get("correlation_id") == correlation_id and e["event"] == "retrying call"

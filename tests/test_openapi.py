@@ -121,7 +121,7 @@ def test_errors_headers_and_parameters_are_documented() -> None:
     assert "Retry-After" in _resolve(doc, post["responses"]["503"])["headers"]
     assert "Allow" in responses["MethodNotAllowed"]["headers"]
     names = {_resolve(doc, p)["name"] for p in post["parameters"]}
-    assert names == {"Idempotency-Key", "X-Correlation-ID"}
+    assert names == {"Idempotency-Key", "X-Correlation-ID", "traceparent", "tracestate"}
 
 
 @pytest.mark.parametrize("settings", [Settings(), Settings(max_msg_chars=50, max_body_bytes=1000,
@@ -211,6 +211,11 @@ CALLS = [
     Call("HEAD", "/facade", 200),
     Call("GET", "/health", 200),
     Call("GET", "/openapi.json", 200),
+    Call("GET", "/metrics", 200),
+    Call("HEAD", "/metrics", 200),
+    Call("GET", "/health", 200, headers={
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "a=1"}),
+    Call("GET", "/health", 200, headers={"traceparent": "not one"}),
     Call("POST", "/facade", 400, b'{"msg": ', JSON_HEADERS),
     Call("POST", "/facade", 400, b'{"msg": "x"}', {"Idempotency-Key": "has space"}),
     Call("GET", "/facade?limit=-1", 400),

@@ -49,15 +49,20 @@ async def facade_over(aiohttp_client: AiohttpClient, messages_server: TestServer
     return await aiohttp_client(create_facade(settings))
 
 
+@pytest.fixture
+async def balanced(aiohttp_client: AiohttpClient, replicas: list[TestServer],
+                   messages_server: TestServer) -> Client:
+    """A facade balancing over both healthy replicas."""
+    return await facade_over(aiohttp_client, messages_server, *map(url_of, replicas))
+
+
 async def test_posts_spread_over_the_replicas_and_each_answer_names_its_replica(
-    aiohttp_client: AiohttpClient, replicas: list[TestServer], messages_server: TestServer,
-) -> None:
+        balanced: Client, replicas: list[TestServer]) -> None:
     """With two healthy replicas both get writes, and every access line names the one that served."""
-    facade = await facade_over(aiohttp_client, messages_server, *map(url_of, replicas))
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
         for i in range(40):
-            assert (await facade.post("/facade", json={"msg": f"spread-{i}"})).status == 200
-        assert (await facade.get("/health")).status == 200  # same keep-alive connection
+            assert (await balanced.post("/facade", json={"msg": f"spread-{i}"})).status == 200
+        assert (await balanced.get("/health")).status == 200  # same keep-alive connection
     assert all(stored(replica) for replica in replicas)
     assert sum(len(stored(replica)) for replica in replicas) == 40
     served = [e["logging_replica"] for e in logs
@@ -85,3 +90,15 @@ async def test_a_retry_lands_on_another_replica_and_the_bad_one_is_cut_off(
     bad, good = facade.app[SERVICE].logging_rpc.method_policies["log"].breakers
     assert (bad.state, good.state) == ("open", "closed")
     assert bad.name == f"logging.write@{refusing.url.removeprefix('http://')}"
+
+
+@pytest.mark.xfail(reason="GET /facade calls logging inside asyncio.gather, a task of its own: the "
+                          "replica it binds to the log context never reaches the request's access line")
+async def test_each_get_answer_names_its_replica(balanced: Client, replicas: list[TestServer]) -> None:
+    """With two replicas, the access line of every GET /facade names the replica that served the read."""
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        for _ in range(4):
+            assert (await balanced.get("/facade")).status == 200
+    lines = [e for e in logs if e["event"] == "request handled" and e["path"] == "/facade"]
+    assert len(lines) == 4
+    assert all(e.get("logging_replica") in set(map(url_of, replicas)) for e in lines)

@@ -22,8 +22,9 @@ from scripts.soak.run import until_something_checked
 from scripts.soak.timeline import draw_png, timeline_of
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Short runs: fast timeouts and a quick breaker, so every kind of fault gets its turn in seconds.
-FAST_SERVICES = {"RPC_TIMEOUT": "0.3", "RETRY_DEADLINE": "1.5", "BREAKER_OPEN_DURATION": "1"}
+# The services run with the shipped settings: a fault soak that needs them changed would mean the
+# defaults are wrong.
+SHIPPED: dict[str, str] = {}
 
 
 def explain(report: Report) -> str:
@@ -228,7 +229,7 @@ def test_timeline_picture_is_skipped_without_matplotlib(tmp_path: Path,
 async def test_short_soak_loses_nothing_under_real_faults(tmp_path: Path) -> None:
     """A 6 s soak on the real processes loses, duplicates and invents nothing, and the faults happened."""
     config = SoakConfig(duration=6.0, concurrency=4, seed=3, phase_min=0.4, phase_max=0.8,
-                        kill_messages_every=1.5, messages_downtime=0.3, service_env=FAST_SERVICES,
+                        kill_messages_every=1.5, messages_downtime=0.3, service_env=SHIPPED,
                         log_dir=tmp_path)
 
     report = await run_soak(config)
@@ -259,7 +260,7 @@ async def test_kill_logging_counts_its_losses_apart(tmp_path: Path) -> None:
     config = SoakConfig(duration=6.0, concurrency=4, seed=5, phases=("clean", "drops"),
                         phase_min=0.4, phase_max=0.8,
                         kill_messages_every=3.0, messages_downtime=0.3, kill_logging=True,
-                        kill_logging_every=2.0, service_env=FAST_SERVICES, log_dir=tmp_path)
+                        kill_logging_every=2.0, service_env=SHIPPED, log_dir=tmp_path)
 
     report = await run_soak(config)
 

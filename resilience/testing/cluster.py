@@ -1,4 +1,4 @@
-"""The three real service processes on free ports, for end-to-end tests, the benchmark and the soak.
+"""The real service processes on free ports, for end-to-end tests, the benchmark and the soak.
 
 ::
 
@@ -6,6 +6,11 @@
         cluster.start_all()
         requests.post(cluster.facade_url + "/facade", ...)
         cluster.kill("messages"); cluster.start("messages")
+
+    # Three logging replicas on one Redis, the facade over their LOGGING_URLS:
+    with Cluster(tmp_path, env={"LOGGING_STORE": redis.url}, logging_replicas=3) as cluster:
+        cluster.start_all()
+        cluster.kill("logging2"); cluster.start("logging2")
 
 Each process writes its JSON log lines to ``<log_dir>/<name>.log``.
 """
@@ -26,8 +31,16 @@ from types import TracebackType
 
 import orjson
 
-SERVICES = ("logging", "messages", "facade")
+#: The module each kind of service runs as (``python -m <module>``).
 MODULES = {"facade": "facade", "logging": "logging_service", "messages": "messages"}
+
+
+def replica_names(count: int) -> tuple[str, ...]:
+    """The names of ``count`` logging replicas: ``logging`` alone, else ``logging1``... (as in
+    Procfile.cluster)."""
+    if count < 1:
+        raise ValueError("a cluster needs at least one logging replica")
+    return ("logging",) if count == 1 else tuple(f"logging{i}" for i in range(1, count + 1))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,15 +86,21 @@ class Cluster:
 
     ``logging_url``/``messages_url`` can be pointed elsewhere (a fault proxy)
     before ``start("facade")``; ``env`` adds settings to every process.
+    With ``logging_replicas`` above one, the logging replicas are named
+    ``logging1``... (``replicas``), each on a port of its own, and the facade
+    balances over all of them (``LOGGING_URLS``); they share a store only if
+    ``env`` gives them one (``LOGGING_STORE``).
     """
 
     def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", logging_replicas: int = 1) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
-        self.ports = {name: free_port(host) for name in SERVICES}
-        self.logging_url = self.url("logging")
+        self.replicas = replica_names(logging_replicas)
+        self.services = (*self.replicas, "messages", "facade")
+        self.ports = {name: free_port(host) for name in self.services}
+        self.logging_url = self.url(self.replicas[0])
         self.messages_url = self.url("messages")
         self.extra_env = dict(env or {})
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -95,15 +114,22 @@ class Cluster:
     def facade_url(self) -> str:
         return self.url("facade")
 
-    def env(self) -> dict[str, str]:
-        """The environment every service process gets."""
+    @property
+    def logging_urls(self) -> tuple[str, ...]:
+        """Where each logging replica listens, in the order of ``replicas``."""
+        return tuple(self.url(name) for name in self.replicas)
+
+    def env(self, name: str | None = None) -> dict[str, str]:
+        """The environment service ``name`` gets (without a name: what every service gets)."""
+        replicas = {"LOGGING_URLS": ",".join(self.logging_urls)} if len(self.replicas) > 1 else {}
         return {
             **os.environ,
             "HOST": self.host,
             "FACADE_PORT": str(self.ports["facade"]),
-            "LOGGING_PORT": str(self.ports["logging"]),
+            "LOGGING_PORT": str(self.ports[name if name in self.replicas else self.replicas[0]]),
             "MESSAGES_PORT": str(self.ports["messages"]),
             "LOGGING_URL": self.logging_url,
+            **replicas,
             "MESSAGES_URL": self.messages_url,
             "LOG_FORMAT": "json",
             **self.extra_env,
@@ -111,9 +137,10 @@ class Cluster:
 
     def start(self, name: str, wait: bool = True) -> subprocess.Popen[bytes]:
         """Start service ``name`` (appending to its log) and, with ``wait``, wait until it serves."""
+        module = MODULES["logging" if name in self.replicas else name]
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self._log_starts[name] = log.tell()
-            proc = subprocess.Popen([sys.executable, "-m", MODULES[name]], env=self.env(),
+            proc = subprocess.Popen([sys.executable, "-m", module], env=self.env(name),
                                     stdout=log, stderr=subprocess.STDOUT)
         self.procs[name] = proc
         if wait:
@@ -121,9 +148,9 @@ class Cluster:
         return proc
 
     def start_all(self) -> None:
-        for name in SERVICES:
+        for name in self.services:
             self.start(name, wait=False)
-        for name in SERVICES:
+        for name in self.services:
             self.wait_until_serving(name)
 
     def wait_until_serving(self, name: str, timeout: float = 15.0) -> None:
@@ -139,7 +166,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         while not (self._says_listening(name) and is_healthy(url)):
             if proc.poll() is not None:
-                lines = self._lines_since_start(name)
+                lines = self.lines_since_start(name)
                 said = lines[-1] if lines else {}
                 raise RuntimeError(f"{name} exited with status {proc.returncode} before serving on "
                                    f"{url}: {said.get('event', '')} {said.get('error', '')}".rstrip())
@@ -147,7 +174,7 @@ class Cluster:
                 raise TimeoutError(f"{name} not serving on {url} within {timeout} s")
             time.sleep(HEALTH_POLL)
 
-    def _lines_since_start(self, name: str) -> list[dict[str, object]]:
+    def lines_since_start(self, name: str) -> list[dict[str, object]]:
         """The JSON log lines service ``name`` has written since it was last started."""
         with open(self.log_dir / f"{name}.log", "rb") as log:
             log.seek(self._log_starts.get(name, 0))
@@ -156,7 +183,7 @@ class Cluster:
     def _says_listening(self, name: str) -> bool:
         """Whether service ``name`` has logged, since it was last started, that it listens on its port."""
         return any(line.get("event") == "service listening" and line.get("port") == self.ports[name]
-                   for line in self._lines_since_start(name))
+                   for line in self.lines_since_start(name))
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
         """Send ``sig`` to service ``name`` and wait for it to exit; return its exit status.

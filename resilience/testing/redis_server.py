@@ -97,7 +97,7 @@ class RedisServer:
 
     def info(self, section: str) -> dict[str, Any]:
         """One section of ``INFO`` (``memory``, ``clients``, ``persistence``...), parsed."""
-        with self._client() as client:
+        with self.client() as client:
             return dict(client.info(section))
 
     def used_memory(self) -> int:
@@ -106,10 +106,10 @@ class RedisServer:
 
     def flush(self) -> None:
         """Delete every key of every database: a clean server for the next test."""
-        with self._client() as client:
+        with self.client() as client:
             client.flushall()
 
-    def _client(self) -> redis.Redis:
+    def client(self) -> redis.Redis:
         """A blocking client for the test's own thread (never on a service's event loop)."""
         return redis.Redis(host=self.host, port=self.port, socket_timeout=5)
 

@@ -1,0 +1,83 @@
+"""W3C Trace Context: what a traceparent is, and what goes on to the next service."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from resilience.correlation import HEADER, parse_traceparent
+from tests.conftest import AiohttpServer, MakeFacade
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+def test_valid_traceparents_give_their_trace_id_and_flags() -> None:
+    """Version 00 with four fields, and a later version with more, are read for trace-id and flags."""
+    assert parse_traceparent(PARENT) == (TRACE_ID, "01")
+    assert parse_traceparent(f"01-{TRACE_ID}-00f067aa0ba902b7-00-extra") == (TRACE_ID, "00")
+
+
+def test_malformed_traceparents_are_none() -> None:
+    """Anything the spec calls invalid is ignored: wrong case, lengths, version ff, zero IDs."""
+    for bad in (None, "", "garbage", PARENT.upper(), f"ff-{TRACE_ID}-00f067aa0ba902b7-01",
+                f"00-{TRACE_ID}-00f067aa0ba902b7-01-extra", f"00-{'0' * 32}-00f067aa0ba902b7-01",
+                f"00-{TRACE_ID}-{'0' * 16}-01", f"00-{TRACE_ID[:-1]}-00f067aa0ba902b7-01"):
+        assert parse_traceparent(bad) is None, bad
+
+
+async def recording_logging(aiohttp_server: AiohttpServer) -> tuple[TestServer, list[dict[str, str]]]:
+    """A stand-in logging that records the headers of every RPC it gets."""
+    seen: list[dict[str, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"result": {"stored": True}})
+
+    app = web.Application()
+    app.router.add_post("/rpc/{method}", record)
+    return await aiohttp_server(app), seen
+
+
+async def test_every_rpc_carries_the_trace_id_with_a_new_parent_id(
+    make_facade: MakeFacade, aiohttp_server: AiohttpServer,
+) -> None:
+    """The RPC to logging has the client's trace-id, flags and tracestate, this hop's own parent-id,
+    and the trace-id as X-Correlation-ID; the client's headers are echoed as sent."""
+    server, seen = await recording_logging(aiohttp_server)
+    facade = await make_facade(logging_url=str(server.make_url("")).rstrip("/"))
+    resp = await facade.post("/facade", json={"msg": "traced"},
+                             headers={"traceparent": PARENT, "tracestate": "a=1,b=2"})
+    assert resp.status == 200
+    assert (resp.headers["traceparent"], resp.headers[HEADER]) == (PARENT, TRACE_ID)
+    (rpc,) = seen
+    version, trace_id, parent_id, flags = rpc["traceparent"].split("-")
+    assert (version, trace_id, flags) == ("00", TRACE_ID, "01")
+    assert parent_id != "00f067aa0ba902b7"
+    assert (rpc["tracestate"], rpc[HEADER]) == ("a=1,b=2", TRACE_ID)
+
+
+async def test_a_malformed_traceparent_is_ignored_not_fatal(
+    make_facade: MakeFacade, aiohttp_server: AiohttpServer,
+) -> None:
+    """A bad traceparent changes nothing: the X-Correlation-ID is used and nothing is echoed for it."""
+    server, seen = await recording_logging(aiohttp_server)
+    facade = await make_facade(logging_url=str(server.make_url("")).rstrip("/"))
+    resp = await facade.post("/facade", json={"msg": "x"},
+                             headers={"traceparent": "00-nothex-00f067aa0ba902b7-01", HEADER: "mine-1"})
+    assert resp.status == 200
+    assert resp.headers[HEADER] == "mine-1"
+    assert "traceparent" not in resp.headers
+    assert seen[0][HEADER] == "mine-1"
+    assert "traceparent" not in seen[0]  # "mine-1" is no trace-id: nothing to propagate
+
+
+async def test_a_minted_id_is_a_trace_id_and_is_propagated(
+    make_facade: MakeFacade, aiohttp_server: AiohttpServer,
+) -> None:
+    """Without any ID from the client, the minted one is a valid trace-id sent on as a traceparent."""
+    server, seen = await recording_logging(aiohttp_server)
+    facade = await make_facade(logging_url=str(server.make_url("")).rstrip("/"))
+    resp = await facade.post("/facade", json={"msg": "x"})
+    minted = resp.headers[HEADER]
+    assert parse_traceparent(seen[0]["traceparent"]) == (minted, "00")
