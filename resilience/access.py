@@ -2,12 +2,14 @@
 
 ``note(key, value)`` adds a field to the current request's line from anywhere
 that handles it, child tasks included (``asyncio.gather`` copies the context,
-not the notes: the copy refers to the same notes).
+not the notes: the copy refers to the same notes). The app's ``OBSERVERS``
+hear of every answered request too (the metrics count them there).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 
 import structlog
@@ -16,6 +18,10 @@ from aiohttp import web
 from .web import Handler
 
 log = structlog.get_logger("resilience.access")
+
+#: Called with the request, its status (None if cancelled) and the seconds it took.
+Observer = Callable[[web.Request, int | None, float], None]
+OBSERVERS = web.AppKey("access_observers", list[Observer])
 
 _notes: ContextVar[dict[str, object] | None] = ContextVar("access_notes", default=None)
 
@@ -46,6 +52,9 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         raise
     finally:
         _notes.reset(token)
+        seconds = time.perf_counter() - started
+        for observe in request.app.get(OBSERVERS, ()):
+            observe(request, status, seconds)
         log.info("request handled" if status is not None else "request cancelled",
                  method=request.method, path=request.path, status=status,
-                 duration_ms=round((time.perf_counter() - started) * 1000, 3), **notes)
+                 duration_ms=round(seconds * 1000, 3), **notes)
