@@ -1,7 +1,8 @@
 """Prometheus metrics: ``GET /metrics`` on every service, in the Prometheus text format.
 
 Each app has a registry of its own (so several apps in one process, as in
-the tests, never share series). Requests are counted by a middleware; the
+the tests, never share series). Requests are counted as the access log
+middleware answers them (its ``OBSERVERS``); the
 resilience parts already keep counts of what they do (a breaker's calls by
 outcome, a budget's refusals, a policy's retries), so a collector reads
 those at scrape time instead of touching the hot path. Names follow
@@ -11,7 +12,6 @@ and retries, resilience4j's metric names and kinds.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 
 from aiohttp import web
@@ -20,9 +20,9 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .access import OBSERVERS
 from .breaker import OUTCOMES, STATES
 from .policy import RETRY_OUTCOMES, CallPolicy
-from .web import Handler
 
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 # Request latency buckets, in seconds: a millisecond to the retry deadline and past it.
@@ -31,7 +31,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 def setup_metrics(app: web.Application, collectors: Iterable[Collector] = (),
                   refresh: Callable[[], Awaitable[None]] | None = None) -> CollectorRegistry:
-    """Give ``app`` a registry, a request-counting middleware and ``GET /metrics``.
+    """Give ``app`` a registry, request counts (from the access log middleware) and ``GET /metrics``.
 
     ``refresh`` runs before each scrape, for values that take I/O to read (a
     Redis store's size).
@@ -47,28 +47,18 @@ def setup_metrics(app: web.Application, collectors: Iterable[Collector] = (),
     counted: dict[tuple[str, str, str], Counter] = {}
     timed: dict[tuple[str, str], Histogram] = {}
 
-    @web.middleware
-    async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            route = request.match_info.route.resource
-            key = (route.canonical if route is not None else "unmatched", request.method)
-            counter = counted.get((*key, str(status)))
-            if counter is None:
-                counter = counted[(*key, str(status))] = requests.labels(*key, str(status))
-            histogram = timed.get(key)
-            if histogram is None:
-                histogram = timed[key] = latency.labels(*key)
-            counter.inc()
-            histogram.observe(time.perf_counter() - started)
+    def count(request: web.Request, status: int | None, seconds: float) -> None:
+        route = request.match_info.route.resource
+        key = (route.canonical if route is not None else "unmatched", request.method)
+        answered = (*key, "cancelled" if status is None else str(status))
+        counter = counted.get(answered)
+        if counter is None:
+            counter = counted[answered] = requests.labels(*answered)
+        histogram = timed.get(key)
+        if histogram is None:
+            histogram = timed[key] = latency.labels(*key)
+        counter.inc()
+        histogram.observe(seconds)
 
     serve = make_aiohttp_handler(registry)
 
@@ -77,7 +67,7 @@ def setup_metrics(app: web.Application, collectors: Iterable[Collector] = (),
             await refresh()
         return await serve(request)
 
-    app.middlewares.insert(0, count_requests)
+    app.setdefault(OBSERVERS, []).append(count)
     app.router.add_get("/metrics", metrics)
     app[REGISTRY] = registry
     return registry

@@ -27,9 +27,9 @@ from typing import Any
 
 import aiohttp
 import orjson
-import structlog
 from yarl import URL
 
+from .access import note
 from .auth import Signer
 from .coalesce import Coalescer, Pending
 from .correlation import HEADER, propagation_headers
@@ -115,7 +115,7 @@ class RpcProxy:
         except TimeoutError:  # queued behind a request for longer than the call's deadline
             raise ServiceUnavailable(self.service, "deadline passed while queued") from None
         if len(policy.balancer.targets) > 1:
-            structlog.contextvars.bind_contextvars(**{self._replica_key: replica})
+            note(self._replica_key, replica)
         return result
 
     async def aclose(self) -> None:

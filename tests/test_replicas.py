@@ -92,8 +92,6 @@ async def test_a_retry_lands_on_another_replica_and_the_bad_one_is_cut_off(
     assert bad.name == f"logging.write@{refusing.url.removeprefix('http://')}"
 
 
-@pytest.mark.xfail(reason="GET /facade calls logging inside asyncio.gather, a task of its own: the "
-                          "replica it binds to the log context never reaches the request's access line")
 async def test_each_get_answer_names_its_replica(balanced: Client, replicas: list[TestServer]) -> None:
     """With two replicas, the access line of every GET /facade names the replica that served the read."""
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
