@@ -20,8 +20,10 @@ malformed ``traceparent`` is ignored, never refused.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
+from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -46,14 +48,20 @@ log = structlog.get_logger("resilience.correlation")
 
 
 @dataclass(frozen=True, slots=True)
-class TraceContext:
-    """What a request's ``traceparent`` said, for the RPCs it makes."""
+class Propagation:
+    """What the RPCs a request makes carry on: its correlation ID and, when that is a trace-id,
+    the flags and tracestate its ``traceparent`` came with.
 
+    The log lines get the ID from ``structlog.contextvars``; this is the same ID
+    for the outgoing headers, read with one lookup instead of a copy of the context.
+    """
+
+    correlation_id: str
     flags: str = "00"
     tracestate: str | None = None
 
 
-_trace: ContextVar[TraceContext | None] = ContextVar("trace_context", default=None)
+_propagation: ContextVar[Propagation | None] = ContextVar("propagation", default=None)
 
 
 def accept_or_mint(value: str | None) -> str:
@@ -83,24 +91,29 @@ def parse_traceparent(value: str | None) -> tuple[str, str] | None:
     return trace_id, flags
 
 
-def current_correlation_id() -> str | None:
-    """The correlation ID bound for the request being handled, if any."""
-    cid = structlog.contextvars.get_contextvars().get("correlation_id")
-    return cid if isinstance(cid, str) else None
-
-
 def propagation_headers() -> dict[str, str]:
     """The headers an RPC made now carries: the correlation ID, and trace context for a trace-id."""
-    cid = current_correlation_id()
-    if cid is None:
+    current = _propagation.get()
+    if current is None:
         return {}
+    cid = current.correlation_id
     headers = {HEADER: cid}
     if _TRACE_ID.fullmatch(cid) and set(cid) != {"0"}:
-        trace = _trace.get() or TraceContext()
-        headers[TRACEPARENT] = f"00-{cid}-{_random_hex(64)}-{trace.flags}"
-        if trace.tracestate:
-            headers[TRACESTATE] = trace.tracestate
+        headers[TRACEPARENT] = f"00-{cid}-{_random_hex(64)}-{current.flags}"
+        if current.tracestate:
+            headers[TRACESTATE] = current.tracestate
     return headers
+
+
+@contextlib.contextmanager
+def correlated(cid: str, flags: str = "00", tracestate: str | None = None) -> Iterator[None]:
+    """Within the block, log lines carry ``cid`` and RPCs forward it (and the trace context)."""
+    token = _propagation.set(Propagation(cid, flags, tracestate))
+    try:
+        with structlog.contextvars.bound_contextvars(correlation_id=cid):
+            yield
+    finally:
+        _propagation.reset(token)
 
 
 @web.middleware
@@ -113,23 +126,24 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
     sent = request.headers.get(HEADER)
     traceparent = request.headers.get(TRACEPARENT)
     parent = parse_traceparent(traceparent)
-    cid = parent[0] if parent is not None else accept_or_mint(sent)
-    tracestate = request.headers.get(TRACESTATE)
-    token = _trace.set(TraceContext(parent[1], tracestate[:_MAX_TRACESTATE] if tracestate else None)
-                       if parent is not None else None)
     structlog.contextvars.clear_contextvars()
-    echoed = {HEADER: cid} | ({TRACEPARENT: traceparent} if parent is not None and traceparent else {})
-    try:
-        with structlog.contextvars.bound_contextvars(correlation_id=cid):
-            if sent is not None and sent != cid:
-                log.info("client correlation ID replaced", refused=sent[:_SHOWN_OF_REFUSED])
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:
-                exc.headers.update(echoed)
-                raise
-    finally:
-        _trace.reset(token)
+    if parent is not None:
+        cid, flags = parent
+        tracestate = request.headers.get(TRACESTATE)
+        context = correlated(cid, flags, tracestate[:_MAX_TRACESTATE] if tracestate else None)
+        echoed = {HEADER: cid, TRACEPARENT: traceparent or ""}
+    else:
+        cid = accept_or_mint(sent)
+        context = correlated(cid)
+        echoed = {HEADER: cid}
+    with context:
+        if sent is not None and sent != cid:
+            log.info("client correlation ID replaced", refused=sent[:_SHOWN_OF_REFUSED])
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers.update(echoed)
+            raise
     response.headers.update(echoed)
     return response
 

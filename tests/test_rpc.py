@@ -7,7 +7,6 @@ from unittest.mock import AsyncMock
 
 import aiohttp
 import pytest
-import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -26,7 +25,7 @@ from resilience import (
     rpc_app,
 )
 from resilience.balancer import Balancer, Target
-from resilience.correlation import HEADER
+from resilience.correlation import HEADER, correlated
 from resilience.errors import ExpectedError, error_path, registered_error, remote_error
 from resilience.testing import FakeClock, call_entrypoint, worker_factory
 from tests.conftest import AiohttpServer
@@ -286,7 +285,7 @@ async def test_proxy_forwards_the_correlation_id(
     app = web.Application()
     app.router.add_post("/rpc/{method}", record)
     server = await aiohttp_server(app)
-    with structlog.contextvars.bound_contextvars(correlation_id="abc-123"):
+    with correlated("abc-123"):
         await proxy_for(session, str(server.make_url(""))).anything()
     assert seen == ["abc-123"]
 
