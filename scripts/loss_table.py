@@ -50,6 +50,19 @@ async def run_level(facade_url: str, seconds: float, clients: int) -> tuple[Coun
     return outcomes, acknowledged
 
 
+async def read_all(facade_url: str) -> Counter[str]:
+    """Every stored message, page by page (following ``next_offset``), and how often each is stored."""
+    stored: Counter[str] = Counter()
+    offset: int | None = 0
+    async with aiohttp.ClientSession() as session:
+        while offset is not None:
+            async with session.get(facade_url + "/facade", params={"offset": str(offset)}) as resp:
+                page = await resp.json()
+            stored.update(page["logs"])
+            offset = page.get("next_offset")
+    return stored
+
+
 async def measure(seconds: float, clients: int, log_dir: Path) -> list[str]:
     rows = []
     with Cluster(log_dir) as cluster:
@@ -66,9 +79,7 @@ async def measure(seconds: float, clients: int, log_dir: Path) -> list[str]:
                 proxy.drop_rate = 0.0
                 opened = sum(1 for line in cluster.log_lines("facade")[seen:]
                              if line.get("new_state") == "open")
-                async with aiohttp.ClientSession() as session, \
-                        session.get(cluster.facade_url + "/facade") as resp:
-                    stored = Counter((await resp.json())["logs"])
+                stored = await read_all(cluster.facade_url)
                 posts = sum(outcomes.values())
                 lost = sum(1 for text in acknowledged if stored[text] == 0)
                 duplicated = sum(1 for count in stored.values() if count > 1)
