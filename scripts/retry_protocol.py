@@ -153,8 +153,10 @@ async def steps(p: Protocol, cluster: Cluster, proxy: FaultProxy) -> None:
     await p.request("POST", "/facade", {"msg": "msg4"})
     p.show_logs("facade", RETRY_EVENTS)
     p.say(f"The breaker on writes to logging opens once its last {rule.window:g} s hold at least "
-          f"{rule.min_calls} calls and {rule.failure_rate:.0%} of them failed. Until then each "
-          "POST fails the same way after its retries; the one during which it opens is cut short:")
+          f"{rule.min_calls} calls and {rule.failure_rate:.0%} of them failed, or once its newest "
+          f"{rule.fast_window:g} s show {rule.failure_rate:.0%} failed beyond reasonable doubt (ten or more "
+          "failures in a row, as here, where the POSTs follow each other at once). Until then "
+          "each POST fails the same way after its retries; the one during which it opens is cut short:")
     tried = []
     for n in range(MAX_POSTS_TO_OPEN):
         sent = await p.send("POST", "/facade", {"msg": f"down-{n + 1}"})
