@@ -109,10 +109,11 @@ def propagation_headers() -> dict[str, str]:
 def correlated(cid: str, flags: str = "00", tracestate: str | None = None) -> Iterator[None]:
     """Within the block, log lines carry ``cid`` and RPCs forward it (and the trace context)."""
     token = _propagation.set(Propagation(cid, flags, tracestate))
+    bound = structlog.contextvars.bind_contextvars(correlation_id=cid)
     try:
-        with structlog.contextvars.bound_contextvars(correlation_id=cid):
-            yield
+        yield
     finally:
+        structlog.contextvars.reset_contextvars(**bound)
         _propagation.reset(token)
 
 
@@ -120,13 +121,13 @@ def correlated(cid: str, flags: str = "00", tracestate: str | None = None) -> It
 async def correlation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind the request's correlation ID for its logs and outgoing RPCs, and echo it back.
 
-    The log context starts empty for each request: requests on one keep-alive
-    connection share a task, and nothing bound for one may reach the next.
+    Requests on one keep-alive connection share a task: what is bound for one
+    is reset when it is answered, so nothing reaches the next (fields for the
+    access line go through ``access.note``, never the log context).
     """
     sent = request.headers.get(HEADER)
     traceparent = request.headers.get(TRACEPARENT)
     parent = parse_traceparent(traceparent)
-    structlog.contextvars.clear_contextvars()
     if parent is not None:
         cid, flags = parent
         tracestate = request.headers.get(TRACESTATE)

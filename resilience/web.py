@@ -68,9 +68,11 @@ def body_deadline(timeout: float, refuse: Callable[[int, str], web.Response]) ->
     async def read_body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
         if _reads_body(request):
             try:
-                # A body that came in with its headers (most do) needs no timer.
-                async with asyncio.timeout(None if request.content.is_eof() else timeout):
+                if request.content.is_eof():  # it came in with its headers (most do): no timer
                     await request.read()
+                else:
+                    async with asyncio.timeout(timeout):
+                        await request.read()
             except TimeoutError:
                 return _closing(refuse(408, f"request body did not arrive within {timeout:g} s"))
             except web.HTTPRequestEntityTooLarge:
