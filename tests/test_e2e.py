@@ -292,7 +292,7 @@ def is_ready(url: str) -> bool:
 def test_honcho_runs_procfile_cluster_on_redis(tmp_path: Path) -> None:
     """`honcho -f Procfile.cluster start`: Redis with its data folder, three replicas on one store, Ctrl-C."""
     procfile = (REPO / "Procfile.cluster").read_text()
-    # The file's own ports, each replaced by a free one (tests never bind 5000-5002 or 6379).
+    # The file's own ports, each replaced by a free one (tests never bind the ports a live system uses).
     ports = {port: free_port() for port in sorted(set(CLUSTER_PORTS.findall(procfile)))}
     (tmp_path / "Procfile.cluster").write_text(CLUSTER_PORTS.sub(lambda m: str(ports[m[0]]), procfile))
     shutil.copy(REPO / "redis.conf", tmp_path)
