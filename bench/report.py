@@ -109,6 +109,8 @@ def wrapper_table(report: Report) -> str:
          f"{cpu_extra:.0f} ({cpu_extra / w.raw_cpu_us:.0%})"],
         ["CallPolicy.call around an attempt that does nothing, in a tight loop",
          f"{w.policy_only_us:.0f}", ""],
+        ["request metrics (count + latency histogram) per request, in a tight loop",
+         f"{w.metrics_only_us:.1f}", ""],
     ]
     return _table(["call, sequential, in one process", "wall µs", "client CPU µs"], rows, {1, 2})
 

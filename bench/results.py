@@ -52,7 +52,8 @@ class WrapperResult:
     """Median microseconds per sequential call, raw aiohttp and through ``RpcProxy``.
 
     ``*_us`` are wall time, ``*_cpu_us`` the calling process's CPU time;
-    ``policy_only_us`` is ``CallPolicy.call`` around an attempt that does nothing.
+    ``policy_only_us`` is ``CallPolicy.call`` around an attempt that does nothing;
+    ``metrics_only_us`` what the request metrics add to one request.
     """
 
     calls: int
@@ -61,6 +62,7 @@ class WrapperResult:
     raw_cpu_us: float
     wrapped_cpu_us: float
     policy_only_us: float
+    metrics_only_us: float
 
     @property
     def overhead_us(self) -> float:
