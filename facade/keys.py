@@ -5,7 +5,6 @@ from __future__ import annotations
 from aiohttp import web
 
 from resilience import CallPolicy, Settings
-from resilience.lag import LoopLag
 
 from .service import FacadeService
 
@@ -13,5 +12,3 @@ SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", FacadeService)
 # Every call policy the facade uses (their breakers, limits and budgets), for tests and metrics.
 POLICIES = web.AppKey("policies", list[CallPolicy])
-# How far behind the event loop is (load shedding on queueing time).
-LOOP_LAG = web.AppKey("loop_lag", LoopLag)

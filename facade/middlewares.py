@@ -53,8 +53,7 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
     return {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
 
 
-def shed_load(limit: int, on_shed: Callable[[], object] = lambda: None,
-              lag: Callable[[], float] = lambda: 0.0, max_lag: float = float("inf")) -> Middleware:
+def shed_load(limit: int, on_shed: Callable[[], object] = lambda: None) -> Middleware:
     """A middleware that answers 503 with Retry-After at once past ``limit`` requests in flight.
 
     Past the limit each extra request would only slow every other one (and
@@ -62,25 +61,19 @@ def shed_load(limit: int, on_shed: Callable[[], object] = lambda: None,
     back while the admitted ones finish. Place it after ``body_deadline``: a
     request counts from the moment its body is in, so clients that stall their
     bodies hold no slot and cannot starve normal requests of them (the body
-    deadline bounds them instead). It sheds as well while the event loop is
-    more than ``max_lag`` seconds behind (``lag()``, see ``resilience/lag.py``):
-    past that, every request waits that long before it even starts, however
-    few are in flight. ``on_shed`` is called for each request shed (the
-    metrics count them).
+    deadline bounds them instead). ``on_shed`` is called for each request shed
+    (the metrics count them).
     """
     in_flight = 0
 
     @web.middleware
     async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal in_flight
-        if request.path not in UNSHED_PATHS:
-            behind = lag()
-            if in_flight >= limit or behind > max_lag:
-                on_shed()
-                reason = (f"at its limit of {limit} requests in flight" if in_flight >= limit
-                          else f"{behind:.2f} s behind")
-                return failure(503, f"the facade is {reason}; retry in {SHED_RETRY_AFTER} s",
-                               {"Retry-After": str(SHED_RETRY_AFTER)})
+        if in_flight >= limit and request.path not in UNSHED_PATHS:
+            on_shed()
+            return failure(503, f"the facade is at its limit of {limit} requests in flight; "
+                                f"retry in {SHED_RETRY_AFTER} s",
+                           {"Retry-After": str(SHED_RETRY_AFTER)})
         in_flight += 1
         try:
             return await handler(request)

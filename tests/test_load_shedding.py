@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from facade.app import create_app
 from resilience import Settings
-from resilience.lag import LoopLag
-from tests.conftest import AiohttpClient, AiohttpServer, stored, wait_for
+from tests.conftest import AiohttpServer, stored, wait_for
 from tests.openapi_oracle import contract, reply_errors
 from tests.rawhttp import affordable_connections, open_connections, request_head
 
@@ -79,22 +76,3 @@ async def test_stalled_bodies_hold_no_slot(make_facade: MakeFacade, logging_serv
         assert resp.status == 200
         assert stored(logging_server) == ["normal"]
         assert open_connections(facade.server) >= STALLED  # the abusive ones are all still there
-
-
-async def test_a_loop_that_falls_behind_sheds_new_requests(
-    aiohttp_client: AiohttpClient, logging_server: TestServer, messages_server: TestServer,
-) -> None:
-    """While the event loop is more than MAX_LOOP_LAG behind, a new POST gets 503 at once (and
-    /health still answers); once it keeps up again, POSTs are served."""
-    lag = LoopLag(sleep=lambda seconds: asyncio.Event().wait())  # measured by hand here
-    settings = replace(Settings(), logging_url=str(logging_server.make_url("")).rstrip("/"),
-                       messages_url=str(messages_server.make_url("")).rstrip("/"))
-    facade = await aiohttp_client(create_app(settings, loop_lag=lag))
-    lag.value = settings.max_loop_lag + 0.5
-    resp = await facade.post("/facade", json={"msg": "late"})
-    assert (resp.status, resp.headers["Retry-After"]) == (503, "1")
-    assert "1.00 s behind" in (await resp.json())["message"]
-    assert (await facade.get("/health")).status == 200
-    lag.value = 0.0
-    assert (await facade.post("/facade", json={"msg": "on time"})).status == 200
-    assert stored(logging_server) == ["on time"]
