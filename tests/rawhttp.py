@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -34,15 +35,35 @@ async def request_head(server: BaseTestServer, path: str, headers: dict[str, str
     assert server.port is not None
     reader, writer = await asyncio.open_connection(server.host, server.port)
     try:
-        head = [f"{method} {path} HTTP/1.1", f"Host: {server.host}:{server.port}",
-                *(f"{name}: {value}" for name, value in headers.items())]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        writer.write(_head(server, path, headers, method))
         await writer.drain()
         yield reader, writer
     finally:
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
+
+
+def _head(server: BaseTestServer, path: str, headers: dict[str, str], method: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {server.host}:{server.port}",
+             *(f"{name}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def stalled_request(server: BaseTestServer, path: str, headers: dict[str, str], body_start: bytes,
+                    method: str = "POST") -> socket.socket:
+    """A plain socket to ``server`` on which a request's head and the start of its body were
+    sent, and nothing more: a client that stalls its body. Cheap enough to hold thousands of
+    (no event loop work on the client side); the caller closes it."""
+    assert server.host is not None
+    assert server.port is not None
+    sock = socket.create_connection((server.host, server.port))
+    try:
+        sock.sendall(_head(server, path, headers, method) + body_start)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def read_reply(reader: asyncio.StreamReader) -> Reply:

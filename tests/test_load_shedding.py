@@ -4,7 +4,7 @@ at once; stalled bodies hold no slot."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -17,7 +17,7 @@ from resilience.lag import LoopLag
 from resilience.testing import FakeClock
 from tests.conftest import AiohttpClient, AiohttpServer, stored, wait_for
 from tests.openapi_oracle import contract, reply_errors
-from tests.rawhttp import affordable_connections, open_connections, request_head
+from tests.rawhttp import affordable_connections, open_connections, stalled_request
 
 Client = TestClient[web.Request, web.Application]
 MakeFacade = Callable[..., Awaitable[Client]]
@@ -70,17 +70,21 @@ async def test_stalled_bodies_hold_no_slot(make_facade: MakeFacade, logging_serv
     answered 200 while they all stay open (the body deadline, not the slots, bounds them)."""
     assert STALLED >= 100, "the file limit leaves too few connections for this test"
     facade = await make_facade(max_in_flight=8)
-    async with contextlib.AsyncExitStack() as stack:
-        for _ in range(STALLED):
-            _, writer = await stack.enter_async_context(
-                request_head(facade.server, "/facade", {**JSON, "Content-Length": "1000"}))
-            writer.write(b'{"msg": "')
-        await wait_for(lambda: open_connections(facade.server) >= STALLED, timeout=60)
+    stalled: list[socket.socket] = []
+    try:
+        # A hundred at a time, under the listen backlog, each hundred accepted before the next.
+        while len(stalled) < STALLED:
+            stalled.extend(stalled_request(facade.server, "/facade", {**JSON, "Content-Length": "1000"},
+                                           b'{"msg": "') for _ in range(min(100, STALLED - len(stalled))))
+            await wait_for(lambda: open_connections(facade.server) >= len(stalled))
 
         resp = await facade.post("/facade", json={"msg": "normal"})
         assert resp.status == 200
         assert stored(logging_server) == ["normal"]
         assert open_connections(facade.server) >= STALLED  # the abusive ones are all still there
+    finally:
+        for sock in stalled:
+            sock.close()
 
 
 
