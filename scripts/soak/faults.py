@@ -49,15 +49,15 @@ class ChaosState:
         """Add ``event`` to the timeline, in seconds since the load started."""
         self.timeline.append((round(time.monotonic() - self.started, 2), event))
 
-    def killed(self, name: str, on_write_path: bool = True) -> None:
-        """Count and note the SIGKILL of ``name``, just sent."""
+    def killed(self, name: str) -> None:
+        """Count and note the SIGKILL of ``name``, just sent (a process on the write path is put in
+        ``down`` before, so that nothing counts as checked while it is being killed)."""
         self.kills[name] += 1
-        if on_write_path:
-            self.down.add(name)
         self.note(f"{name} SIGKILL")
 
     def restarted(self, name: str, how: str = "") -> None:
-        """Note that ``name`` serves again (``how``: what it came back with)."""
+        """Note that ``name`` serves again (``how``: what it came back with); one on the write path
+        leaves ``down`` and moves ``last_restart``."""
         if name in self.down:
             self.down.discard(name)
             self.last_restart = time.monotonic()
@@ -142,14 +142,14 @@ async def messages_chaos(cluster: Cluster, lock: asyncio.Lock, rng: random.Rando
     while not await wait_for_stop(stop, rng.uniform(*KILL_JITTER) * config.kill_messages_every):
         async with lock:
             await asyncio.to_thread(cluster.kill, "messages")
-        chaos.killed("messages", on_write_path=False)
+        chaos.killed("messages")
         await asyncio.sleep(rng.uniform(0.1, config.messages_downtime))
         async with lock:
             await asyncio.to_thread(cluster.start, "messages")
         chaos.restarted("messages")
 
 
-def kill_due(chaos: ChaosState, done: bool, delay: float, cutoff: float) -> bool:
+def kill_due(done: bool, delay: float, cutoff: float) -> bool:
     """Whether to wait ``delay`` for one more kill: always until ``done`` (the run's minimum), and
     then only for kills due before ``cutoff``.
 
@@ -167,12 +167,12 @@ async def logging_chaos(cluster: Cluster, lock: asyncio.Lock, rng: random.Random
     last restart completed.
     """
     cutoff = chaos.started + config.duration * LOGGING_KILLS_UNTIL
-    while kill_due(chaos, bool(chaos.kills["logging"]),
+    while kill_due(bool(chaos.kills["logging"]),
                    delay := rng.uniform(*KILL_JITTER) * config.kill_logging_every, cutoff):
         if await wait_for_stop(stop, delay):
             return
+        chaos.down.add("logging")
         async with lock:
-            chaos.down.add("logging")
             await asyncio.to_thread(cluster.kill, "logging")
             chaos.killed("logging")
             await asyncio.to_thread(cluster.start, "logging")
@@ -197,7 +197,7 @@ async def replica_chaos(cluster: Cluster, lock: asyncio.Lock, rng: random.Random
     others only if due within the duration.
     """
     cutoff = chaos.started + config.duration
-    while kill_due(chaos, chaos.replica_rounds >= MIN_REPLICA_ROUNDS,
+    while kill_due(chaos.replica_rounds >= MIN_REPLICA_ROUNDS,
                    delay := rng.uniform(*KILL_JITTER) * config.kill_replica_every, cutoff):
         if await wait_for_stop(stop, delay):
             return
@@ -222,7 +222,7 @@ async def redis_chaos(redis: RedisServer, rng: random.Random, config: SoakConfig
     """SIGKILL redis-server (at least once, then while due within the duration) and restart it on
     the same port and folder: it reloads its append-only file before it answers PING."""
     cutoff = chaos.started + config.duration
-    while kill_due(chaos, bool(chaos.kills[REDIS]),
+    while kill_due(bool(chaos.kills[REDIS]),
                    delay := rng.uniform(*KILL_JITTER) * config.kill_redis_every, cutoff):
         if await wait_for_stop(stop, delay):
             return

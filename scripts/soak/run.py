@@ -26,8 +26,9 @@ from .timeline import draw_png, timeline_of
 from .topology import topology_for
 from .verdict import problems, tally
 
-#: Past ``duration``, the load goes on until a POST held to the strict rule has been
-#: acknowledged (so that the verdict vouches for something), for at most this many seconds.
+#: Past ``duration``, the load goes on until every fault the run needs has happened and a POST
+#: sent after the last restart has been acknowledged (so that the verdict vouches for something),
+#: for at most this many seconds.
 CHECK_PATIENCE = 30.0
 
 
@@ -83,7 +84,7 @@ async def run_soak(config: SoakConfig) -> Report:
         elapsed=round(time.monotonic() - started, 2),
         settings={name: float(getattr(settings, name)) for name in SETTINGS_SHOWN}, tally=result,
         gets=state.gets, outcomes=dict(Counter(op.outcome for op in state.ops)),
-        faults={"phases": dict(chaos.phases) if not config.cluster else {}, **topology.fault_counts(),
+        faults={"phases": dict(chaos.phases), **topology.fault_counts(),
                 "kills": dict(sorted(chaos.kills.items())), "replica_rounds": chaos.replica_rounds,
                 "pair_rounds": chaos.pair_rounds},
         evidence=found, readback={"stored": len(stored), "via_facade": agreement}, shutdown=shutdown,
