@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator
@@ -15,35 +17,49 @@ from resilience.access import access_log_middleware
 from resilience.auth import signer_for
 from resilience.contract import KeyUuids
 from resilience.correlation import correlation_middleware
+from resilience.lag import LoopLag
 from resilience.metrics import PolicyCollector, setup_metrics
 from resilience.policy import downstream_policies
 from resilience.runner import run_main
 from resilience.web import CLOSE_ON_UNREAD_BODY, body_deadline
 from resilience.window import Clock
 
-from .keys import POLICIES, SERVICE, SETTINGS
+from .keys import LOOP_LAG, POLICIES, SERVICE, SETTINGS
 from .middlewares import failure, json_errors, shed_load
 from .routes import setup_routes
 from .service import FacadeService
 
 
-def create_app(settings: Settings, clock: Clock = time.monotonic) -> web.Application:
+def create_app(settings: Settings, clock: Clock = time.monotonic,
+               loop_lag: LoopLag | None = None) -> web.Application:
     """The facade: validates, mints UUIDs and fans out to logging and messages.
 
-    ``clock`` drives the retry deadlines and circuit breakers (a test passes a fake one).
+    ``clock`` drives the retry deadlines and circuit breakers, ``loop_lag`` tells
+    whether the event loop has fallen behind (a test passes its own of either).
     """
     app = web.Application(client_max_size=settings.max_body_bytes,
                           middlewares=[correlation_middleware, access_log_middleware, json_errors,
                                        body_deadline(settings.body_read_timeout, failure)],
                           handler_args=CLOSE_ON_UNREAD_BODY)
     registry = setup_metrics(app, [PolicyCollector(lambda: app.get(POLICIES, []))])
-    shed = Counter("http_requests_shed", "Requests answered 503 at once: the facade had MAX_IN_FLIGHT",
-                   registry=registry)
-    app.middlewares.append(shed_load(settings.max_in_flight, on_shed=shed.inc))
+    shed = Counter("http_requests_shed", "Requests answered 503 at once: the facade had MAX_IN_FLIGHT "
+                   "or its event loop was over MAX_LOOP_LAG behind", registry=registry)
+    lag = app[LOOP_LAG] = LoopLag(settings.max_loop_lag) if loop_lag is None else loop_lag
+    app.middlewares.append(shed_load(settings.max_in_flight, on_shed=shed.inc, lag=lag))
+    app.cleanup_ctx.append(measure_loop_lag)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(functools.partial(downstream_clients, clock=clock))
     setup_routes(app)
     return app
+
+
+async def measure_loop_lag(app: web.Application) -> AsyncIterator[None]:
+    """The loop-lag monitor, for the app's lifetime."""
+    task = asyncio.create_task(app[LOOP_LAG].run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from resilience import CallPolicy, Settings
+from resilience.lag import LoopLag
 
 from .service import FacadeService
 
@@ -12,3 +13,5 @@ SETTINGS = web.AppKey("settings", Settings)
 SERVICE = web.AppKey("service", FacadeService)
 # Every call policy the facade uses (their breakers, limits and budgets), for tests and metrics.
 POLICIES = web.AppKey("policies", list[CallPolicy])
+# Whether the event loop has fallen behind (load shedding on queueing time).
+LOOP_LAG = web.AppKey("loop_lag", LoopLag)

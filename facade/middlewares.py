@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from resilience.lag import LoopLag
 from resilience.web import BadRequest, Handler, json_response
 
 log = structlog.get_logger("facade")
@@ -53,27 +54,31 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
     return {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
 
 
-def shed_load(limit: int, on_shed: Callable[[], object] = lambda: None) -> Middleware:
-    """A middleware that answers 503 with Retry-After at once past ``limit`` requests in flight.
+def shed_load(limit: int, on_shed: Callable[[], object] = lambda: None,
+              lag: LoopLag | None = None) -> Middleware:
+    """A middleware that answers 503 with Retry-After at once past ``limit`` requests in flight,
+    or while the event loop has been overloaded (``lag``, see ``resilience/lag.py``).
 
     Past the limit each extra request would only slow every other one (and
     keep its memory) until all time out; a fast 503 tells the client to come
-    back while the admitted ones finish. Place it after ``body_deadline``: a
-    request counts from the moment its body is in, so clients that stall their
-    bodies hold no slot and cannot starve normal requests of them (the body
-    deadline bounds them instead). ``on_shed`` is called for each request shed
-    (the metrics count them).
+    back while the admitted ones finish. On a loop that has fallen behind,
+    every request waits before it even starts, however few are in flight.
+    Place it after ``body_deadline``: a request counts from the moment its
+    body is in, so clients that stall their bodies hold no slot and cannot
+    starve normal requests of them (the body deadline bounds them instead).
+    ``on_shed`` is called for each request shed (the metrics count them).
     """
     in_flight = 0
 
     @web.middleware
     async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal in_flight
-        if in_flight >= limit and request.path not in UNSHED_PATHS:
-            on_shed()
-            return failure(503, f"the facade is at its limit of {limit} requests in flight; "
-                                f"retry in {SHED_RETRY_AFTER} s",
-                           {"Retry-After": str(SHED_RETRY_AFTER)})
+        if request.path not in UNSHED_PATHS:
+            if in_flight >= limit:
+                return _shed(on_shed, f"at its limit of {limit} requests in flight")
+            if lag is not None and lag.overloaded:
+                return _shed(on_shed, f"{lag.late:.2f} s behind (over {lag.target:g} s "
+                                      f"for {lag.window:g} s)")
         in_flight += 1
         try:
             return await handler(request)
@@ -81,3 +86,9 @@ def shed_load(limit: int, on_shed: Callable[[], object] = lambda: None) -> Middl
             in_flight -= 1
 
     return admit
+
+
+def _shed(on_shed: Callable[[], object], reason: str) -> web.Response:
+    on_shed()
+    return failure(503, f"the facade is {reason}; retry in {SHED_RETRY_AFTER} s",
+                   {"Retry-After": str(SHED_RETRY_AFTER)})

@@ -71,6 +71,7 @@ def document_values(settings: Settings) -> dict[str, Value]:
         "body_read_timeout": settings.body_read_timeout,
         "max_page_bytes": settings.max_page_bytes,
         "max_in_flight": settings.max_in_flight,
+        "max_loop_lag": settings.max_loop_lag,
         "max_page": MAX_PAGE,
         "max_offset": MAX_OFFSET,
     }

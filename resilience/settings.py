@@ -127,6 +127,8 @@ class Settings:
     body_read_timeout: float = 5.0
     # The facade answers 503 at once past this many requests in flight.
     max_in_flight: int = 256
+    # ... and while its event loop has been more than this many seconds behind for a second.
+    max_loop_lag: float = 0.5
     # A GET /facade page holds at most this many bytes of messages (JSON-encoded).
     max_page_bytes: int = 1024 * 1024
     # Shared by the services to authenticate RPC; empty: loopback only. Never in a repr.

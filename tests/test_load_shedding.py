@@ -1,16 +1,21 @@
-"""The facade sheds load: past MAX_IN_FLIGHT, 503 with Retry-After at once; stalled bodies hold no slot."""
+"""The facade sheds load: past MAX_IN_FLIGHT, or on a loop that has fallen behind, 503 with Retry-After
+at once; stalled bodies hold no slot."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from facade.app import create_app
 from resilience import Settings
-from tests.conftest import AiohttpServer, stored, wait_for
+from resilience.lag import LoopLag
+from resilience.testing import FakeClock
+from tests.conftest import AiohttpClient, AiohttpServer, stored, wait_for
 from tests.openapi_oracle import contract, reply_errors
 from tests.rawhttp import affordable_connections, open_connections, request_head
 
@@ -76,3 +81,46 @@ async def test_stalled_bodies_hold_no_slot(make_facade: MakeFacade, logging_serv
         assert resp.status == 200
         assert stored(logging_server) == ["normal"]
         assert open_connections(facade.server) >= STALLED  # the abusive ones are all still there
+
+
+
+class HandWokenSleep:
+    """A sleep for the loop-lag monitor that wakes when the test says, as late as it says."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.wake_ups: asyncio.Queue[float] = asyncio.Queue()
+
+    async def __call__(self, seconds: float) -> None:
+        late = await self.wake_ups.get()
+        self.clock.advance(seconds + late)
+
+
+async def test_a_loop_that_has_fallen_behind_sheds_new_requests(
+    aiohttp_client: AiohttpClient, logging_server: TestServer, messages_server: TestServer,
+) -> None:
+    """While the event loop has been over MAX_LOOP_LAG behind for the window, a new POST gets 503
+    at once, stores nothing, and /health still answers; once a wake-up is on time, POSTs are served."""
+    clock = FakeClock()
+    sleep = HandWokenSleep(clock)
+    settings = replace(Settings(), logging_url=str(logging_server.make_url("")).rstrip("/"),
+                       messages_url=str(messages_server.make_url("")).rstrip("/"))
+    lag = LoopLag(settings.max_loop_lag, clock=clock, sleep=sleep)
+    facade = await aiohttp_client(create_app(settings, loop_lag=lag))
+
+    sleep.wake_ups.put_nowait(0.8)
+    await wait_for(lambda: lag.late > 0)
+    assert (await facade.post("/facade", json={"msg": "late once"})).status == 200
+    clock.advance(lag.window)
+    resp = await facade.post("/facade", json={"msg": "late for a second"})
+    assert (resp.status, resp.headers["Retry-After"]) == (503, "1")
+    assert await resp.json() == {"status": "failure", "message": "the facade is 0.80 s behind "
+                                                                 "(over 0.5 s for 1 s); retry in 1 s"}
+    assert reply_errors(contract(settings), "POST", "/facade", 503, resp.headers, await resp.read()) == []
+    assert (await facade.get("/health")).status == 200
+
+    sleep.wake_ups.put_nowait(0.0)  # still late: the window passed while it slept
+    sleep.wake_ups.put_nowait(0.0)  # on time
+    await wait_for(lambda: not lag.overloaded)
+    assert (await facade.post("/facade", json={"msg": "on time"})).status == 200
+    assert stored(logging_server) == ["late once", "on time"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from resilience.logs import configure_logging
+from resilience.logs import TurnBuffer, configure_logging
 
 
 @pytest.fixture(autouse=True)
@@ -66,3 +67,58 @@ def test_standard_library_logs_are_json_too() -> None:
     logging.getLogger("aiohttp.server").warning("something %s", "odd")
     line = json.loads(out.getvalue())
     assert (line["event"], line["level"], line["service"]) == ("something odd", "warning", "facade")
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts the writes it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_lines_of_one_loop_turn_leave_in_one_write() -> None:
+    """On the event loop, lines are held until the turn ends, then written together once."""
+    out = CountingStream()
+    configure_logging("facade", "json", "info", stream=out)
+    for i in range(50):
+        structlog.get_logger().info("line", n=i)
+    assert out.getvalue() == ""
+    await asyncio.sleep(0)  # the turn ends
+    assert [json.loads(x)["n"] for x in out.getvalue().splitlines()] == list(range(50))
+    assert out.writes == 1
+
+
+async def test_a_full_buffer_is_written_at_once() -> None:
+    """More than the buffer holds is written without waiting for the turn to end."""
+    out = io.StringIO()
+    buffer = TurnBuffer(out, max_chars=100)
+    buffer.write("x" * 60)
+    buffer.flush()
+    assert out.getvalue() == ""
+    buffer.write("y" * 60)
+    assert out.getvalue() == "x" * 60 + "y" * 60
+
+
+def test_a_turn_that_never_ends_strands_nothing() -> None:
+    """Lines held for a loop that closed before its turn ended are written with the next line
+    written off the loop, in order."""
+    out = io.StringIO()
+    buffer = TurnBuffer(out)
+
+    async def write_on_the_loop() -> None:
+        asyncio.get_running_loop().stop()  # this turn is the loop's last
+        buffer.write("first\n")
+        buffer.flush()  # held for the end of the next turn, which never comes
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(write_on_the_loop())
+    loop.close()
+    assert out.getvalue() == ""
+    buffer.write("second\n")
+    buffer.flush()
+    assert out.getvalue() == "first\nsecond\n"
