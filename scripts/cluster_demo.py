@@ -25,8 +25,8 @@ from typing import Any
 from resilience.correlation import HEADER
 from resilience.testing.cluster import Cluster, poll_until
 from resilience.testing.redis_server import RedisServer
+from scripts import REDIS_CONF
 
-REPO = Path(__file__).resolve().parent.parent
 TEXTS = tuple(f"msg{i}" for i in range(1, 11))
 #: The replicas the demo SIGKILLs once every message is stored.
 KILLED = ("logging1", "logging3")
@@ -81,7 +81,7 @@ class Demo:
 
 def run(workdir: Path) -> bool:
     """The demo, printed as it goes; whether all ten messages were read back in order."""
-    with RedisServer(workdir / "redis", config=REPO / "redis.conf") as redis:
+    with RedisServer(workdir / "redis", config=REDIS_CONF) as redis:
         redis.start()
         with Cluster(workdir / "logs", env={"LOGGING_STORE": redis.url}, logging_replicas=3) as cluster:
             cluster.start_all()

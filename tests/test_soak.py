@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -152,7 +153,7 @@ async def test_load_goes_on_until_a_post_after_the_last_restart_is_acknowledged(
     """Past its duration, a --kill-logging run stops its load only once a POST sent after the last
     logging restart has been acknowledged: acknowledgements of earlier POSTs do not end it."""
     config = SoakConfig(duration=6.0, kill_logging=True, kill_logging_every=2.0)
-    state, chaos = LoadState(), ChaosState(started=0.0, logging_kills=1, last_logging_restart=10.0)
+    state, chaos = LoadState(), ChaosState(started=0.0, kills=Counter(logging=1), last_restart=10.0)
     waiting = asyncio.create_task(until_something_checked(config, state, chaos))
     await asyncio.sleep(0)  # let it look at the condition once
 
@@ -240,7 +241,7 @@ async def test_short_soak_loses_nothing_under_real_faults(tmp_path: Path) -> Non
     # The faults happened, and the system had to work around them.
     assert t.acknowledged > 50
     assert report.faults["proxy_dropped"] > 0
-    assert report.faults["messages_kills"] >= 1
+    assert report.faults["kills"]["messages"] >= 1
     assert report.evidence["facade_retries"] > 0
     assert report.evidence["duplicates_ignored"] > 0  # a retry after a dropped reply, deduplicated
     assert report.outcomes.get("http-503", 0) + report.faults["proxy_errored"] > 0
@@ -265,7 +266,7 @@ async def test_kill_logging_counts_its_losses_apart(tmp_path: Path) -> None:
     report = await run_soak(config)
 
     t = report.tally
-    assert report.faults["logging_kills"] >= 1, explain(report)
+    assert report.faults["kills"]["logging"] >= 1, explain(report)
     assert report.faults["proxy_dropped"] > 0, explain(report)
     assert t.lost_with_logging_restart > 0, explain(report)
     assert 0 < t.checked_acknowledged < t.acknowledged, explain(report)

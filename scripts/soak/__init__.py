@@ -5,6 +5,7 @@
     python -m scripts.soak                       # 60 s, 16 clients, seed 1
     python -m scripts.soak --duration 10 --json  # the report as JSON on stdout
     python -m scripts.soak --kill-logging        # also kill the logging service (loses its memory)
+    python -m scripts.soak --cluster             # Procfile.cluster's topology: kill replicas and Redis
 
 The facade's ``LOGGING_URL`` points at a fault proxy in front of the logging
 service. For ``--duration`` seconds, ``--concurrency`` clients POST messages
@@ -29,6 +30,15 @@ otherwise (exit status 1). ``--kill-logging`` also kills the logging service,
 whose in-memory store goes with it: what that loses is counted apart, and the
 strict rule then applies to the messages sent after the last restart.
 
+``--cluster`` runs the topology of Procfile.cluster instead (``topology.py``):
+a redis-server with the shipped ``redis.conf`` (AOF, ``appendfsync always``),
+three logging replicas on it, messages, and the facade over the replicas'
+``LOGGING_URLS``, with no proxy. The faults are SIGKILLs: of replicas, in
+rounds of one or (at least once) two at once, of redis-server, and of
+messages. Nothing acknowledged may be lost there, whatever was killed: the
+strict rule holds every POST, those acknowledged before a Redis restart too,
+and the run fails if a fault it is there to survive never happened.
+
 Every random choice comes from ``--seed``. Only loopback addresses are used,
 every loop is bounded, and every process the soak started is stopped before
 it returns.
@@ -44,11 +54,14 @@ from .proxy import SoakProxy
 from .readback import logged_uuids, read_store
 from .report import Report
 from .run import run_soak
+from .topology import InMemory, OnRedis, topology_for
 from .verdict import Tally, tally
 
 __all__ = [
     "PHASES",
     "GetStats",
+    "InMemory",
+    "OnRedis",
     "PostOp",
     "Report",
     "SoakConfig",
@@ -62,4 +75,5 @@ __all__ = [
     "read_store",
     "run_soak",
     "tally",
+    "topology_for",
 ]

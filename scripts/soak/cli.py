@@ -17,8 +17,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SoakConfig, bool]:
     """The soak's command line: ``(config, as_json)``."""
     parser = argparse.ArgumentParser(
         prog="python -m scripts.soak",
-        description="Chaos soak: the three real services under load while their network and processes "
-                    "fail; checks that no acknowledged message is lost, duplicated or invented.")
+        description="Chaos soak: the three real services (or the cluster on Redis) under load while "
+                    "their network and processes fail; checks that no acknowledged message is lost, "
+                    "duplicated or invented.")
     defaults = SoakConfig()
     parser.add_argument("--duration", type=float, default=defaults.duration,
                         help="seconds of load and faults (default: %(default)s)")
@@ -48,6 +49,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SoakConfig, bool]:
                              "apart as lost_with_logging_restart")
     parser.add_argument("--kill-logging-every", type=float, default=defaults.kill_logging_every,
                         help="mean seconds between SIGKILLs of logging (default: %(default)s)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="run the cluster of Procfile.cluster instead: redis-server, three logging "
+                             "replicas on it, messages and the facade over the replicas; SIGKILL and "
+                             "restart replicas (one, or two at once) and redis-server; no network phases")
+    parser.add_argument("--kill-replica-every", type=float, default=defaults.kill_replica_every,
+                        help="with --cluster, mean seconds between rounds of replica SIGKILLs "
+                             "(default: %(default)s)")
+    parser.add_argument("--replica-downtime", type=float, default=defaults.replica_downtime,
+                        help="longest time a killed replica stays down, seconds (default: %(default)s)")
+    parser.add_argument("--kill-redis-every", type=float, default=defaults.kill_redis_every,
+                        help="with --cluster, mean seconds between SIGKILLs of redis-server "
+                             "(default: %(default)s)")
+    parser.add_argument("--redis-downtime", type=float, default=defaults.redis_downtime,
+                        help="longest time redis-server stays down, seconds (default: %(default)s)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the services, e.g. RPC_TIMEOUT=0.5 or BREAKER_OPEN_DURATION=2 "
                              "(repeatable; default: the services' own defaults)")
@@ -71,7 +86,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SoakConfig, bool]:
         phases=tuple(name.strip() for name in args.phases.split(",") if name.strip()),
         phase_min=args.phase_min, phase_max=args.phase_max, kill_messages_every=args.kill_messages_every,
         messages_downtime=args.messages_downtime, kill_logging=args.kill_logging,
-        kill_logging_every=args.kill_logging_every, service_env=service_env, log_dir=args.log_dir,
+        kill_logging_every=args.kill_logging_every, cluster=args.cluster,
+        kill_replica_every=args.kill_replica_every, replica_downtime=args.replica_downtime,
+        kill_redis_every=args.kill_redis_every, redis_downtime=args.redis_downtime,
+        service_env=service_env, log_dir=args.log_dir,
         plot=args.plot, progress_every=0.0 if args.quiet else 10.0,
     )
     try:

@@ -15,6 +15,13 @@ KILL_JITTER = (0.5, 1.5)
 #: The logging service is killed only in this first share of the run: the rest is kept for
 #: messages that must all survive, those sent after the last restart.
 LOGGING_KILLS_UNTIL = 0.5
+#: Logging replicas in the clustered run, as in Procfile.cluster.
+REPLICAS = 3
+#: In the clustered run, replica kills come in rounds: the second round, and every third after
+#: it, SIGKILLs two replicas at once (the facade still has the third); the others one.
+PAIR_ROUND_EVERY = 3
+#: Rounds every clustered run goes through, so that it always has one of two replicas at once.
+MIN_REPLICA_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,17 @@ class SoakConfig:
     kill_logging: bool = False
     #: Mean seconds between SIGKILLs of the logging service, with ``kill_logging``.
     kill_logging_every: float = 20.0
+    #: Run the cluster of Procfile.cluster instead: redis-server, ``REPLICAS`` logging replicas
+    #: on it, messages and the facade over all of them, and kill replicas and redis-server.
+    cluster: bool = False
+    #: Mean seconds between rounds of replica SIGKILLs, with ``cluster``.
+    kill_replica_every: float = 10.0
+    #: A killed replica stays down up to this many seconds before it is restarted.
+    replica_downtime: float = 1.0
+    #: Mean seconds between SIGKILLs of redis-server, with ``cluster``.
+    kill_redis_every: float = 20.0
+    #: A killed redis-server stays down up to this many seconds before it is restarted.
+    redis_downtime: float = 1.0
     #: Extra environment for the services (``{"RPC_TIMEOUT": "0.5"}``), on top of their defaults.
     service_env: Mapping[str, str] = field(default_factory=dict)
     #: Where the services write their JSON logs (default: a new temporary directory).
@@ -81,7 +99,30 @@ class SoakConfig:
                 f"{self.kill_logging_every:g} s (the first kill comes up to {KILL_JITTER[1]:g} x that "
                 f"in, and kills stop at {LOGGING_KILLS_UNTIL:.0%} of the run): lengthen the duration "
                 "or shorten kill_logging_every")
+        if self.cluster:
+            self._validate_cluster()
         try:
             Settings.from_env(dict(self.service_env))
         except SettingsError as exc:
             raise ValueError(f"service environment: {exc}") from None
+
+    def _validate_cluster(self) -> None:
+        """The clustered run's own bounds: its faults must all be due within the duration."""
+        if self.kill_logging:
+            raise ValueError("kill_logging is for the in-memory logging service; the cluster "
+                             "kills its logging replicas anyway")
+        if min(self.kill_replica_every, self.replica_downtime, self.kill_redis_every,
+               self.redis_downtime) <= 0:
+            raise ValueError("kill_replica_every, replica_downtime, kill_redis_every and "
+                             "redis_downtime must be positive")
+        shortest = KILL_JITTER[1] * max(MIN_REPLICA_ROUNDS * self.kill_replica_every,
+                                        self.kill_redis_every)
+        if self.duration < shortest:
+            # Otherwise a run may end before its first redis-server kill or its first round of two
+            # replicas at once: it would report on faults that never happened.
+            raise ValueError(
+                f"cluster needs a duration of at least {shortest:g} s with kill_replica_every "
+                f"{self.kill_replica_every:g} s and kill_redis_every {self.kill_redis_every:g} s "
+                f"(the first redis-server kill and the {MIN_REPLICA_ROUNDS} first rounds of replica "
+                f"kills come up to {KILL_JITTER[1]:g} x those in): lengthen the duration or shorten "
+                "the intervals")

@@ -17,9 +17,6 @@ from resilience.testing.cluster import Cluster
 
 from .proxy import SoakProxy
 
-#: The services whose logs the evidence counts over, in the order the report lists them.
-SERVICES = ("facade", "logging", "messages")
-
 
 async def quiesce(proxy: SoakProxy, settle: float, patience: float = 30.0) -> None:
     """Wait ``settle`` seconds (the facade's retry deadline, plus the proxy's delay), then until no
@@ -93,14 +90,29 @@ def logged_uuids(lines: Sequence[Mapping[str, object]]) -> dict[str, set[str]]:
     return stored_uuids
 
 
-def evidence(cluster: Cluster) -> tuple[dict[str, Any], dict[str, set[str]]]:
-    """What the services' logs show happened, and every (uuid -> messages) the logging service stored."""
-    logs = {name: cluster.log_lines(name) for name in SERVICES}
-    facade, logging_lines = logs["facade"], logs["logging"]
+def replica_aliases(cluster: Cluster) -> dict[str, str]:
+    """Each logging replica's ``host:port`` (as the facade's breaker names give it) -> its name."""
+    return {f"{cluster.host}:{cluster.ports[name]}": name for name in cluster.replicas}
+
+
+def breaker_label(breaker: str, aliases: Mapping[str, str]) -> str:
+    """A breaker's name with its replica's address replaced by the replica's name
+    (``logging.write@127.0.0.1:40123`` -> ``logging.write@logging2``)."""
+    base, at, authority = breaker.partition("@")
+    return f"{base}@{aliases.get(authority, authority)}" if at else breaker
+
+
+def evidence(cluster: Cluster) -> dict[str, Any]:
+    """What the services' logs show happened (the logging figures summed over its replicas)."""
+    services = ("facade", *cluster.replicas, "messages")
+    logs = {name: cluster.log_lines(name) for name in services}
+    facade = logs["facade"]
+    logging_lines = [line for name in cluster.replicas for line in logs[name]]
+    aliases = replica_aliases(cluster)
     breaker_opened: Counter[str] = Counter(
-        str(line.get("breaker")) for line in facade
+        breaker_label(str(line.get("breaker")), aliases) for line in facade
         if line.get("event") == "circuit breaker state changed" and line.get("new_state") == "open")
-    found = {
+    return {
         "facade_retries": sum(line.get("event") == "retrying call"
                               and line.get("downstream") == "logging" for line in facade),
         "breaker_opened": dict(breaker_opened),
@@ -108,8 +120,8 @@ def evidence(cluster: Cluster) -> tuple[dict[str, Any], dict[str, set[str]]]:
                                     for line in facade),
         "stored_logged": sum(line.get("event") == "message stored" for line in logging_lines),
         "duplicates_ignored": sum(line.get("event") == "duplicate message ignored" for line in logging_lines),
+        "store_unreachable_logged": sum(line.get("event") == "store unreachable" for line in logging_lines),
         "error_lines": {name: sum(line.get("level") in ("error", "critical") for line in lines)
                         for name, lines in logs.items()},
-        "tracebacks": {name: cluster.raw_log(name).count("Traceback") for name in SERVICES},
+        "tracebacks": {name: cluster.raw_log(name).count("Traceback") for name in services},
     }
-    return found, logged_uuids(logging_lines)

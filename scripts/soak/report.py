@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .load import GetStats
+from .timeline import outage_spans
 from .verdict import Tally
 
 #: The facade settings the report shows (they shape what the faults do).
@@ -21,6 +23,8 @@ class Report:
     duration: float
     concurrency: int
     kill_logging: bool
+    #: Whether the run was on the cluster (redis-server, logging replicas) rather than in memory.
+    cluster: bool
     elapsed: float
     #: The facade's retry and breaker settings during the run.
     settings: dict[str, float]
@@ -55,15 +59,13 @@ class Report:
 
     def render(self) -> str:
         """A human-readable summary."""
-        t, g, f, e = self.tally, self.gets, self.faults, self.evidence
+        t, g, e = self.tally, self.gets, self.evidence
         lines = [
             f"soak: {self.duration:g} s of load, {self.concurrency} clients, seed {self.seed}"
-            f"{', logging kills on' if self.kill_logging else ''} ({self.elapsed:.1f} s in all)",
+            f"{', logging kills on' if self.kill_logging else ''}"
+            f"{', cluster on Redis' if self.cluster else ''} ({self.elapsed:.1f} s in all)",
             "facade: " + ", ".join(f"{k.upper()}={v:g}" for k, v in self.settings.items()),
-            "faults: network phases " + ", ".join(f"{k} x{v}" for k, v in sorted(f["phases"].items())),
-            f"        proxy forwarded {f['proxy_forwarded']}, dropped replies {f['proxy_dropped']}, "
-            f"503s injected {f['proxy_errored']}, upstream unreachable {f['proxy_upstream_failures']}",
-            f"        messages SIGKILLed {f['messages_kills']}x, logging SIGKILLed {f['logging_kills']}x",
+            *self._fault_lines(),
             "",
             f"POST attempted           {t.attempted:>8}",
             f"  acknowledged (200)     {t.acknowledged:>8}",
@@ -80,6 +82,11 @@ class Report:
                 f"  held to the strict rule {t.checked:>7}   (sent after the last logging restart; "
                 f"{t.checked_acknowledged} acknowledged)",
             ]
+        if t.store_killed:
+            lines.append(f"  acknowledged before the last redis-server SIGKILL {t.before_store_kill} "
+                         f"({t.before_store_kill_stored} of them stored)")
+        if t.after_last_restart is not None:
+            lines.append(f"  sent after the last restart and acknowledged {t.after_last_restart}")
         lines += [
             f"  uuid mismatches        {t.uuid_mismatches:>8}",
             "  client outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items())),
@@ -89,7 +96,8 @@ class Report:
             f"{self.readback['via_facade']})",
             "",
             f"evidence: facade retried logging calls {e['facade_retries']}x, breaker opened "
-            f"{e['breaker_opened']}, logging ignored {e['duplicates_ignored']} duplicate deliveries",
+            f"{e['breaker_opened']}, logging ignored {e['duplicates_ignored']} duplicate deliveries"
+            + (f", found Redis unreachable {e['store_unreachable_logged']}x" if self.cluster else ""),
             f"          error-level log lines {e['error_lines']}, tracebacks {e['tracebacks']}",
             "shutdown: " + ", ".join(f"{name} exit {s['exit']:g} in {s['seconds']:.1f} s"
                                      for name, s in self.shutdown.items()),
@@ -104,3 +112,28 @@ class Report:
         else:
             lines += ["FAIL:", *(f"  - {problem}" for problem in self.problems)]
         return "\n".join(lines)
+
+    def _fault_lines(self) -> list[str]:
+        """What faults were injected, how many of each, and (with ``cluster``) when each kill came."""
+        f, kills = self.faults, self.faults["kills"]
+        if not self.cluster:
+            return [
+                "faults: network phases " + ", ".join(f"{k} x{v}" for k, v in sorted(f["phases"].items())),
+                f"        proxy forwarded {f['proxy_forwarded']}, dropped replies {f['proxy_dropped']}, "
+                f"503s injected {f['proxy_errored']}, upstream unreachable {f['proxy_upstream_failures']}",
+                f"        messages SIGKILLed {kills.get('messages', 0)}x, "
+                f"logging SIGKILLed {kills.get('logging', 0)}x",
+            ]
+        replicas = {name: n for name, n in kills.items() if name.startswith("logging")}
+        end = self.timeline[-1][0] if self.timeline else 0.0
+        downs = sorted((start, stop, name) for name, spans in outage_spans(self.timeline, end).items()
+                       for start, stop, _ in spans)
+        return [
+            f"faults: logging replicas SIGKILLed {sum(replicas.values())}x in {f['replica_rounds']} rounds "
+            f"({f['pair_rounds']} of two at once; {', '.join(f'{k} {v}x' for k, v in replicas.items())}), "
+            f"redis-server SIGKILLed {kills.get('redis-server', 0)}x, messages SIGKILLed "
+            f"{kills.get('messages', 0)}x; no network faults (the facade calls the replicas directly)",
+            *textwrap.wrap("        down (s since the load started): "
+                           + ", ".join(f"{name} {start:.1f}-{stop:.1f}" for start, stop, name in downs),
+                           width=110, subsequent_indent=" " * 10),
+        ]

@@ -1,12 +1,10 @@
-"""One soak run, start to finish: the services, the proxy, the load and the faults, then the verdict."""
+"""One soak run, start to finish: the processes, the load and the faults, then the verdict."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,19 +17,18 @@ import aiohttp
 from resilience.settings import Settings
 from resilience.testing.cluster import Cluster
 
-from .config import SoakConfig
-from .faults import ChaosState, logging_chaos, messages_chaos, network_chaos, wait_for_stop
+from .config import REPLICAS, SoakConfig
+from .faults import REDIS, ChaosState, missing_faults, wait_for_stop
 from .load import LoadState, client
-from .proxy import SoakProxy
-from .readback import evidence, quiesce, read_store, read_via_facade
+from .readback import evidence, read_store, read_via_facade, replica_aliases
 from .report import SETTINGS_SHOWN, Report
 from .timeline import draw_png, timeline_of
+from .topology import topology_for
 from .verdict import problems, tally
 
-#: The services behind the facade, started first.
-BACKENDS = ("logging", "messages")
-#: Past ``duration``, the load goes on until a POST held to the strict rule has been
-#: acknowledged (so that the verdict vouches for something), for at most this many seconds.
+#: Past ``duration``, the load goes on until every fault the run needs has happened and a POST
+#: sent after the last restart has been acknowledged (so that the verdict vouches for something),
+#: for at most this many seconds.
 CHECK_PATIENCE = 30.0
 
 
@@ -40,69 +37,59 @@ async def run_soak(config: SoakConfig) -> Report:
     config.validate()
     started = time.monotonic()
     log_dir = config.log_dir if config.log_dir is not None else Path(tempfile.mkdtemp(prefix="soak-"))
-    cluster = Cluster(log_dir, env=config.service_env)
+    topology = topology_for(config, log_dir)
+    cluster = topology.cluster
     settings = Settings.from_env(cluster.env())
-    proxy = SoakProxy(cluster.url("logging"), seed=config.seed)
     rng = random.Random(config.seed)
     state = LoadState()
     chaos = ChaosState(started=started)  # restarted when the load starts
     shutdown: dict[str, dict[str, float]] = {}
     load_started_utc = ""
     try:
-        await asyncio.to_thread(_start_backends, cluster)
-        await proxy.start()
-        cluster.logging_url = proxy.url
-        await asyncio.to_thread(cluster.start, "facade")
+        await topology.start()
         connector = aiohttp.TCPConnector(limit=0)
         async with aiohttp.ClientSession(connector=connector) as session:
             stop = asyncio.Event()
-            lock = asyncio.Lock()
             slow_delay = settings.rpc_timeout * 1.5
             chaos.started = time.monotonic()
             load_started_utc = datetime.now(UTC).isoformat(timespec="milliseconds")
             async with asyncio.TaskGroup() as group:
                 for index in range(config.concurrency):
                     group.create_task(client(index, config, session, cluster.facade_url, state, stop))
-                group.create_task(network_chaos(proxy, random.Random(rng.random()), config, slow_delay,
-                                                stop, chaos))
-                group.create_task(messages_chaos(cluster, lock, random.Random(rng.random()), config,
-                                                 stop, chaos))
-                if config.kill_logging:
-                    group.create_task(logging_chaos(cluster, lock, random.Random(rng.random()), config,
-                                                    stop, chaos))
+                for task in topology.chaos(rng, slow_delay, stop, chaos):
+                    group.create_task(task)
                 if config.progress_every > 0:
                     group.create_task(_progress(config, state, chaos, stop))
                 await asyncio.sleep(config.duration)
                 await until_something_checked(config, state, chaos)
                 stop.set()
             chaos.note("load stopped, faults cleared")
-            await proxy.heal()
-            await quiesce(proxy, settle=settings.retry_deadline + slow_delay + 0.5)
-            stored = await read_store(session, cluster.url("logging"), config.request_timeout)
+            await topology.settle(settings.retry_deadline + slow_delay + 0.5)
+            stored = await read_store(session, topology.read_url, config.request_timeout)
             via_facade = await read_via_facade(session, cluster.facade_url, config.request_timeout)
+            stored_uuids = await topology.uuid_index()
     finally:
-        shutdown = await asyncio.to_thread(_stop_all, cluster)
-        await proxy.refuse()  # cancels forwards still waiting out a delay, instead of awaiting them
-        await proxy.stop()
+        shutdown = await topology.stop()
 
-    found, stored_uuids = evidence(cluster)
+    found = evidence(cluster)
     picture = _draw(config, log_dir, cluster, state, chaos, load_started_utc)
-    result = tally(state.ops, stored, strict_since=chaos.last_logging_restart, stored_uuids=stored_uuids)
+    result = tally(state.ops, stored, strict_since=None if config.cluster else chaos.last_restart,
+                   stored_uuids=stored_uuids, store_killed_at=chaos.last_store_kill,
+                   restarted_at=chaos.last_restart if config.cluster else None)
     agreement = ("unavailable" if via_facade is None
                  else "identical" if via_facade == stored else "DIFFERENT")
     return Report(
         seed=config.seed, duration=config.duration, concurrency=config.concurrency,
-        kill_logging=config.kill_logging, elapsed=round(time.monotonic() - started, 2),
+        kill_logging=config.kill_logging, cluster=config.cluster,
+        elapsed=round(time.monotonic() - started, 2),
         settings={name: float(getattr(settings, name)) for name in SETTINGS_SHOWN}, tally=result,
         gets=state.gets, outcomes=dict(Counter(op.outcome for op in state.ops)),
-        faults={"phases": dict(chaos.phases), "proxy_received": dict(proxy.received),
-                "proxy_forwarded": proxy.counts.forwarded,
-                "proxy_dropped": proxy.counts.dropped, "proxy_errored": proxy.counts.errored,
-                "proxy_upstream_failures": proxy.upstream_failures,
-                "messages_kills": chaos.messages_kills, "logging_kills": chaos.logging_kills},
+        faults={"phases": dict(chaos.phases), **topology.fault_counts(),
+                "kills": dict(sorted(chaos.kills.items())), "replica_rounds": chaos.replica_rounds,
+                "pair_rounds": chaos.pair_rounds},
         evidence=found, readback={"stored": len(stored), "via_facade": agreement}, shutdown=shutdown,
         log_dir=str(log_dir), load_started_utc=load_started_utc, timeline=chaos.timeline, picture=picture,
-        problems=problems(result, state.gets, agreement),
+        problems=problems(result, state.gets, agreement, missing_faults(config, chaos)),
     )
 
 
@@ -113,26 +100,28 @@ def _draw(config: SoakConfig, log_dir: Path, cluster: Cluster, state: LoadState,
     stopped = [at for at, note in chaos.timeline if note.startswith("load stopped")]
     end = stopped[-1] if stopped else time.monotonic() - chaos.started
     data = timeline_of(state.ops, chaos.started, chaos.timeline, cluster.log_lines("facade"),
-                       load_started_utc, end)
+                       load_started_utc, end, aliases=replica_aliases(cluster))
     title = (f"soak: {config.duration:g} s, {config.concurrency} clients, seed {config.seed}"
-             f"{', logging kills' if config.kill_logging else ''}")
+             f"{', logging kills' if config.kill_logging else ''}"
+             f"{f', cluster on Redis ({REPLICAS} logging replicas)' if config.cluster else ''}")
     if not draw_png(data, path, title):
         return "skipped (matplotlib is not installed: pip install -e '.[plots]')"
     return str(path)
 
 
 def something_checked(config: SoakConfig, state: LoadState, chaos: ChaosState) -> bool:
-    """Whether a POST the strict rule holds to (with ``kill_logging``: one sent after the last
-    logging restart, with no restart under way) has been acknowledged."""
-    if config.kill_logging and (chaos.logging_down or not chaos.logging_kills):
+    """Whether every fault the run is there to survive has happened, nothing on the write path is
+    down, and a POST sent after the last restart of it (logging, a replica, redis-server: so, held to
+    the strict rule) has been acknowledged: the system is seen to have recovered."""
+    if chaos.down or missing_faults(config, chaos):
         return False
-    return state.acknowledged_since(chaos.last_logging_restart)
+    return state.acknowledged_since(chaos.last_restart)
 
 
 async def until_something_checked(config: SoakConfig, state: LoadState, chaos: ChaosState) -> None:
     """Keep the load on past ``duration`` until ``something_checked``, for at most ``CHECK_PATIENCE``.
 
-    On a busy machine the last logging restart can end so late (or the breaker
+    On a busy machine the last restart can end so late (or the breaker
     stay open so long after it) that nothing sent after it is acknowledged
     within the duration; waiting for that condition, rather than for a time,
     is what lets a short run vouch for something. If it never comes, the
@@ -148,8 +137,8 @@ async def until_something_checked(config: SoakConfig, state: LoadState, chaos: C
             while not something_checked(config, state, chaos):
                 state.acknowledgement.clear()
                 await state.acknowledgement.wait()
-    chaos.note(f"load went on {time.monotonic() - began:.1f} s past the duration, until a POST held "
-               "to the strict rule was acknowledged")
+    chaos.note(f"load went on {time.monotonic() - began:.1f} s past the duration, until every fault "
+               "had happened and a POST sent after the last restart was acknowledged")
 
 
 async def _progress(config: SoakConfig, state: LoadState, chaos: ChaosState, stop: asyncio.Event) -> None:
@@ -157,32 +146,13 @@ async def _progress(config: SoakConfig, state: LoadState, chaos: ChaosState, sto
     while not await wait_for_stop(stop, config.progress_every):
         elapsed = time.monotonic() - chaos.started
         print(f"[{elapsed:6.1f} s] POSTs {len(state.ops)}, acknowledged {state.acknowledged}, "
-              f"GETs {state.gets.attempted}, network {chaos.phase}, messages kills {chaos.messages_kills}",
+              f"GETs {state.gets.attempted}, {_faults_so_far(config, chaos)}",
               file=sys.stderr, flush=True)
 
 
-def _start_backends(cluster: Cluster) -> None:
-    """Start logging and messages together and wait until both answer."""
-    for name in BACKENDS:
-        cluster.start(name, wait=False)
-    for name in BACKENDS:
-        cluster.wait_until_serving(name)
-
-
-def _stop_all(cluster: Cluster) -> dict[str, dict[str, float]]:
-    """SIGTERM every running service (facade first), SIGKILL any still up after 10 s; report each."""
-    results: dict[str, dict[str, float]] = {}
-    for name in ("facade", "messages", "logging"):
-        proc = cluster.procs.pop(name, None)
-        if proc is None:
-            continue
-        began = time.monotonic()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(10.0)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        results[name] = {"exit": code, "seconds": round(time.monotonic() - began, 2)}
-    return results
+def _faults_so_far(config: SoakConfig, chaos: ChaosState) -> str:
+    """The progress line's summary of the faults: the network phase, or the kills so far."""
+    if config.cluster:
+        return (f"replica kills {chaos.replica_kills}, redis-server kills {chaos.kills[REDIS]}, "
+                f"messages kills {chaos.kills['messages']}")
+    return f"network {chaos.phase}, messages kills {chaos.kills['messages']}"

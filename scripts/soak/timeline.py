@@ -21,15 +21,15 @@ from pathlib import Path
 from resilience.breaker import CLOSED, HALF_OPEN, OPEN
 
 from .load import PostOp
+from .readback import breaker_label
 
 #: How each POST outcome is drawn: acknowledged, refused with 503, or failed otherwise.
 OUTCOME_COLOURS = {"acknowledged": "#2e7d32", "503": "#ef6c00", "failed": "#c62828"}
 STATE_COLOURS = {CLOSED: "#a5d6a7", HALF_OPEN: "#fff176", OPEN: "#e57373"}
 PHASE_COLOURS = {"refuse": "#90caf9", "slow": "#ce93d8", "errors": "#ffcc80", "drops": "#80cbc4",
                  "mixed": "#bcaaa4"}
-#: The services the soak kills, and the timeline notes that start and end a kill.
-OUTAGE_NOTES = {"messages": ("messages SIGKILL", "messages restarted"),
-                "logging": ("logging SIGKILL", "logging restarted")}
+#: The timeline notes that start and end a process's time down: ``<name> SIGKILL``, ``<name> restarted...``.
+KILLED, RESTARTED = " SIGKILL", " restarted"
 BREAKER_EVENT = "circuit breaker state changed"
 
 Span = tuple[float, float, str]
@@ -57,9 +57,10 @@ def outcome_kind(outcome: str) -> str:
 
 def timeline_of(ops: Iterable[PostOp], started: float, notes: Sequence[tuple[float, str]],
                 facade_lines: Iterable[Mapping[str, object]], load_started_utc: str,
-                end: float) -> Timeline:
+                end: float, aliases: Mapping[str, str] | None = None) -> Timeline:
     """The picture's data. ``started`` is the load's start on the clock of ``PostOp.ended``
-    (monotonic); ``notes`` are the soak's timeline; ``end`` is where the picture stops."""
+    (monotonic); ``notes`` are the soak's timeline; ``end`` is where the picture stops;
+    ``aliases`` name the replicas in breaker names (``readback.breaker_label``)."""
     seconds = max(1, math.ceil(end))
     per_second = {kind: [0] * seconds for kind in OUTCOME_COLOURS}
     for op in ops:
@@ -67,19 +68,20 @@ def timeline_of(ops: Iterable[PostOp], started: float, notes: Sequence[tuple[flo
         if op.outcome != "pending" and 0 <= moment < seconds:
             per_second[outcome_kind(op.outcome)][int(moment)] += 1
     return Timeline(end=end, per_second=per_second,
-                    breakers=breaker_spans(facade_lines, load_started_utc, end),
+                    breakers=breaker_spans(facade_lines, load_started_utc, end, aliases or {}),
                     faults=fault_spans(notes, end), outages=outage_spans(notes, end))
 
 
 def breaker_spans(lines: Iterable[Mapping[str, object]], load_started_utc: str,
-                  end: float) -> dict[str, list[Span]]:
+                  end: float, aliases: Mapping[str, str]) -> dict[str, list[Span]]:
     """Each breaker's states from its logged changes; every breaker starts closed."""
     origin = datetime.fromisoformat(load_started_utc)
     changes: dict[str, list[tuple[float, str]]] = {}
     for line in lines:
         if line.get("event") == BREAKER_EVENT:
             moment = (datetime.fromisoformat(str(line["timestamp"])) - origin).total_seconds()
-            changes.setdefault(str(line.get("breaker")), []).append((moment, str(line.get("new_state"))))
+            name = breaker_label(str(line.get("breaker")), aliases)
+            changes.setdefault(name, []).append((moment, str(line.get("new_state"))))
     spans: dict[str, list[Span]] = {}
     for name, steps in sorted(changes.items()):
         marks = [(0.0, CLOSED), *sorted(steps)]
@@ -95,24 +97,22 @@ def fault_spans(notes: Sequence[tuple[float, str]], end: float) -> list[Span]:
     stops = [at for at, text in notes if text.startswith("load stopped")]
     last = min([end, *stops])
     return [(at, until, phase)
-            for (at, phase), (until, _) in zip(marks, [*marks[1:], (last, "")], strict=True)
+            for (at, phase), (until, _) in zip(marks, [*marks[1:], (last, "")][:len(marks)], strict=True)
             if phase != "clean" and until > at]
 
 
 def outage_spans(notes: Sequence[tuple[float, str]], end: float) -> dict[str, list[Span]]:
-    """Each killed service's down time: from its SIGKILL note to its restart note (or ``end``)."""
+    """Each killed process's down time, by name: from its SIGKILL note to its restart note (or ``end``)."""
     spans: dict[str, list[Span]] = {}
-    for service, (killed, restarted) in OUTAGE_NOTES.items():
-        down_since: float | None = None
-        for at, text in notes:
-            if text.startswith(killed):
-                down_since = at
-            elif text.startswith(restarted) and down_since is not None:
-                spans.setdefault(service, []).append((down_since, at, "down"))
-                down_since = None
-        if down_since is not None:
-            spans.setdefault(service, []).append((down_since, end, "down"))
-    return spans
+    down_since: dict[str, float] = {}
+    for at, text in notes:
+        if text.endswith(KILLED):
+            down_since[text.removesuffix(KILLED)] = at
+        for name in [name for name in down_since if text.startswith(name + RESTARTED)]:
+            spans.setdefault(name, []).append((down_since.pop(name), at, "down"))
+    for name, since in down_since.items():
+        spans.setdefault(name, []).append((since, end, "down"))
+    return dict(sorted(spans.items()))
 
 
 def draw_png(timeline: Timeline, path: Path, title: str) -> bool:

@@ -29,9 +29,18 @@ class Tally:
     checked: int
     #: Of those, how many were acknowledged: the messages the strict rule actually vouches for.
     checked_acknowledged: int
-    #: Acknowledged UUIDs the logging service never logged as storing that message.
+    #: Acknowledged UUIDs the logging service never logged as storing that message (on Redis: that
+    #: its dedup index does not map to that message).
     uuid_mismatches: int
     examples: dict[str, list[str]]
+    #: Whether redis-server was SIGKILLed; POSTs acknowledged before its last SIGKILL (the
+    #: strict rule holds them all the same), and how many of them are stored.
+    store_killed: bool = False
+    before_store_kill: int = 0
+    before_store_kill_stored: int = 0
+    #: POSTs sent after the last restart of a process on the write path and acknowledged (None:
+    #: not counted): that the system recovered from the last fault.
+    after_last_restart: int | None = None
 
     @property
     def failed(self) -> int:
@@ -40,14 +49,18 @@ class Tally:
 
 
 def tally(ops: Sequence[PostOp], stored: Sequence[str], *, strict_since: float | None = None,
-          stored_uuids: Mapping[str, set[str]] | None = None) -> Tally:
+          stored_uuids: Mapping[str, set[str]] | None = None, store_killed_at: float | None = None,
+          restarted_at: float | None = None) -> Tally:
     """Judge every POST in ``ops`` against the final contents of the store, ``stored``.
 
     With ``strict_since`` (the time the last logging restart completed), only
     POSTs first sent at or after it must survive; an acknowledged message sent
     before it and absent now is counted as ``lost_with_logging_restart``.
     ``stored_uuids`` maps a UUID to the messages the logging service logged as
-    stored under it; without it, UUIDs are not checked.
+    stored under it; without it, UUIDs are not checked. ``store_killed_at`` is
+    when redis-server was last SIGKILLed: a POST whose client was told before
+    then was acknowledged by the Redis that was killed. ``restarted_at`` is when
+    the last restarted process on the write path served again.
     """
     counts = Counter(stored)
     sent = {op.text for op in ops}
@@ -65,12 +78,17 @@ def tally(ops: Sequence[PostOp], stored: Sequence[str], *, strict_since: float |
     for text in unexpected:
         example("unexpected", text)
     lost = lost_restart = indeterminate = failed_absent = checked = checked_acks = mismatches = 0
+    before_kill = before_kill_stored = after_restart = 0
     for op in ops:
         strict = strict_since is None or op.started >= strict_since
         checked += strict
         checked_acks += strict and op.acknowledged
         present = counts.get(op.text, 0) > 0
         if op.acknowledged:
+            after_restart += restarted_at is not None and op.started >= restarted_at
+            if store_killed_at is not None and op.ended < store_killed_at:
+                before_kill += 1
+                before_kill_stored += present
             if not present and strict:
                 lost += 1
                 example("lost", op.text)
@@ -88,14 +106,16 @@ def tally(ops: Sequence[PostOp], stored: Sequence[str], *, strict_since: float |
         duplicated=len(duplicated), unexpected=len(unexpected), indeterminate=indeterminate,
         failed_and_absent=failed_absent, lost_with_logging_restart=lost_restart, checked=checked,
         checked_acknowledged=checked_acks,
-        uuid_mismatches=mismatches, examples=examples,
+        uuid_mismatches=mismatches, examples=examples, store_killed=store_killed_at is not None,
+        before_store_kill=before_kill, before_store_kill_stored=before_kill_stored,
+        after_last_restart=None if restarted_at is None else after_restart,
     )
 
 
-def problems(t: Tally, gets: GetStats, via_facade: str) -> list[str]:
-    """Why a run with this tally, these GETs and this paged read back (``via_facade``) fails
-    (empty when it passes)."""
-    found = []
+def problems(t: Tally, gets: GetStats, via_facade: str, missing_faults: Sequence[str] = ()) -> list[str]:
+    """Why a run with this tally, these GETs, this paged read back (``via_facade``) and these faults
+    it was to survive but never saw (``missing_faults``) fails (empty when it passes)."""
+    found = [f"{fault} never happened: the run cannot vouch for surviving it" for fault in missing_faults]
     if t.lost:
         found.append(f"{t.lost} acknowledged messages are not stored")
     if t.duplicated:
@@ -103,7 +123,7 @@ def problems(t: Tally, gets: GetStats, via_facade: str) -> list[str]:
     if t.unexpected:
         found.append(f"{t.unexpected} stored messages were never sent")
     if t.uuid_mismatches:
-        found.append(f"{t.uuid_mismatches} acknowledged UUIDs were never logged as storing their message")
+        found.append(f"{t.uuid_mismatches} acknowledged UUIDs are not recorded as storing their message")
     if gets.unexpected_texts:
         found.append(f"GET pages showed {gets.unexpected_texts} texts no client had sent")
     if via_facade != "identical":
@@ -111,4 +131,10 @@ def problems(t: Tally, gets: GetStats, via_facade: str) -> list[str]:
                      "from the logging service's own read")
     if t.checked_acknowledged == 0:
         found.append("no message held to the strict rule was acknowledged: the run checked nothing")
+    if t.store_killed and t.before_store_kill == 0:
+        found.append("no message was acknowledged before the last redis-server SIGKILL: the run "
+                     "checked nothing across a Redis restart")
+    if t.after_last_restart == 0:
+        found.append("no POST sent after the last restart was acknowledged: the run did not show "
+                     "that the system recovered")
     return found
