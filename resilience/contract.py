@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import uuid
 
@@ -47,8 +48,16 @@ _VARIANT_MASK = 0b11 << 62
 
 
 def new_uuid() -> str:
-    """A random message UUID, for a POST without an Idempotency-Key."""
-    return str(uuid.uuid4())
+    """A random message UUID (version 4), for a POST without an Idempotency-Key.
+
+    The same 122 random bits from ``os.urandom`` as ``uuid.uuid4``, formatted
+    without building a ``UUID`` object: a third of the cost, once per POST.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class KeyUuids:

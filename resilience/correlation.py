@@ -91,9 +91,14 @@ def parse_traceparent(value: str | None) -> tuple[str, str] | None:
     return trace_id, flags
 
 
-def propagation_headers() -> dict[str, str]:
-    """The headers an RPC made now carries: the correlation ID, and trace context for a trace-id."""
-    current = _propagation.get()
+def current_propagation() -> Propagation | None:
+    """What an RPC made now carries on (``None`` outside a request)."""
+    return _propagation.get()
+
+
+def propagation_headers(current: Propagation | None) -> dict[str, str]:
+    """The headers of an RPC that carries ``current`` on: the correlation ID, and trace context
+    for a trace-id (a new parent-id each time: each request on the wire is a span of its own)."""
     if current is None:
         return {}
     cid = current.correlation_id

@@ -32,7 +32,7 @@ from yarl import URL
 from .access import note
 from .auth import Signer
 from .coalesce import Coalescer, Pending
-from .correlation import HEADER, propagation_headers
+from .correlation import Propagation, current_propagation, propagation_headers
 from .errors import Overloaded, RemoteError, ServiceUnavailable, registered_error
 from .policy import CallPolicy
 from .server import result_bytes
@@ -45,13 +45,23 @@ _BATCH_ITEM_OVERHEAD = 256
 
 @dataclass(frozen=True, slots=True)
 class _Call:
-    """One call as it will be sent: its method, JSON arguments, headers and deadline."""
+    """One call as it will be sent: its method, JSON arguments, deadline, and the request's
+    correlation (its headers are built only for a call that goes on the wire alone or first
+    in its batch)."""
 
     method: str
     body: bytes
-    headers: Mapping[str, str]
+    propagation: Propagation | None
     deadline: float
     undecoded: bool = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {**_JSON_HEADERS, **propagation_headers(self.propagation)}
+
+    @property
+    def correlation_id(self) -> str | None:
+        return self.propagation.correlation_id if self.propagation is not None else None
 
 
 class RpcProxy:
@@ -102,7 +112,7 @@ class RpcProxy:
         """Call ``method`` with ``kwargs`` under its policy and return its result (with
         ``undecoded``, the result's JSON bytes as they came, to pass on without a copy)."""
         policy = self._policy(method)
-        call = _Call(method, orjson.dumps(kwargs), {**_JSON_HEADERS, **propagation_headers()},
+        call = _Call(method, orjson.dumps(kwargs), current_propagation(),
                      policy.clock() + policy.deadline, undecoded)
         try:
             if method in self._batched:
@@ -178,7 +188,7 @@ class RpcProxy:
         policy = self._policy(method)
         calls: list[_Call] = [item.payload for item in items]
         body = orjson.dumps([{"method": c.method, "kwargs": orjson.Fragment(c.body),
-                              "correlation_id": c.headers.get(HEADER)} for c in calls])
+                              "correlation_id": c.correlation_id} for c in calls])
 
         async def attempt(replica: str, timeout: float) -> tuple[list[Any], str]:
             if replica in self._without_batches:

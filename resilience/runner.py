@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import socket
 import sys
 from collections.abc import Callable
@@ -77,6 +78,28 @@ def give_large_blocks_back() -> None:
     mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK)
 
 
+#: Net new objects between young collections (CPython's default is 700); see below.
+YOUNG_COLLECTION_THRESHOLD = 20_000
+
+
+async def _tune_garbage_collection(_app: web.Application) -> None:
+    """Collect rarely, and never again what start-up built.
+
+    What start-up built (modules, the app, its clients) lives as long as the
+    process: frozen, it is left out of every later collection. Objects that
+    die young are freed by their reference counts, not by the collector, so
+    what a young collection scans is mostly the live state of the requests
+    in flight, again and again: under load, the default 700 made the facade
+    collect about 40 times a second, 5 % of its CPU. At 20,000 it is about 1 %;
+    what waits for a collection meanwhile is only cyclic garbage, a few MB at
+    most.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
+
+
 def serve(app: web.Application, *, name: str, host: str, port: int,
           shutdown_timeout: float) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then let in-flight requests finish and stop.
@@ -93,6 +116,7 @@ def serve(app: web.Application, *, name: str, host: str, port: int,
     else:
         loop = uvloop.new_event_loop()
     log.info("service starting", host=host, port=port)
+    app.on_startup.append(_tune_garbage_collection)
 
     def listening(_banner: str) -> None:
         # aiohttp calls this once every site listens: then, and only then, the port is ours.

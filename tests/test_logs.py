@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from resilience.logs import TurnBuffer, configure_logging
+from resilience.logs import Timestamper, TurnBuffer, configure_logging
 
 
 @pytest.fixture(autouse=True)
@@ -122,3 +122,12 @@ def test_a_turn_that_never_ends_strands_nothing() -> None:
     buffer.write("second\n")
     buffer.flush()
     assert out.getvalue() == "first\nsecond\n"
+
+
+def test_timestamps_are_iso_utc_to_the_microsecond() -> None:
+    """Each line's time is ISO 8601 UTC with six digits of microseconds, the second's part
+    formatted anew when the second changes."""
+    clock = iter([1_796_121_763.000_001, 1_796_121_763.5, 1_796_121_764.25])
+    stamp = Timestamper(clock=lambda: next(clock))
+    assert [stamp(None, "info", {})["timestamp"] for _ in range(3)] == [
+        "2026-12-01T10:42:43.000001Z", "2026-12-01T10:42:43.500000Z", "2026-12-01T10:42:44.250000Z"]

@@ -124,7 +124,7 @@ async def test_sigkill_of_redis_under_load_loses_no_acknowledged_message(
     a, b = await make_replica(redis_server.url), await make_replica(redis_server.url)
     acknowledged: list[str] = []
     refused: list[int] = []
-    done = asyncio.Event()
+    done, restarted = asyncio.Event(), asyncio.Event()
 
     async def writer(replica: Client, name: str) -> None:
         for n in itertools.count():
@@ -136,7 +136,7 @@ async def test_sigkill_of_redis_under_load_loses_no_acknowledged_message(
                 acknowledged.append(text)
             else:
                 refused.append(status)
-                await asyncio.sleep(0.005)  # Redis is down: do not spin while it restarts
+                await restarted.wait()  # Redis is down: do not spin while it restarts
 
     with capture_logs() as logs:
         writers = [asyncio.create_task(writer(r, f"w{i}")) for i, r in enumerate((a, b, a, b))]
@@ -145,6 +145,7 @@ async def test_sigkill_of_redis_under_load_loses_no_acknowledged_message(
         await wait_for(lambda: len(refused) >= 4)
         before_restart = len(acknowledged)
         await asyncio.to_thread(redis_server.start)
+        restarted.set()
         await wait_for(lambda: len(acknowledged) >= before_restart + 100, timeout=10)
         done.set()
         await asyncio.gather(*writers)
