@@ -8,21 +8,30 @@
 - ``GET /health`` -> ``{"status": "ok"}``.
 
 No validation beyond a JSON object with a string ``msg``, no logs, no RPC: the
-floor every figure of the real services is compared against.
+floor every figure of the real services is compared against. ``bare_server``
+runs it as a process of its own on a free port.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
 import uvloop
 from aiohttp import web
 
+from resilience.testing.cluster import free_port, wait_until_healthy
+
 STATIC_MESSAGE = "not implemented yet"
 MESSAGES = web.AppKey("messages", list[str])
+STOP_TIMEOUT = 10.0
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -69,6 +78,28 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     web.run_app(create_app(), host=args.host, port=args.port, access_log=None, print=None,
                 shutdown_timeout=1.0, loop=uvloop.new_event_loop())
+
+
+@contextmanager
+def bare_server(log_dir: Path, host: str = "127.0.0.1") -> Iterator[tuple[str, int]]:
+    """The bare handler as a process of its own on a free port, serving: its URL and PID.
+    Stopped by PID on the way out: SIGTERM, then SIGKILL after ``STOP_TIMEOUT``."""
+    port = free_port(host)
+    with open(log_dir / "bare.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "bench.bare", "--host", host, "--port", str(port)],
+                                cwd=Path(__file__).resolve().parents[1], stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        url = f"http://{host}:{port}"
+        wait_until_healthy(url)
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 if __name__ == "__main__":

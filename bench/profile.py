@@ -30,8 +30,8 @@ import uvloop
 
 from resilience.testing.cluster import Cluster
 
-from .load import LoadError, drive, pick_tool
-from .plan import SMALL_STORE
+from .load import TOOLS, LoadError, drive, pick_tool
+from .results import SMALL_STORE
 from .run import seed
 
 WARMUP = 2
@@ -139,7 +139,7 @@ def record(spy: str, verb: str, duration: int, connections: int, rate: int, tool
         cluster.start_all()
         url = f"{cluster.facade_url}/facade"
         if verb == "GET":
-            uvloop.run(seed([cluster.facade_url], SMALL_STORE))
+            uvloop.run(seed(cluster.facade_url, SMALL_STORE))
         drive(tool, url, verb, connections=connections, duration=WARMUP)
         spies = {name: subprocess.Popen(
             [spy, "record", "--pid", str(proc.pid), "--duration", str(duration), "--rate", str(rate),
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=int, default=20, help="seconds recorded (default 20)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=int, default=200, help="samples per second (default 200)")
-    parser.add_argument("--tool", choices=("auto", "wrk", "aiohttp"), default="auto")
+    parser.add_argument("--tool", choices=TOOLS, default="auto")
     parser.add_argument("--out", type=Path, default=None,
                         help="where to keep the stacks and logs (default: a new temporary directory)")
     args = parser.parse_args(argv)

@@ -1,11 +1,90 @@
-"""The figures one benchmark run produces, as plain frozen data."""
+"""What a run is asked to do (``Plan``), where it ran (``Machine``) and what it measured: plain data.
+
+``Report`` holds every figure, keyed by system and verb, and derives the
+ratios to the bare handler that the targets are defined on.
+"""
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
 
-from .machine import Machine
-from .plan import Plan
+# Messages stored before the throughput runs, so GET answers a small, equal list everywhere.
+SMALL_STORE = 100
+VERBS = ("GET", "POST")
+REPLICA_COUNTS = (1, 2, 3)
+
+
+def redis_system(replicas: int) -> str:
+    """The key of the facade over ``replicas`` logging replicas on Redis in ``Report.load``."""
+    return f"redis-{replicas}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The knobs of one run.
+
+    ``duration`` and ``warmup`` are whole seconds per load run (wrk takes
+    whole seconds); ``store_sizes`` are the store sizes at which GET latency
+    and the logging process's RSS are read, the largest one giving the
+    memory per message.
+    """
+
+    duration: int = 15
+    warmup: int = 2
+    connections: int = 32
+    tool: str = "wrk"
+    store_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
+    get_samples: int = 11
+    fill_concurrency: int = 32
+    wrapper_calls: int = 5_000
+    quick: bool = False
+
+    @classmethod
+    def build(cls, *, tool: str, quick: bool, duration: int | None, connections: int) -> Plan:
+        """The default plan, or the quick one; an explicit ``duration`` wins either way."""
+        if quick:
+            return cls(duration=duration or 3, warmup=1, connections=connections, tool=tool,
+                       store_sizes=(1_000, 10_000), get_samples=5, wrapper_calls=1_000, quick=True)
+        return cls(duration=duration or cls.duration, connections=connections, tool=tool)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The machine and software under test, one table row per field."""
+
+    cpu: str
+    cores: int
+    python: str
+    libraries: str
+    load_tool: str
+    date: str
+
+    @classmethod
+    def describe(cls, load_tool: str) -> Machine:
+        """This machine; ``load_tool`` says which load generator drove the endpoints."""
+        return cls(
+            cpu=_cpu_model(),
+            # The affinity mask: the cores this process may run on, which a container may narrow.
+            cores=len(os.sched_getaffinity(0)),
+            python=f"{platform.python_implementation()} {platform.python_version()}",
+            libraries=", ".join(f"{name} {version(name)}" for name in ("aiohttp", "uvloop", "orjson")),
+            load_tool=load_tool,
+            date=datetime.date.today().isoformat(),
+        )
+
+
+def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The first ``model name`` of ``/proc/cpuinfo`` (psutil does not give it), else the platform's."""
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else ():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine() or "unknown"
 
 
 @dataclass(frozen=True)
@@ -31,7 +110,7 @@ class LoadResult:
 
 @dataclass(frozen=True)
 class StoreResult:
-    """The logging service as its store grows: RSS per message and GET /facade latency."""
+    """The in-memory logging service as its store grows: RSS and GET /facade latency per size."""
 
     baseline_rss: int
     rss: dict[int, int] = field(default_factory=dict)
@@ -75,22 +154,36 @@ class WrapperResult:
 
 
 @dataclass(frozen=True)
+class RedisResult:
+    """The Redis phase: why it was ``skipped``, or the server's version and, per replica count,
+    the messages ``stored`` during that cluster's runs and Redis's ``used_memory`` per message
+    stored (what emptying it gave back)."""
+
+    skipped: str | None = None
+    version: str = ""
+    stored: dict[int, int] = field(default_factory=dict)
+    bytes_per_message: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Report:
     """Everything one run measured, and where."""
 
     machine: Machine
     plan: Plan
+    # (system, verb) -> the load run; systems: "bare", "facade" (logging in memory), redis_system(n).
     load: dict[tuple[str, str], LoadResult]
-    # (target, verb) -> process name -> CPU microseconds (user + system) per request.
+    # ("bare" | "facade", verb) -> process name -> CPU microseconds (user + system) per request.
     cpu_us: dict[tuple[str, str], dict[str, float]]
     store: StoreResult
     wrapper: WrapperResult
+    redis: RedisResult
 
-    def ratio(self, verb: str) -> float:
-        """The facade's rate for ``verb`` as a share of the bare handler's."""
+    def ratio(self, system: str, verb: str) -> float:
+        """``system``'s rate for ``verb`` as a share of the bare handler's, in this run."""
         bare = self.load[("bare", verb)].rps
-        return self.load[("facade", verb)].rps / bare if bare > 0 else 0.0
+        return self.load[(system, verb)].rps / bare if bare > 0 else 0.0
 
-    def cpu_total_us(self, target: str, verb: str) -> float:
-        """CPU per request summed over every process serving ``target``."""
-        return sum(self.cpu_us[(target, verb)].values())
+    def cpu_total_us(self, system: str, verb: str) -> float:
+        """CPU per request summed over every process serving ``system``."""
+        return sum(self.cpu_us[(system, verb)].values())

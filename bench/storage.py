@@ -1,8 +1,11 @@
-"""The logging service as its store grows: resident memory per message, and GET /facade latency.
+"""What a stored message costs: the in-memory logging service's RSS, and Redis's ``used_memory``.
 
-Messages go straight to the logging service's ``POST /rpc/log`` (not through
-the facade), each a fresh UUID and a short realistic text (``message 12345``).
-Memory is the logging process's ``VmRSS`` from ``/proc/<pid>/status``.
+In memory, messages go straight to a fresh logging service's ``POST /rpc/log``
+(not through the facade), each a fresh UUID and a short realistic text
+(``message 12345``); its resident set size (psutil's, ``VmRSS``) and the
+latency of GET /facade are read at each store size. On Redis, what emptying it gives
+back of ``INFO memory``'s ``used_memory`` once a cluster's runs have stored
+their messages and the cluster has stopped.
 """
 
 from __future__ import annotations
@@ -15,16 +18,20 @@ from collections.abc import Sequence
 
 import aiohttp
 import orjson
+import psutil
 
 from resilience.paging import MAX_PAGE
+from resilience.testing.cluster import poll_until
+from resilience.testing.redis_server import RedisServer
 
-from .procfs import vm_rss
 from .results import StoreResult
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 # Calls that exercise the whole /rpc/log path (the same pair again is a duplicate, not stored)
 # before the baseline RSS is read, so first-call allocations do not count as per-message cost.
 WARMUP_CALLS = 300
+# How long the services' connections to Redis may take to close once they have stopped.
+DISCONNECT_TIMEOUT = 10.0
 
 
 class StoreError(RuntimeError):
@@ -79,7 +86,8 @@ async def median_get_ms(session: aiohttp.ClientSession, facade_url: str, expecte
 
 async def measure_store(logging_url: str, facade_url: str, logging_pid: int,
                         sizes: Sequence[int], samples: int, concurrency: int) -> StoreResult:
-    """Fill a fresh logging service up to each of ``sizes``, reading RSS and GET latency at each."""
+    """Fill a fresh logging service up to each of ``sizes``, reading its RSS and GET latency at each."""
+    logging = psutil.Process(logging_pid)
     rss: dict[int, int] = {}
     latency: dict[int, float] = {}
     async with aiohttp.ClientSession() as session:
@@ -87,11 +95,33 @@ async def measure_store(logging_url: str, facade_url: str, logging_pid: int,
         first = str(uuid.uuid4())
         for _ in range(WARMUP_CALLS):
             await _log(session, url, first, "message 0")
-        baseline = vm_rss(logging_pid)
+        baseline = logging.memory_info().rss
         stored = 1
         for size in sorted(sizes):
             await store_messages(session, logging_url, stored, size, concurrency)
             stored = size
-            rss[size] = vm_rss(logging_pid)
+            rss[size] = logging.memory_info().rss
             latency[size] = await median_get_ms(session, facade_url, size, samples)
     return StoreResult(baseline_rss=baseline, rss=rss, get_median_ms=latency)
+
+
+async def stored_count(logging_url: str) -> int:
+    """How many messages the logging service at ``logging_url`` says its store holds."""
+    async with aiohttp.ClientSession() as session, \
+            session.post(f"{logging_url}/rpc/count", data=b"{}", headers=JSON_HEADERS) as resp:
+        body = await resp.read()
+        if resp.status != 200:
+            raise StoreError(f"/rpc/count answered {resp.status}: {body[:200]!r}")
+    return int(orjson.loads(body)["result"])
+
+
+def redis_bytes_per_message(redis: RedisServer, stored: int) -> float:
+    """What emptying Redis gives back of its ``used_memory``, per message ``stored``; Redis is empty
+    afterwards. Read once only this reader is connected (the services' connection buffers are not
+    the messages' cost), and against the emptied server rather than the one before the run, as
+    what outlives the data (Redis's first allocations for clients and scripts) is not either."""
+    poll_until(lambda: redis.info("clients")["connected_clients"] == 1, DISCONNECT_TIMEOUT,
+               "every service disconnected from Redis")
+    full = redis.used_memory()
+    redis.flush()
+    return (full - redis.used_memory()) / stored

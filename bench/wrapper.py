@@ -35,24 +35,6 @@ WARMUP_CALLS = 200
 Call = Callable[[str, str], Awaitable[Any]]
 
 
-class Timings:
-    """Wall and CPU nanoseconds of each call of one kind."""
-
-    def __init__(self) -> None:
-        self.wall: list[int] = []
-        self.cpu: list[int] = []
-
-    async def time(self, call: Call, message_id: str, msg: str) -> None:
-        wall, cpu = time.perf_counter_ns(), time.process_time_ns()
-        await call(message_id, msg)
-        self.cpu.append(time.process_time_ns() - cpu)
-        self.wall.append(time.perf_counter_ns() - wall)
-
-    def median_us(self) -> tuple[float, float]:
-        """Median wall and CPU microseconds per call."""
-        return statistics.median(self.wall) / 1e3, statistics.median(self.cpu) / 1e3
-
-
 async def _metrics_only_us(count: int) -> float:
     """Microseconds the request metrics add to one request: the access log's observer that counts
     it and times it (``resilience/metrics.py``), called on a real routed request, no network."""
@@ -84,6 +66,13 @@ async def _policy_only_us(policy: CallPolicy, count: int) -> float:
     return (time.perf_counter() - started) / count * 1e6
 
 
+async def _timed(call: Call, message_id: str, msg: str) -> tuple[int, int]:
+    """Wall and CPU nanoseconds of one call."""
+    wall, cpu = time.perf_counter_ns(), time.process_time_ns()
+    await call(message_id, msg)
+    return time.perf_counter_ns() - wall, time.process_time_ns() - cpu
+
+
 async def measure_wrapper(logging_url: str, calls: int) -> WrapperResult:
     """Time ``calls`` raw and ``calls`` wrapped calls, interleaved, each storing a new message."""
     settings = Settings(logging_url=logging_url)
@@ -104,15 +93,15 @@ async def measure_wrapper(logging_url: str, calls: int) -> WrapperResult:
         async def wrapped(message_id: str, msg: str) -> Any:
             return await proxy.log(uuid=message_id, msg=msg)
 
-        timings = {raw: Timings(), wrapped: Timings()}
+        timings: dict[Call, list[tuple[int, int]]] = {raw: [], wrapped: []}
         for index in range(WARMUP_CALLS + calls):
-            if index == WARMUP_CALLS:
-                timings = {raw: Timings(), wrapped: Timings()}
-            pair = (raw, wrapped) if index % 2 == 0 else (wrapped, raw)
-            for call in pair:
-                await timings[call].time(call, str(uuid.uuid4()), f"wrapper {index}")
-    raw_us, raw_cpu_us = timings[raw].median_us()
-    wrapped_us, wrapped_cpu_us = timings[wrapped].median_us()
+            for call in (raw, wrapped) if index % 2 == 0 else (wrapped, raw):
+                timing = await _timed(call, str(uuid.uuid4()), f"wrapper {index}")
+                if index >= WARMUP_CALLS:
+                    timings[call].append(timing)
+    (raw_us, raw_cpu_us), (wrapped_us, wrapped_cpu_us) = (
+        (statistics.median(wall for wall, _ in timings[call]) / 1e3,
+         statistics.median(cpu for _, cpu in timings[call]) / 1e3) for call in (raw, wrapped))
     policy_only_us = await _policy_only_us(
         downstream_policies("logging", [logging_url], settings, ("write",))["write"], calls)
     metrics_only_us = await _metrics_only_us(calls * 10)

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+import psutil
 
-from bench.procfs import vm_rss
 from resilience import Settings
 from resilience.testing.cluster import Cluster
 
@@ -66,7 +66,7 @@ class RssSampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            self.peak = max(self.peak, vm_rss(self.pid))
+            self.peak = max(self.peak, psutil.Process(self.pid).memory_info().rss)
             time.sleep(SAMPLE_EVERY)
 
 
@@ -101,7 +101,7 @@ async def attack(cluster: Cluster, count: int) -> Figures:
         for i in range(20):  # warm the facade up: its steady state, not its import cost
             async with session.post(f"{cluster.facade_url}/facade", json={"msg": f"warm {i}"}):
                 pass
-        figures.rss_before = vm_rss(pid)
+        figures.rss_before = psutil.Process(pid).memory_info().rss
         sampler = RssSampler(pid)
         sampler.start()
         figures.outcomes = [Outcome() for _ in range(count)]
@@ -118,7 +118,7 @@ async def attack(cluster: Cluster, count: int) -> Figures:
         sampler.stopped.set()
         sampler.join()
         figures.rss_peak = sampler.peak
-        figures.rss_after = vm_rss(pid)
+        figures.rss_after = psutil.Process(pid).memory_info().rss
     return figures
 
 
