@@ -6,7 +6,10 @@ standard ``logging`` module (aiohttp's) are rendered the same way.
 
 Lines written on the event loop leave once per turn of the loop, in one
 write, rather than once each (``TurnBuffer``): under load that is one system
-call for dozens of lines, instead of one per line.
+call for dozens of lines, instead of one per line. Where a line is the record
+of what a reply acknowledges (logging's "message stored"), the RPC server
+writes the lines held before the reply leaves (``write_held_lines``), so a
+process killed between the two never acknowledges what its log does not show.
 """
 
 from __future__ import annotations
@@ -117,6 +120,15 @@ class Timestamper:
         return event_dict
 
 
+_buffer: TurnBuffer | None = None  # the one ``configure_logging`` set up
+
+
+def write_held_lines() -> None:
+    """Write the log lines held for the end of this loop turn now (if logging was configured)."""
+    if _buffer is not None:
+        _buffer.drain()
+
+
 def _dumps(obj: Any, **_: Any) -> str:
     return orjson.dumps(obj, default=repr).decode()
 
@@ -128,7 +140,9 @@ def configure_logging(
 
     ``log_format`` is ``json``, ``console`` or ``auto`` (JSON unless ``stream`` is a terminal).
     """
-    out = cast(TextIO, TurnBuffer(stream or sys.stdout))
+    global _buffer
+    _buffer = TurnBuffer(stream or sys.stdout)
+    out = cast(TextIO, _buffer)
     if log_format == "auto":
         log_format = "console" if out.isatty() else "json"
     level_no = logging.getLevelNamesMapping()[level.upper()]

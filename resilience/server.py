@@ -35,6 +35,7 @@ from . import auth
 from .access import access_log_middleware
 from .correlation import VALID_ID, correlation_middleware
 from .errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
+from .logs import write_held_lines
 from .metrics import setup_metrics
 from .rpc import dispatch, entrypoints
 from .settings import Settings
@@ -132,6 +133,12 @@ def unauthorized(reason: str) -> web.Response:
                          headers={"WWW-Authenticate": auth.SCHEME})
 
 
+async def _lines_before_reply(_request: web.Request, _response: web.StreamResponse) -> None:
+    """A reply leaves after the log lines of what it answers ("message stored"): a process
+    killed in between then never acknowledged a call its log does not show."""
+    write_held_lines()
+
+
 def rpc_app(service: Any, settings: Settings | None = None, *,
             ready: Readiness | None = None, collectors: Iterable[Collector] = (),
             refresh: Callable[[], Awaitable[None]] | None = None) -> web.Application:
@@ -219,6 +226,7 @@ def rpc_app(service: Any, settings: Settings | None = None, *,
     app = web.Application(client_max_size=max(max_body_bytes, settings.rpc_batch_max_bytes),
                           middlewares=middlewares, handler_args=CLOSE_ON_UNREAD_BODY)
     app[SERVICE_KEY] = service
+    app.on_response_prepare.append(_lines_before_reply)
     app.router.add_post("/rpc/{method}", call)
     app.router.add_post("/rpc", batch)
     app.router.add_get("/health", health)

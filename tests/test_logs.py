@@ -10,8 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 import structlog
+from aiohttp import web
 
+from logging_service.app import create_app as create_logging
+from resilience import Settings
+from resilience.contract import new_uuid
 from resilience.logs import Timestamper, TurnBuffer, configure_logging
+from tests.conftest import AiohttpClient
 
 
 @pytest.fixture(autouse=True)
@@ -131,3 +136,23 @@ def test_timestamps_are_iso_utc_to_the_microsecond() -> None:
     stamp = Timestamper(clock=lambda: next(clock))
     assert [stamp(None, "info", {})["timestamp"] for _ in range(3)] == [
         "2026-12-01T10:42:43.000001Z", "2026-12-01T10:42:43.500000Z", "2026-12-01T10:42:44.250000Z"]
+
+
+async def test_an_rpc_reply_leaves_after_the_lines_of_what_it_answers(
+        aiohttp_client: AiohttpClient) -> None:
+    """When logging's reply to a call is about to be sent, "message stored" and the access line
+    are already written, not held for the end of the loop's turn."""
+    out = io.StringIO()
+    configure_logging("logging", "json", "info", stream=out)
+    app = create_logging(Settings())
+    written_at_reply: list[str] = []
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        written_at_reply.append(out.getvalue())
+
+    app.on_response_prepare.append(record)  # runs after the server's own hook
+    client = await aiohttp_client(app)
+    resp = await client.post("/rpc/log", json={"uuid": new_uuid(), "msg": "kept"})
+    assert resp.status == 200
+    events = [json.loads(line)["event"] for line in written_at_reply[0].splitlines()]
+    assert events[-2:] == ["message stored", "request handled"]
