@@ -4,9 +4,11 @@ Each replica of a downstream has its own breaker (per kind of call), so a
 replica that fails is cut off alone while the others keep serving. The
 choice is the "power of two choices" (Mitzenmacher; Envoy's
 ``LEAST_REQUEST``): two random replicas whose breakers are not open, the
-one with fewer calls in flight; a retry avoids the replica the previous
-attempt failed on while another one admits calls (Envoy's
-``previous_hosts`` retry predicate).
+one with fewer calls in flight; a retry avoids every replica an earlier
+attempt of the same call failed on while another one admits calls (Envoy's
+``previous_hosts`` retry predicate). Avoiding only the last one would not
+do: with two replicas of three down, a retry would bounce between the two
+dead ones, which fail fast and so look the least loaded.
 """
 
 from __future__ import annotations
@@ -38,21 +40,23 @@ class Balancer:
         self.service = self.targets[0].breaker.service
         self._rng = rng or random.Random()
 
-    def admit(self, avoid: Target | None = None) -> tuple[Target, _Guard]:
+    def admit(self, avoid: Sequence[Target] = ()) -> tuple[Target, _Guard]:
         """The target for the next attempt, admitted by its breaker.
 
-        ``avoid`` (where the previous attempt failed) is tried last. Raises
-        the ``CircuitOpen`` that ends soonest when no breaker admits the call.
+        ``avoid`` (where the earlier attempts failed, oldest first) is tried
+        last, the one that failed longest ago first. Raises the
+        ``CircuitOpen`` that ends soonest when no breaker admits the call.
         """
         if len(self.targets) == 1:
             only = self.targets[0]
             return only, only.breaker.guard()
-        ready = [t for t in self.targets if t is not avoid and t.breaker.retry_after() == 0]
+        ready = [t for t in self.targets if t not in avoid and t.breaker.retry_after() == 0]
         ready = self._rng.sample(ready, min(2, len(ready)))  # random order too: ties go either way
         ready.sort(key=lambda t: t.in_flight)
-        rest = [t for t in self.targets if t not in ready and t is not avoid]
+        rest = [t for t in self.targets if t not in ready and t not in avoid]
+        last = list(dict.fromkeys(reversed(avoid)))[::-1]  # each once, where it last failed
         refusal: CircuitOpen | None = None
-        for target in [*ready, *rest, *([avoid] if avoid is not None else [])]:
+        for target in [*ready, *rest, *last]:
             try:
                 return target, target.breaker.guard()
             except CircuitOpen as exc:

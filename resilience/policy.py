@@ -190,7 +190,7 @@ class CallPolicy:
                        failed_on: list[Target]) -> T:
         """One attempt on a replica its breaker admits, under the limit, the timeout cut to what
         is left of the deadline; a failed attempt's replica is added to ``failed_on``."""
-        target, guard = self.balancer.admit(failed_on[-1] if failed_on else None)
+        target, guard = self.balancer.admit(failed_on)
         timeout = max(0.001, min(self.timeout, deadline - self.clock()))
         try:
             with guard:

@@ -1,4 +1,4 @@
-"""Choosing the replica for an attempt: the less loaded of two, open ones skipped, a failed one avoided."""
+"""Choosing the replica for an attempt: the less loaded of two, open ones skipped, failed ones avoided."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def open_breaker(target: Target) -> None:
 def test_a_single_target_is_always_the_one() -> None:
     """With one replica there is no choice to make."""
     only = targets(FakeClock(), 1)
-    target, guard = Balancer(only).admit(avoid=only[0])
+    target, guard = Balancer(only).admit(avoid=[only[0]])
     with guard:
         pass
     assert target is only[0]
@@ -75,16 +75,38 @@ def test_a_retry_avoids_the_replica_that_just_failed() -> None:
     two = targets(clock, 2)
     balancer = Balancer(two, random.Random(4))
     for _ in range(20):
-        target, guard = balancer.admit(avoid=two[0])
+        target, guard = balancer.admit(avoid=[two[0]])
         with guard:
             pass
         assert target is two[1]
     clock.advance(RULE.window)  # those successes age out
     open_breaker(two[1])
-    target, guard = balancer.admit(avoid=two[0])
+    target, guard = balancer.admit(avoid=[two[0]])
     with guard:
         pass
     assert target is two[0]
+
+
+def test_a_retry_avoids_every_replica_the_call_failed_on() -> None:
+    """With two of three replicas failing, the third attempt goes to the third replica, however
+    lightly loaded the failed ones look; with all three failed, the one that failed longest ago
+    is tried first."""
+    three = targets(FakeClock(), 3)
+    three[2].in_flight = 50  # the live replica is the busy one: dead ones fail fast
+    for seed in range(20):
+        balancer = Balancer(three, random.Random(seed))
+        target, guard = balancer.admit(avoid=[three[0], three[1]])
+        with guard:
+            pass
+        assert target is three[2]
+        target, guard = balancer.admit(avoid=[three[1], three[2], three[1]])
+        with guard:
+            pass
+        assert target is three[0]
+        target, guard = balancer.admit(avoid=[three[0], three[1], three[2], three[0]])
+        with guard:
+            pass
+        assert target is three[1]
 
 
 def test_every_breaker_open_refuses_with_the_soonest_trial() -> None:

@@ -100,3 +100,27 @@ async def test_each_get_answer_names_its_replica(balanced: Client, replicas: lis
     lines = [e for e in logs if e["event"] == "request handled" and e["path"] == "/facade"]
     assert len(lines) == 4
     assert all(e.get("logging_replica") in set(map(url_of, replicas)) for e in lines)
+
+
+async def test_with_two_replicas_down_no_post_retries_a_replica_twice(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, messages_server: TestServer,
+) -> None:
+    """Two of three replicas refuse connections: every POST is stored by the third, and no POST
+    sends two attempts to the same dead replica (every replica a call failed on is avoided)."""
+    healthy = await aiohttp_server(create_logging(Settings()))
+    async with FaultProxy(url_of(healthy)) as dead1, FaultProxy(url_of(healthy)) as dead2:
+        await dead1.refuse()
+        await dead2.refuse()
+        facade = await facade_over(aiohttp_client, messages_server, dead1.url, dead2.url,
+                                   url_of(healthy))
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+            for i in range(40):
+                assert (await facade.post("/facade", json={"msg": f"m{i}"})).status == 200
+    assert stored(healthy) == [f"m{i}" for i in range(40)]
+    retried: dict[str, list[str]] = {}
+    for event in logs:
+        if event["event"] == "retrying call":
+            retried.setdefault(event["correlation_id"], []).append(event["replica"])
+    assert any(len(replicas) == 2 for replicas in retried.values())  # both dead ones, in one POST
+    assert all(len(set(replicas)) == len(replicas) for replicas in retried.values())
+    assert {r for replicas in retried.values() for r in replicas} <= {dead1.url, dead2.url}
