@@ -144,6 +144,8 @@ async def test_an_rpc_reply_leaves_after_the_lines_of_what_it_answers(
     are already written, not held for the end of the loop's turn."""
     out = io.StringIO()
     configure_logging("logging", "json", "info", stream=out)
+    # The services' module loggers must not keep this configuration after the test.
+    structlog.configure(cache_logger_on_first_use=False)
     app = create_logging(Settings())
     written_at_reply: list[str] = []
 
