@@ -23,6 +23,7 @@ from structlog.testing import capture_logs
 
 from logging_service.app import create_app as create_logging
 from logging_service.store import RedisStore
+from logging_service.store.base import UuidConflict
 from logging_service.store.redis import CHUNK, IN_ORDER
 from resilience import Settings
 from resilience.testing.redis_server import RedisServer
@@ -115,6 +116,27 @@ async def test_reads_longer_than_a_chunk_come_back_whole_and_in_order(
     assert await store.messages() == [f"m{i}" for i in range(total)]
     assert await store.messages(CHUNK - 2, CHUNK + 4) == [f"m{i}" for i in range(CHUNK - 2, 2 * CHUNK + 2)]
     assert await store.messages(2 * CHUNK, 100) == [f"m{i}" for i in range(2 * CHUNK, total)]
+    await store.close()
+
+
+async def test_concurrent_adds_leave_as_pipelines_each_with_its_own_outcome(
+        shared_redis: RedisServer, redis_url: str) -> None:
+    """200 adds at once reach Redis in a few pipelines, not 200 round trips; each gets its own
+    outcome (stored, duplicate, conflict) and the new ones are stored once, in order."""
+    store = RedisStore(redis_url)
+    ids = [new_id() for _ in range(200)]
+    await store.add(ids[0], "t0")
+    outcomes = await asyncio.gather(
+        *(store.add(uid, f"t{i}") for i, uid in enumerate(ids[:150])),
+        store.add(ids[1], "another text"),
+        return_exceptions=True)
+    assert outcomes[:150] == [False] + [True] * 149
+    assert isinstance(outcomes[150], UuidConflict)
+    assert await asyncio.gather(*(store.add(uid, f"t{i}") for i, uid in enumerate(ids))) == (
+        [False] * 150 + [True] * 50)
+    assert await store.messages() == [f"t{i}" for i in range(200)]
+    assert store.adds.calls == 352
+    assert store.adds.requests <= 10
     await store.close()
 
 
