@@ -87,12 +87,16 @@ class RpcProxy:
         self.method_policies = dict(method_policies or {})
         self._batched = frozenset(batched)
         self._shared = frozenset(shared)
-        # Coalesced calls wait in a queue, not on the policy's concurrency limit: bound it alike.
+        # Coalesced calls wait in a queue, not on the policy's concurrency limit, and a request
+        # on the wire carries up to max_batch_calls of them: bound the queue to what the
+        # limit's requests could carry. Bounding it to the limit itself would refuse callers
+        # a batch has room for: under overload the facade would spend its loop refusing them.
         limit = policy.limit.limit if policy.limit is not None else 1 << 16
-        self.writes: Coalescer[str] = Coalescer(self._send_batch, max_pending=limit,
+        max_pending = limit * max_batch_calls
+        self.writes: Coalescer[str] = Coalescer(self._send_batch, max_pending=max_pending,
                                                 refuse=self._overloaded, take=self._batch_size)
         self.reads: Coalescer[tuple[str, bytes, bool]] = Coalescer(
-            self._send_shared, max_pending=limit, refuse=self._overloaded)
+            self._send_shared, max_pending=max_pending, refuse=self._overloaded)
         self._max_batch_calls = max_batch_calls
         self._max_batch_bytes = max_batch_bytes
         self._without_batches: set[str] = set()  # replicas that answered 404 to a batch

@@ -115,7 +115,8 @@ class Settings:
     breaker_open_duration: float = 5.0
     breaker_open_duration_max: float = 60.0
     breaker_trial_calls: int = 3
-    # Calls in flight to one downstream; past it, 503 at once.
+    # Requests in flight to one downstream (and calls queued for batches: this x
+    # rpc_batch_max_calls); past it, 503 at once.
     max_calls_in_flight: int = 64
     # Group commit: at most this many calls, in at most this many bytes, per batch request.
     rpc_batch_max_calls: int = 64

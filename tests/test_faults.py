@@ -21,10 +21,12 @@ from structlog.testing import capture_logs
 
 from facade.app import create_app
 from facade.keys import SERVICE
+from logging_service.app import create_app as create_logging
 from resilience import AsyncCircuitBreaker, Settings
 from resilience.testing import FakeClock
 from resilience.testing.faults import FaultProxy
-from tests.conftest import AiohttpClient, stored, wait_for
+from resilience.web import Handler
+from tests.conftest import AiohttpClient, AiohttpServer, stored, wait_for
 
 Client = TestClient[web.Request, web.Application]
 MakeFacade = Callable[..., Awaitable[Client]]
@@ -278,18 +280,21 @@ async def test_a_heavy_read_does_not_refuse_writes(
 
 
 async def test_calls_waiting_on_a_hung_logging_are_capped(
-    facade_via_proxy: MakeFacade, proxy: FaultProxy,
+    aiohttp_client: AiohttpClient, proxy: FaultProxy, messages_server: TestServer,
 ) -> None:
-    """With logging hanging, at most max_calls_in_flight writes wait on it (one batch in flight, the
-    rest queued behind it); the rest are answered 503 at once, and shed calls are no failures."""
-    facade = await facade_via_proxy()
+    """With logging hanging, at most MAX_CALLS_IN_FLIGHT x RPC_BATCH_MAX_CALLS writes wait on it
+    (what the limit's requests could carry: one batch on the wire, the rest queued behind it); the
+    rest are answered 503 at once, and shed calls are no failures. A test of those two settings,
+    so small values of them here (shipped: 64 x 64, above the facade's own MAX_IN_FLIGHT)."""
+    settings = replace(DEFAULTS, logging_url=proxy.url, max_calls_in_flight=2, rpc_batch_max_calls=3,
+                       messages_url=str(messages_server.make_url("")).rstrip("/"))
+    facade = await aiohttp_client(create_app(settings))
     proxy.delay = 30.0  # hangs far past every timeout
     writes = facade.app[SERVICE].logging_rpc.writes
-    extra = 20
-    pending = [asyncio.create_task(post(facade, f"hung-{i}"))
-               for i in range(DEFAULTS.max_calls_in_flight + extra)]
+    cap, extra = 2 * 3, 5
+    pending = [asyncio.create_task(post(facade, f"hung-{i}")) for i in range(cap + extra)]
     await wait_for(lambda: sum(task.done() for task in pending) >= extra)
-    assert writes.pending == DEFAULTS.max_calls_in_flight
+    assert writes.pending == cap
     done = [task for task in pending if task.done()]
     assert len(done) == extra
     for task in done:
@@ -300,6 +305,37 @@ async def test_calls_waiting_on_a_hung_logging_are_capped(
     for task in pending:
         task.cancel()
     await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def test_calls_a_batch_has_room_for_are_never_refused(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, messages_server: TestServer,
+) -> None:
+    """While logging holds its first call, 90 concurrent POSTs (more than MAX_CALLS_IN_FLIGHT,
+    fewer than MAX_IN_FLIGHT) all queue for the batches after it, and once it answers all are
+    stored: none is refused for want of room, at the shipped settings."""
+    gate, held = asyncio.Event(), []
+
+    @web.middleware
+    async def hold(request: web.Request, handler: Handler) -> web.StreamResponse:
+        held.append(request.path)
+        await gate.wait()
+        return await handler(request)
+
+    logging_app = create_logging(DEFAULTS)
+    logging_app.middlewares.append(hold)
+    logging = await aiohttp_server(logging_app)
+    settings = replace(DEFAULTS, logging_url=str(logging.make_url("")).rstrip("/"),
+                       messages_url=str(messages_server.make_url("")).rstrip("/"))
+    facade = await aiohttp_client(create_app(settings))
+    writes = facade.app[SERVICE].logging_rpc.writes
+    texts = [f"queued-{i}" for i in range(90)]  # the test client opens at most 100 connections
+    assert DEFAULTS.max_calls_in_flight < len(texts) < DEFAULTS.max_in_flight
+    posts = [asyncio.create_task(post(facade, text)) for text in texts]
+    await wait_for(lambda: writes.pending == len(texts) and bool(held))
+    assert held == ["/rpc/log"]  # the first call alone, the rest queued behind it
+    gate.set()
+    assert {status for status, _, _ in await asyncio.gather(*posts)} == {200}
+    assert sorted(stored(logging)) == sorted(texts)
 
 
 async def test_cancelled_calls_do_not_trip_the_breaker(
