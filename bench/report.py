@@ -102,6 +102,14 @@ def throughput_table(report: Report) -> str:
     return _table(LOAD_HEADER, _load_rows(report, NAMES), "llrrrrr")
 
 
+def sequential_table(report: Report) -> str:
+    """One client, each POST sent when the one before was answered: a single request's latency."""
+    names = {"bare": "bare handler (1 process)", "facade": "facade -> logging + messages"}
+    rows = [[names[system], f"{median:.2f}", f"{p99:.2f}"]
+            for system, (median, p99) in report.sequential_ms.items()]
+    return _table(["served by", "median ms", "p99 ms"], rows, "lrr")
+
+
 def redis_table(report: Report) -> str:
     names = {redis_system(n): f"facade, {n} replica{'s' if n > 1 else ''} on Redis"
              for n in REPLICA_COUNTS}
@@ -192,6 +200,8 @@ def tables(report: Report) -> str:
     parts = [
         "### Targets\n\n" + targets_table(report),
         "### Throughput\n\n" + throughput_table(report),
+        f"### Single request ({report.plan.sequential_posts:,} sequential POSTs from one client, "
+        "after a tenth as many of warm-up)\n\n" + sequential_table(report),
         "### CPU per request (µs of user + system time, per process, during the same runs)\n\n"
         + cpu_table(report),
         f"### Logging service store (memory per message over {report.store.largest:,} messages)\n\n"

@@ -42,6 +42,7 @@ class Plan:
     get_samples: int = 11
     fill_concurrency: int = 32
     wrapper_calls: int = 5_000
+    sequential_posts: int = 2_000
     quick: bool = False
 
     @classmethod
@@ -49,7 +50,8 @@ class Plan:
         """The default plan, or the quick one; an explicit ``duration`` wins either way."""
         if quick:
             return cls(duration=duration or 3, warmup=1, connections=connections, tool=tool,
-                       store_sizes=(1_000, 10_000), get_samples=5, wrapper_calls=1_000, quick=True)
+                       store_sizes=(1_000, 10_000), get_samples=5, wrapper_calls=1_000,
+                       sequential_posts=300, quick=True)
         return cls(duration=duration or cls.duration, connections=connections, tool=tool)
 
 
@@ -178,6 +180,8 @@ class Report:
     store: StoreResult
     wrapper: WrapperResult
     redis: RedisResult
+    # "bare" | "facade" -> (median, p99) milliseconds of one client's sequential POSTs.
+    sequential_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def ratio(self, system: str, verb: str) -> float:
         """``system``'s rate for ``verb`` as a share of the bare handler's, in this run."""

@@ -3,7 +3,8 @@
 1. The bare handler and the three services (logging in memory) start on free
    ports on 127.0.0.1. Each system gets the same small store, then GET and
    POST load, each after a warm-up of the same load (``throughput``), with
-   each serving process's CPU time read around the run.
+   each serving process's CPU time read around the run, and one client's
+   sequential POSTs (``sequential``: the latency of a single request).
 2. Once the facade has drained, the logging service restarts empty and, as
    soon as the facade reaches it again, is filled through /rpc/log, reading
    its RSS and GET /facade latency at each size.
@@ -75,6 +76,22 @@ async def seed(base_url: str, count: int) -> None:
         raise RuntimeError(f"{base_url} holds {stored} messages after seeding, expected {count}")
 
 
+async def sequential(base_url: str, count: int) -> tuple[float, float]:
+    """One client's ``count`` POSTs, each sent when the one before was answered, after a tenth
+    as many of warm-up: the median and p99 of their latency, in milliseconds."""
+    latencies: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for number in range(count // 10 + count):
+            started = time.perf_counter()
+            async with session.post(f"{base_url}/facade", json={"msg": f"one {number}"}) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"sequential POST to {base_url} failed: HTTP {resp.status}")
+            latencies.append(time.perf_counter() - started)
+    timed = sorted(latencies[count // 10:])
+    return timed[len(timed) // 2] * 1e3, timed[min(len(timed) - 1, len(timed) * 99 // 100)] * 1e3
+
+
 def cpu_seconds(proc: psutil.Process) -> float:
     """User plus system CPU time ``proc`` has used so far."""
     times = proc.cpu_times()
@@ -142,6 +159,7 @@ def run(plan: Plan, machine: Machine, log_dir: Path, say: Say) -> Report:
     """Run every phase of ``plan`` and return the figures; no process outlives this call."""
     load: Load = {}
     cpu: Cpu = {}
+    sequential_ms: dict[str, tuple[float, float]] = {}
     say("starting the bare handler and the three services")
     with bare_server(log_dir, host=HOST) as (bare_url, bare_pid), \
             Cluster(log_dir / "memory", env={"LOGGING_STORE": MEMORY_STORE}, host=HOST) as cluster:
@@ -152,6 +170,8 @@ def run(plan: Plan, machine: Machine, log_dir: Path, say: Say) -> Report:
             more_load, more_cpu = throughput(plan, system, url, pids, say)
             load.update(more_load)
             cpu.update(more_cpu)
+            say(f"{plan.sequential_posts:,} sequential POSTs, one client, {system}")
+            sequential_ms[system] = uvloop.run(sequential(url, plan.sequential_posts))
 
         say("restarting the logging service with an empty store")
         time.sleep(DRAIN_SECONDS)
@@ -173,4 +193,4 @@ def run(plan: Plan, machine: Machine, log_dir: Path, say: Say) -> Report:
         say(f"Redis phase skipped: {skipped}")
         redis = RedisResult(skipped=skipped)
     return Report(machine=machine, plan=plan, load=load, cpu_us=cpu, store=store, wrapper=wrapper,
-                  redis=redis)
+                  redis=redis, sequential_ms=sequential_ms)

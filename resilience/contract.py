@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import os
 import re
+import threading
 import uuid
 
 from .auth import derived_key
@@ -48,22 +49,29 @@ _VARIANT_MASK = 0b11 << 62
 
 
 class _RandomBytes:
-    """Bytes from ``os.urandom``, fetched 4 KiB at a time: one system call per 256 UUIDs."""
+    """Bytes from ``os.urandom``, fetched 4 KiB at a time: one system call per 256 UUIDs.
+
+    Never the same bytes twice: a lock keeps two threads from taking the same slice, and a
+    forked child starts afresh (``reset``).
+    """
 
     def __init__(self, chunk: int = 4096) -> None:
         self._chunk = chunk
         self._pool = b""
         self._at = 0
+        self._lock = threading.Lock()
 
     def reset(self) -> None:
         """Forget the bytes held (a forked child must not mint its parent's UUIDs)."""
         self._pool, self._at = b"", 0
+        self._lock = threading.Lock()  # the parent's may have been held when it forked
 
     def take(self, count: int) -> bytes:
-        if self._at + count > len(self._pool):
-            self._pool, self._at = os.urandom(self._chunk), 0
-        start, self._at = self._at, self._at + count
-        return self._pool[start:self._at]
+        with self._lock:
+            if self._at + count > len(self._pool):
+                self._pool, self._at = os.urandom(self._chunk), 0
+            start, self._at = self._at, self._at + count
+            return self._pool[start:self._at]
 
 
 _random_bytes = _RandomBytes()

@@ -53,7 +53,9 @@ class TurnBuffer:
 
     A line waits at most one turn of the loop (well under a millisecond when it keeps up),
     and never more than ``max_chars`` wait. A process killed with SIGKILL loses the lines of
-    that last turn; one that exits writes them (``atexit``).
+    that last turn; one that exits writes them (``atexit``). When ``out`` cannot be written
+    (its reader went away), that is said once on stderr and the lines are dropped, as the
+    standard library's handlers do: logging must never take the service down with it.
     """
 
     def __init__(self, out: TextIO, max_chars: int = 64 * 1024) -> None:
@@ -63,7 +65,7 @@ class TurnBuffer:
         self._chars = 0
         self._scheduled_on: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
-        atexit.register(self.drain)
+        self._broken = False
 
     def isatty(self) -> bool:
         return self.out.isatty()
@@ -96,8 +98,13 @@ class TurnBuffer:
             if not self._parts:
                 return
             text, self._parts, self._chars = "".join(self._parts), [], 0
-            self.out.write(text)
-            self.out.flush()
+            try:
+                self.out.write(text)
+                self.out.flush()
+            except (OSError, ValueError) as exc:  # a closed pipe, a closed file
+                if not self._broken:
+                    self._broken = True
+                    sys.stderr.write(f"log lines cannot be written, dropping them: {exc!r}\n")
 
 
 class Timestamper:
@@ -110,25 +117,30 @@ class Timestamper:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._second = -1
-        self._prefix = ""
+        self._formatted = (-1, "")  # one attribute: a thread never sees half an update
 
     def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         second, micros = divmod(round(self._clock() * 1_000_000), 1_000_000)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        event_dict["timestamp"] = f"{self._prefix}.{micros:06d}Z"
+        formatted_second, prefix = self._formatted
+        if second != formatted_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._formatted = (second, prefix)
+        event_dict["timestamp"] = f"{prefix}.{micros:06d}Z"
         return event_dict
 
 
-_buffer: TurnBuffer | None = None  # the one ``configure_logging`` set up
+# The process's log stream, as ``configure_logging`` set it up. Process-wide, as stdout and
+# structlog's own configuration are: not the state of one app.
+_buffer: TurnBuffer | None = None
 
 
 def write_held_lines() -> None:
     """Write the log lines held for the end of this loop turn now (if logging was configured)."""
     if _buffer is not None:
         _buffer.drain()
+
+
+atexit.register(write_held_lines)
 
 
 def _dumps(obj: Any, **_: Any) -> str:

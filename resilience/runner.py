@@ -82,7 +82,7 @@ def give_large_blocks_back() -> None:
 YOUNG_COLLECTION_THRESHOLD = 20_000
 
 
-async def _tune_garbage_collection(_app: web.Application) -> None:
+async def tune_garbage_collection(_app: web.Application) -> None:
     """Collect rarely, and never again what start-up built.
 
     What start-up built (modules, the app, its clients) lives as long as the
@@ -116,7 +116,7 @@ def serve(app: web.Application, *, name: str, host: str, port: int,
     else:
         loop = uvloop.new_event_loop()
     log.info("service starting", host=host, port=port)
-    app.on_startup.append(_tune_garbage_collection)
+    app.on_startup.append(tune_garbage_collection)
 
     def listening(_banner: str) -> None:
         # aiohttp calls this once every site listens: then, and only then, the port is ours.

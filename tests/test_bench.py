@@ -6,8 +6,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from bench import profile, run
+from bench.bare import create_app as bare_app
 from bench.load import ROOT, LoadError, parse_summary, percentile
 from bench.report import RESULTS_HEADING, checks, document, tables, throughput_table
 from bench.results import (
@@ -21,6 +23,9 @@ from bench.results import (
     WrapperResult,
     redis_system,
 )
+from bench.run import sequential
+from resilience.web import Handler
+from tests.conftest import AiohttpServer
 
 BARE_POST, BARE_GET = 1000.0, 2000.0
 MACHINE = Machine(cpu="test CPU", cores=2, python="CPython 3.11", libraries="aiohttp 3",
@@ -56,7 +61,7 @@ def fabricated(*, post: float = 450.0, get: float = 600.0, p99_ms: float = 25.0,
                           get_median_ms={1_000: 1.5}),
         wrapper=WrapperResult(calls=100, raw_us=80.0, wrapped_us=wrapped_us, raw_cpu_us=40.0,
                               wrapped_cpu_us=44.0, policy_only_us=5.0, metrics_only_us=2.0),
-        redis=redis)
+        redis=redis, sequential_ms={"bare": (0.41, 0.9), "facade": (1.456, 3.2)})
 
 
 def test_ratio_is_the_systems_rate_over_the_bare_rate_of_the_same_verb() -> None:
@@ -214,3 +219,36 @@ def test_profile_without_py_spy_says_so_and_leaves_no_directory(
         profile.main([])
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_single_request_table_gives_each_systems_median_and_p99() -> None:
+    """The sequential POSTs' latency is printed per system, in milliseconds to the hundredth."""
+    printed = tables(fabricated())
+    section = printed.split("### Single request (2,000 sequential POSTs from one client")[1]
+    section = section.split("###")[0]
+    assert "| bare handler (1 process)     |        0.41 |     0.90 |" in section
+    assert "| facade -> logging + messages |        1.46 |     3.20 |" in section
+
+
+async def test_sequential_posts_time_one_request_at_a_time(aiohttp_server: AiohttpServer) -> None:
+    """Against a real bare handler, ``sequential`` sends warm-up plus the count, one at a time
+    (never two in flight), and gives a median no larger than its p99."""
+    app = bare_app()
+    in_flight, most, served = 0, 0, 0
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal in_flight, most, served
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await handler(request)
+        finally:
+            in_flight -= 1
+            served += 1
+
+    app.middlewares.append(count)
+    server = await aiohttp_server(app)
+    median, p99 = await sequential(str(server.make_url("")).rstrip("/"), 50)
+    assert (served, most) == (55, 1)
+    assert 0 < median <= p99

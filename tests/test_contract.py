@@ -54,9 +54,11 @@ def test_a_forked_child_mints_uuids_of_its_own() -> None:
     read_end, write_end = os.pipe()
     new_uuid()  # the parent now holds a pool of random bytes
     pid = os.fork()
-    if pid == 0:  # the child
-        os.write(write_end, new_uuid().encode())
-        os._exit(0)
+    if pid == 0:  # the child: never back into the test run, whatever happens
+        try:
+            os.write(write_end, new_uuid().encode())
+        finally:
+            os._exit(0)
     os.close(write_end)
     child = os.read(read_end, 64).decode()
     os.waitpid(pid, 0)

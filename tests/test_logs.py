@@ -13,16 +13,17 @@ import structlog
 from aiohttp import web
 
 from logging_service.app import create_app as create_logging
-from resilience import Settings
+from resilience import Settings, logs
 from resilience.contract import new_uuid
 from resilience.logs import Timestamper, TurnBuffer, configure_logging
 from tests.conftest import AiohttpClient
 
 
 @pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
+def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    monkeypatch.setattr(logs, "_buffer", None)  # put back after the test: no stream outlives it
     yield
     root.handlers[:], root.level = handlers, level
     structlog.reset_defaults()
@@ -158,3 +159,21 @@ async def test_an_rpc_reply_leaves_after_the_lines_of_what_it_answers(
     assert resp.status == 200
     events = [json.loads(line)["event"] for line in written_at_reply[0].splitlines()]
     assert events[-2:] == ["message stored", "request handled"]
+
+
+class BrokenPipe(io.StringIO):
+    """A stream whose reader went away."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_stream_that_cannot_be_written_drops_lines_and_says_so_once(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Lines for a stream whose reader is gone are dropped without an error reaching the caller,
+    and stderr says so once, however many lines follow."""
+    buffer = TurnBuffer(BrokenPipe())
+    for _ in range(3):
+        buffer.write("lost\n")
+        buffer.flush()
+    assert capsys.readouterr().err.count("log lines cannot be written") == 1

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
-from resilience.runner import YOUNG_COLLECTION_THRESHOLD, _tune_garbage_collection
+from resilience.runner import YOUNG_COLLECTION_THRESHOLD, tune_garbage_collection
 
 
 @pytest.fixture
@@ -23,6 +23,6 @@ async def test_start_up_objects_are_frozen_and_young_collections_rare(restore_gc
     """At start-up what exists is frozen out of later collections, and a young collection waits
     for 20,000 net new objects; the older generations keep their thresholds."""
     _, middle, old = gc.get_threshold()
-    await _tune_garbage_collection(web.Application())
+    await tune_garbage_collection(web.Application())
     assert gc.get_freeze_count() > 1000
     assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, middle, old) == (20_000, middle, old)

@@ -15,15 +15,16 @@ that reads never touch the hash; the README gives the memory per message.
 
 Adds are group-committed (``resilience.coalesce``): one goes to Redis at
 once, alone; those that come while it is on the wire leave together as one
-pipeline (one write, one read, one connection) when it returns. Each is
-still its own script run, atomic on its own; the pipeline is not a
-transaction, and Redis orders its commands as sent.
+pipeline (on one connection, one write and one read for the lot, after
+redis-py's check that the script is loaded) when it returns. Each is still
+its own script run, atomic on its own, with its own outcome; the pipeline is
+not a transaction, and Redis runs its commands in the order sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any, Final, TypeVar, cast
+from typing import Final, TypeVar, cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -66,6 +67,9 @@ POOL_WAIT: Final = 0.5
 # Adds per pipeline, and adds waiting (sent or queued) before one is refused at once.
 MAX_PIPELINE: Final = 256
 MAX_PENDING_ADDS: Final = 4096
+# How long an add waits, queued and then on the wire, before it is a 503: what one call
+# alone could take (a connection from the pool, then the read).
+ADD_WAIT: Final = POOL_WAIT + SOCKET_TIMEOUT
 # Texts per LRANGE: a few milliseconds of Redis's time, so other commands are not held up.
 CHUNK: Final = 10_000
 # A transient answer for the caller: Redis restarts in about a second.
@@ -99,29 +103,31 @@ class RedisStore:
         self._down = False
 
     async def add(self, uuid: str, msg: str) -> bool:
-        outcome = await self.adds.submit("add", (uuid, msg))
+        try:
+            outcome = await self.adds.submit("add", (uuid, msg), timeout=ADD_WAIT)
+        except TimeoutError:  # queued behind slow pipelines: as if Redis had timed out
+            raise ServiceUnavailable("redis", "TimeoutError", RETRY_AFTER,
+                                     f"no answer within {ADD_WAIT:g} s") from None
         if outcome == "conflict":
             raise UuidConflict(uuid)
         return bool(outcome == "stored")
 
     async def _send_adds(self, _key: str, items: list[Pending]) -> None:
-        """Adds that queued together, as one pipeline of script runs: each its own outcome."""
-        try:
-            if len(items) == 1:
-                uuid, msg = items[0].payload
-                outcomes: list[Any] = [await self._call(
-                    self._add(keys=[BY_UUID, IN_ORDER], args=[uuid, msg]))]
-            else:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for item in items:
-                        await self._add(keys=[BY_UUID, IN_ORDER], args=list(item.payload), client=pipe)
-                    outcomes = await self._call(pipe.execute())
-        except Exception as exc:
-            for item in items:
-                item.fail(exc)
+        """Adds that queued together, as one pipeline of script runs: each its own outcome (a
+        script that fails fails its own add only). Redis unreachable fails them all."""
+        if len(items) == 1:
+            uuid, msg = items[0].payload
+            items[0].resolve(await self._call(self._add(keys=[BY_UUID, IN_ORDER], args=[uuid, msg])))
             return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for item in items:
+                await self._add(keys=[BY_UUID, IN_ORDER], args=list(item.payload), client=pipe)
+            outcomes = await self._call(pipe.execute(raise_on_error=False))
         for item, outcome in zip(items, outcomes, strict=True):
-            item.resolve(outcome)
+            if isinstance(outcome, Exception):
+                item.fail(outcome)
+            else:
+                item.resolve(outcome)
 
     @staticmethod
     def _too_many_adds() -> ServiceUnavailable:
