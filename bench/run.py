@@ -34,9 +34,10 @@ import uvloop
 from resilience.settings import MEMORY_STORE
 from resilience.testing.cluster import Cluster, poll_until
 from resilience.testing.redis_server import RedisServer
+from scripts import REDIS_CONF
 
 from .bare import bare_server
-from .load import ROOT, drive
+from .load import drive
 from .results import (
     REPLICA_COUNTS,
     SMALL_STORE,
@@ -140,7 +141,7 @@ def on_redis(plan: Plan, log_dir: Path, say: Say) -> tuple[Load, RedisResult]:
     load: Load = {}
     stored: dict[int, int] = {}
     per_message: dict[int, float] = {}
-    with RedisServer(log_dir / "redis", config=ROOT / "redis.conf", host=HOST) as redis:
+    with RedisServer(log_dir / "redis", config=REDIS_CONF, host=HOST) as redis:
         redis.start()
         version = str(redis.info("server")["redis_version"])
         for replicas in REPLICA_COUNTS:  # a fresh redis-server is empty, and each run empties it

@@ -17,6 +17,7 @@ from messages.app import create_app as create_messages
 from resilience import Settings
 from resilience.server import SERVICE_KEY
 from resilience.testing.redis_server import RedisServer
+from scripts import REDIS_CONF
 
 AiohttpServer = Callable[[web.Application], Awaitable[TestServer]]
 AiohttpClient = Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]
@@ -26,7 +27,6 @@ MakeFacade = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
 POLL_INTERVAL = 0.01
 #: The redis-server configuration Procfile.cluster runs, so the tests check the shipped one.
-REDIS_CONF = Path(__file__).resolve().parent.parent / "redis.conf"
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:

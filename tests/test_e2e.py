@@ -23,6 +23,7 @@ import pytest
 from resilience import Settings
 from resilience.correlation import HEADER
 from resilience.testing.cluster import Cluster, free_port, poll_until, wait_until_healthy
+from scripts import REDIS_CONF
 from tests.cases import BAD_BODIES
 from tests.conftest import wait_for
 
@@ -295,7 +296,7 @@ def test_honcho_runs_procfile_cluster_on_redis(tmp_path: Path) -> None:
     # The file's own ports, each replaced by a free one (tests never bind the ports a live system uses).
     ports = {port: free_port() for port in sorted(set(CLUSTER_PORTS.findall(procfile)))}
     (tmp_path / "Procfile.cluster").write_text(CLUSTER_PORTS.sub(lambda m: str(ports[m[0]]), procfile))
-    shutil.copy(REPO / "redis.conf", tmp_path)
+    shutil.copy(REDIS_CONF, tmp_path)
     url = {name: f"http://127.0.0.1:{ports[port]}" for name, port in [
         ("facade", "5000"), ("logging1", "5001"), ("messages", "5002"),
         ("logging2", "5003"), ("logging3", "5004")]}
