@@ -75,11 +75,26 @@ def leaked_internals(body: bytes, echoed: str = "") -> list[str]:
     return [marker for marker in INTERNALS if marker in text]
 
 
+def own_words(body: bytes) -> bytes:
+    """What a reply says in the service's own words: the ``logs`` of a page (at the top, or in
+    an RPC ``result``) are the clients' texts sent back as stored, so a marker among them (a
+    text ending in ``.py`` before its closing quote) is no leak."""
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return body
+    page = reply.get("result", reply) if isinstance(reply, dict) else None
+    if not (isinstance(page, dict) and isinstance(page.get("logs"), list)):
+        return body
+    page["logs"] = []
+    return json.dumps(reply).encode()
+
+
 def check_reply(stack: Stack, req: FuzzRequest, reply: Reply, before: list[str]) -> None:
     """Every property a reply to any request must have."""
     event(f"{req.method if req.method in ('GET', 'POST', 'HEAD') else 'other method'} -> {reply.status}")
     assert reply.status < 500, reply.body[:500]
-    assert not leaked_internals(reply.body, reply.url.path), reply.body[:500]
+    assert not leaked_internals(own_words(reply.body), reply.url.path), reply.body[:500]
     if reply.status == 400 and reply.headers.get("Content-Type", "").startswith("text/plain"):
         # Refused by the HTTP parser before the app saw it; only for requests it may refuse.
         assert req.parser_may_refuse(), reply.body[:500]

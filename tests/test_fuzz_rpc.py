@@ -26,7 +26,7 @@ from logging_service.service import LoggingService
 from resilience import Settings
 from resilience.paging import MAX_PAGE
 from tests.conftest import stored
-from tests.oracle import leaked_internals
+from tests.oracle import leaked_internals, own_words
 from tests.strategies import FUZZ, HEADER_TEXT, JSON_VALUES, MAX_MSG, TEXT, encode, weighted
 
 Client = TestClient[web.Request, web.Application]
@@ -99,7 +99,7 @@ class RpcStack:
             status = resp.status
             ctype = resp.headers.get("Content-Type")
         assert status < 500, raw[:500]
-        assert not leaked_internals(raw, method), raw[:500]
+        assert not leaked_internals(own_words(raw), method), raw[:500]
         assert ctype == "application/json", raw[:500]
         reply = json.loads(raw)
         check_wire_shape(status, reply)

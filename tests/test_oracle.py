@@ -1,0 +1,15 @@
+"""The fuzz oracle's own rules, on fabricated replies."""
+
+from __future__ import annotations
+
+from tests.oracle import leaked_internals, own_words
+
+
+def test_stored_texts_in_a_page_are_no_leak_but_the_services_words_are_checked() -> None:
+    """A client's text that looks internal (ending in .py before its closing quote) is echoed
+    data, in a GET page or an RPC page; the same marker in the service's own field is a leak."""
+    assert leaked_internals(own_words(b'{"logs": ["setup.py", "x"], "message": "m"}')) == []
+    assert leaked_internals(own_words(b'{"result": {"logs": ["<class x>"], "next_offset": 2}}')) == []
+    assert leaked_internals(own_words(b'{"logs": [], "message": "Traceback (most recent)"}')) == [
+        "Traceback"]
+    assert own_words(b"Traceback (most recent call last)") == b"Traceback (most recent call last)"
