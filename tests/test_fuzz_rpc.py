@@ -99,7 +99,7 @@ class RpcStack:
             status = resp.status
             ctype = resp.headers.get("Content-Type")
         assert status < 500, raw[:500]
-        assert not leaked_internals(own_words(raw), method), raw[:500]
+        assert not leaked_internals(own_words(raw), method, body), raw[:500]
         assert ctype == "application/json", raw[:500]
         reply = json.loads(raw)
         check_wire_shape(status, reply)
