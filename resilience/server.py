@@ -195,8 +195,8 @@ def rpc_app(service: Any, settings: Settings | None = None, *,
 
         The calls come from different callers (each one's own waits for its
         answer), so they have no order among them to keep; run together, a
-        store's round trips (and Redis's fsyncs, grouped per event-loop turn)
-        overlap instead of adding up. A transient failure (a store that is
+        store can group their round trips instead of adding them up (the
+        Redis store sends what comes together as one pipeline). A transient failure (a store that is
         down) fails the whole batch with 503, so the caller retries it whole;
         logging deduplicates what was stored.
         """

@@ -33,7 +33,6 @@ pytestmark = pytest.mark.e2e
 #: honcho's grace between SIGTERM and SIGKILL.
 GRACE = 5.0
 #: how long a load client waits after a failed POST, so a restarting facade is not spun on.
-PAUSE_AFTER_FAILURE = 0.05
 
 
 @pytest.fixture
@@ -195,7 +194,8 @@ async def test_facade_restart_mid_load_loses_no_acknowledged_message(
     logging_proxy.delay = 0.05  # so that requests are in flight when SIGTERM arrives
     await asyncio.to_thread(cluster.start, "facade")
     ops: list[PostOp] = []
-    stop = asyncio.Event()
+    stop, serving = asyncio.Event(), asyncio.Event()
+    serving.set()
 
     def acknowledged() -> int:
         return sum(op.acknowledged for op in ops)
@@ -208,7 +208,7 @@ async def test_facade_restart_mid_load_loses_no_acknowledged_message(
             ops.append(op)
             await post_message(session, cluster.facade_url, op, timeout=GRACE * 2)
             if not op.acknowledged:
-                await asyncio.sleep(PAUSE_AFTER_FAILURE)  # the facade is restarting: don't spin
+                await serving.wait()  # the facade is restarting: don't spin
 
     async with aiohttp.ClientSession() as session:
         clients = [asyncio.create_task(client(i, session)) for i in range(8)]
@@ -216,13 +216,16 @@ async def test_facade_restart_mid_load_loses_no_acknowledged_message(
             await wait_for(lambda: acknowledged() >= 40)
             await wait_for(lambda: logging_proxy.in_flight > 0)
             in_flight_at_sigterm = logging_proxy.in_flight
+            serving.clear()
             signalled = terminate(cluster, "facade")
             code, seconds = await exit_of(cluster, "facade", signalled)
             before_restart = acknowledged()
             await asyncio.to_thread(cluster.start, "facade")
+            serving.set()
             await wait_for(lambda: acknowledged() >= before_restart + 40)
         finally:
             stop.set()
+            serving.set()
             await asyncio.gather(*clients)
         stored = await read_store(session, cluster.url("logging"))
 

@@ -97,7 +97,7 @@ class RedisStore:
         )
         self._redis = aioredis.Redis.from_pool(pool)
         self._add = self._redis.register_script(ADD_SCRIPT)
-        # Group commit of adds (its counters, for tests and metrics: calls, requests).
+        # Group commit of adds (its counters, calls and requests, show how they were grouped).
         self.adds: Coalescer[str] = Coalescer(self._send_adds, max_pending=MAX_PENDING_ADDS,
                                                refuse=self._too_many_adds, max_items=MAX_PIPELINE)
         self._down = False

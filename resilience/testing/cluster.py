@@ -17,6 +17,7 @@ Each process writes its JSON log lines to ``<log_dir>/<name>.log``.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -202,12 +203,12 @@ class Cluster:
         """SIGKILL service ``name``: no chance to finish anything."""
         return self.stop(name, signal.SIGKILL)
 
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            try:
-                self.stop(name)
-            except subprocess.TimeoutExpired:
-                self.kill(name)
+    def stop_all(self) -> dict[str, dict[str, float]]:
+        """SIGTERM every running service, the facade first, SIGKILL any still up after 10 s:
+        each one's exit status and the seconds it took."""
+        order = [name for name in reversed(self.services) if name in self.procs]
+        return {name: stopped(functools.partial(self.stop, name), functools.partial(self.kill, name))
+                for name in order}
 
     def log_lines(self, name: str) -> list[dict[str, object]]:
         """The JSON log lines service ``name`` has written so far (other lines are skipped)."""
@@ -235,3 +236,13 @@ def _json_lines(data: bytes) -> list[dict[str, object]]:
         if isinstance(line, dict):
             lines.append(line)
     return lines
+
+
+def stopped(stop: Callable[[], int], kill: Callable[[], int]) -> dict[str, float]:
+    """``stop()``, or ``kill()`` if it timed out: the exit status and the seconds it took."""
+    began = time.monotonic()
+    try:
+        code = stop()
+    except subprocess.TimeoutExpired:
+        code = kill()
+    return {"exit": code, "seconds": round(time.monotonic() - began, 2)}

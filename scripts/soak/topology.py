@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import signal
-import subprocess
-import time
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from logging_service.store.redis import BY_UUID
-from resilience.testing.cluster import Cluster
+from resilience.testing.cluster import Cluster, stopped
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
 
@@ -94,7 +91,7 @@ class InMemory:
     async def stop(self) -> dict[str, dict[str, float]]:
         """Stop every service, then the proxy (cutting forwards still waiting out a delay)."""
         try:
-            return await asyncio.to_thread(_stop_all, self.cluster)
+            return await asyncio.to_thread(self.cluster.stop_all)
         finally:
             await self.proxy.refuse()
             await self.proxy.stop()
@@ -146,11 +143,10 @@ class OnRedis:
         """Stop every service, then redis-server (SIGTERM: it fsyncs its file and exits 0)."""
         results: dict[str, dict[str, float]] = {}
         try:
-            results.update(await asyncio.to_thread(_stop_all, self.cluster))
+            results.update(await asyncio.to_thread(self.cluster.stop_all))
         finally:
-            proc, self.redis.proc = self.redis.proc, None
-            if proc is not None:
-                results[REDIS] = await asyncio.to_thread(_terminate, proc)
+            if self.redis.proc is not None:
+                results[REDIS] = await asyncio.to_thread(stopped, self.redis.stop, self.redis.kill)
         return results
 
 
@@ -160,27 +156,3 @@ Topology = InMemory | OnRedis
 def topology_for(config: SoakConfig, log_dir: Path) -> Topology:
     """The processes ``config`` asks for."""
     return OnRedis(config, log_dir) if config.cluster else InMemory(config, log_dir)
-
-
-def _stop_all(cluster: Cluster) -> dict[str, dict[str, float]]:
-    """SIGTERM every running service (facade first), SIGKILL any still up after 10 s; report each."""
-    results: dict[str, dict[str, float]] = {}
-    for name in reversed(cluster.services):
-        proc = cluster.procs.pop(name, None)
-        if proc is None:
-            continue
-        results[name] = _terminate(proc)
-    return results
-
-
-def _terminate(proc: subprocess.Popen[bytes]) -> dict[str, float]:
-    """SIGTERM ``proc``, SIGKILL it if still up after 10 s: its exit status and seconds taken."""
-    began = time.monotonic()
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(10.0)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = proc.wait()
-    return {"exit": code, "seconds": round(time.monotonic() - began, 2)}
