@@ -13,6 +13,12 @@ What "leave together" means is the ``send`` function's business: a batch of
 writes with a result each, or one read whose result every caller shares.
 ``send`` must settle every pending call's future.
 
+With ``collect_turn``, a call that finds nothing in flight first lets the
+rest of the loop's turn run, and the calls made in that same turn leave with
+it (DataLoader's "one tick"): a store handed a batch of calls by one
+``asyncio.gather`` sends them as one request rather than the first alone and
+the rest after it. That costs one pass of the loop, never a timer.
+
 Waiting is bounded twice: at most ``max_pending`` calls (sent or queued) at
 once, past which a call is refused at once (``Overloaded``, as the
 concurrency limit refuses a call), and a queued call waits at most its own
@@ -67,17 +73,20 @@ class Coalescer(Generic[K]):
     """One request per key at a time; ``await coalescer.submit(key, payload)`` gives the call's result.
 
     ``take`` picks how many queued calls leave together (default: at most
-    ``max_items``); the rest wait for the request after.
+    ``max_items``); the rest wait for the request after. ``collect_turn``: see
+    the module's docstring.
     """
 
     def __init__(self, send: Send, *, max_pending: int, refuse: Callable[[], Exception],
-                 max_items: int = 64, take: Callable[[list[Pending]], int] | None = None) -> None:
+                 max_items: int = 64, take: Callable[[list[Pending]], int] | None = None,
+                 collect_turn: bool = False) -> None:
         if max_items < 1 or max_pending < 1:
             raise ValueError("max_items and max_pending must be at least 1")
         self._send = send
         self._refuse = refuse
         self._max_pending = max_pending
         self._take = take or (lambda queue: min(len(queue), max_items))
+        self._collect_turn = collect_turn
         self._lanes: dict[K, _Lane] = {}
         self._drains: set[asyncio.Task[None]] = set()
         self.pending = 0  # calls sent or queued, not yet answered
@@ -103,7 +112,7 @@ class Coalescer(Generic[K]):
                     return await item.future
             lane = self._lanes[key] = _Lane()
             try:
-                await self._flush(key, [item])
+                await self._flush(key, await self._first(lane, item))
             finally:
                 self._next(key, lane)
             return item.future.result()
@@ -114,6 +123,21 @@ class Coalescer(Generic[K]):
         """Wait for the requests still being sent for queued calls."""
         while self._drains:
             await asyncio.gather(*self._drains, return_exceptions=True)
+
+    async def _first(self, lane: _Lane, item: Pending) -> list[Pending]:
+        """What the call that found nothing in flight sends: itself, or with ``collect_turn``
+        itself and the calls made in the rest of this turn (up to what ``take`` allows)."""
+        if not self._collect_turn:
+            return [item]
+        lane.queue.append(item)
+        try:
+            await asyncio.sleep(0)  # the tasks already scheduled in this turn run, and queue
+        except asyncio.CancelledError:
+            item.future.cancel()  # so that the next request leaves it out
+            raise
+        count = max(1, self._take(lane.queue))
+        batch, lane.queue = lane.queue[:count], lane.queue[count:]
+        return batch
 
     async def _flush(self, key: K, items: list[Pending]) -> None:
         self.requests += 1

@@ -173,3 +173,41 @@ async def test_the_next_request_does_not_carry_the_first_callers_context() -> No
     await asyncio.gather(first, second)
     assert wire.contexts == ["first caller", "none"]
     await calls.aclose()
+
+
+async def test_collect_turn_sends_the_calls_of_one_turn_as_one_request() -> None:
+    """With collect_turn, calls made together by one gather leave as one request, not 1 then 4."""
+    wire = FakeWire()
+    wire.release()
+    calls = coalescer(wire, collect_turn=True)
+    assert await asyncio.gather(*(calls.submit("log", t) for t in "abcde")) == [
+        f"{t} stored" for t in "abcde"]
+    assert wire.requests == [["a", "b", "c", "d", "e"]]
+
+
+async def test_collect_turn_keeps_a_lone_call_alone_and_max_items() -> None:
+    """A lone call still leaves by itself within a turn or two; six calls at once with at most
+    four per request leave as 4 then 2."""
+    wire = FakeWire()
+    wire.release()
+    calls = coalescer(wire, collect_turn=True, max_items=4)
+    task = asyncio.create_task(calls.submit("log", "a"))
+    await until(lambda: wire.requests)
+    assert wire.requests == [["a"]]
+    await task
+    await asyncio.gather(*(calls.submit("log", str(i)) for i in range(6)))
+    assert [len(request) for request in wire.requests] == [1, 4, 2]
+
+
+async def test_collect_turn_leaves_out_a_first_caller_cancelled_in_its_turn() -> None:
+    """The first caller cancelled while it lets the turn run is not sent; the others are."""
+    wire = FakeWire()
+    wire.release()
+    calls = coalescer(wire, collect_turn=True)
+    first = asyncio.create_task(calls.submit("log", "gone"))
+    await asyncio.sleep(0)  # it is waiting for the rest of the turn
+    others = [asyncio.create_task(calls.submit("log", t)) for t in "bc"]
+    first.cancel()
+    assert await asyncio.gather(*others) == ["b stored", "c stored"]
+    assert wire.requests == [["b", "c"]]
+    assert calls.pending == 0

@@ -26,6 +26,7 @@ from logging_service.store import RedisStore
 from logging_service.store.base import UuidConflict
 from logging_service.store.redis import CHUNK, IN_ORDER
 from resilience import Settings
+from resilience.server import SERVICE_KEY
 from resilience.testing.redis_server import RedisServer
 from tests.conftest import REDIS_CONF, AiohttpClient, wait_for
 
@@ -137,6 +138,43 @@ async def test_concurrent_adds_leave_as_pipelines_each_with_its_own_outcome(
     assert await store.messages() == [f"t{i}" for i in range(200)]
     assert store.adds.calls == 352
     assert store.adds.requests <= 10
+    await store.close()
+
+
+async def test_an_rpc_batch_reaches_redis_as_one_pipeline_without_a_script_check(
+        make_replica: MakeReplica, shared_redis: RedisServer, redis_url: str) -> None:
+    """A batch of 20 calls is one pipeline of 20 EVALSHA: no add goes alone first and no
+    SCRIPT EXISTS round trip precedes them."""
+    a = await make_replica(redis_url)
+    assert (await call(a, "log", uuid=new_id(), msg="warm"))[0] == 200  # the script is loaded
+    store = a.app[SERVICE_KEY].store  # type: ignore[attr-defined]
+    requests = store.adds.requests
+    with redis.Redis(port=shared_redis.port) as spy:
+        spy.config_set("slowlog-log-slower-than", 0)  # log every command
+        spy.slowlog_reset()
+        batch = [{"method": "log", "kwargs": {"uuid": new_id(), "msg": f"b{i}"}} for i in range(20)]
+        resp = await a.post("/rpc", json=batch)
+        assert resp.status == 200
+        assert await resp.json() == [{"result": {"stored": True}}] * 20
+        commands = [entry["command"].split(b" ")[0] for entry in spy.slowlog_get(100)]
+        spy.config_set("slowlog-log-slower-than", 10_000)
+    assert store.adds.requests == requests + 1
+    assert Counter(commands)[b"EVALSHA"] == 20
+    assert b"SCRIPT" not in commands
+
+
+async def test_adds_after_redis_lost_its_scripts_are_stored_once(
+        shared_redis: RedisServer, redis_url: str) -> None:
+    """After SCRIPT FLUSH (as on a restarted Redis), adds answered NOSCRIPT are sent again once
+    the script is loaded: each stored once, in order, and resent ones then seen as duplicates."""
+    store = RedisStore(redis_url)
+    ids = [new_id() for _ in range(10)]
+    with redis.Redis(port=shared_redis.port) as direct:
+        direct.script_flush()
+        assert await asyncio.gather(*(store.add(uid, f"t{i}") for i, uid in enumerate(ids))) == [True] * 10
+        direct.script_flush()
+        assert await asyncio.gather(*(store.add(uid, f"t{i}") for i, uid in enumerate(ids))) == [False] * 10
+    assert await store.messages() == [f"t{i}" for i in range(10)]
     await store.close()
 
 

@@ -13,24 +13,29 @@ replicas that send the same UUID at the same moment, one stores it and the
 other is told it is a duplicate. Each text is held twice (hash and list), so
 that reads never touch the hash; the README gives the memory per message.
 
-Adds are group-committed (``resilience.coalesce``): one goes to Redis at
-once, alone; those that come while it is on the wire leave together as one
-pipeline (on one connection, one write and one read for the lot, after
-redis-py's check that the script is loaded) when it returns. Each is still
-its own script run, atomic on its own, with its own outcome; the pipeline is
-not a transaction, and Redis runs its commands in the order sent.
+Adds are group-committed (``resilience.coalesce``): the adds made in one
+turn of the loop (an RPC batch's, which the server runs together) go to Redis
+at once as one pipeline; those that come while it is on the wire leave
+together as the next when it returns. A pipeline is one write and one read on
+one connection: ``EVALSHA`` each, with no ``SCRIPT EXISTS`` check first
+(redis-py's pipelines make one, a round trip more); only the adds Redis
+answers ``NOSCRIPT`` (a restarted Redis has no scripts) are sent again, once
+the script is loaded. Each add is still its own script run, atomic on its
+own, with its own outcome; the pipeline is not a transaction, and Redis runs
+its commands in the order sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Final, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilience import ServiceUnavailable
@@ -96,10 +101,11 @@ class RedisStore:
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self._redis = aioredis.Redis.from_pool(pool)
-        self._add = self._redis.register_script(ADD_SCRIPT)
+        self._add_sha = self._redis.register_script(ADD_SCRIPT).sha
         # Group commit of adds (its counters, calls and requests, show how they were grouped).
         self.adds: Coalescer[str] = Coalescer(self._send_adds, max_pending=MAX_PENDING_ADDS,
-                                               refuse=self._too_many_adds, max_items=MAX_PIPELINE)
+                                               refuse=self._too_many_adds, max_items=MAX_PIPELINE,
+                                               collect_turn=True)
         self._down = False
 
     async def add(self, uuid: str, msg: str) -> bool:
@@ -115,19 +121,25 @@ class RedisStore:
     async def _send_adds(self, _key: str, items: list[Pending]) -> None:
         """Adds that queued together, as one pipeline of script runs: each its own outcome (a
         script that fails fails its own add only). Redis unreachable fails them all."""
-        if len(items) == 1:
-            uuid, msg = items[0].payload
-            items[0].resolve(await self._call(self._add(keys=[BY_UUID, IN_ORDER], args=[uuid, msg])))
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for item in items:
-                await self._add(keys=[BY_UUID, IN_ORDER], args=list(item.payload), client=pipe)
-            outcomes = await self._call(pipe.execute(raise_on_error=False))
+        outcomes = await self._run_adds([item.payload for item in items])
+        unknown = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, NoScriptError)]
+        if unknown:  # those did nothing: load the script, and send them again
+            await self._call(self._redis.script_load(ADD_SCRIPT))
+            again = await self._run_adds([items[i].payload for i in unknown])
+            for i, outcome in zip(unknown, again, strict=True):
+                outcomes[i] = outcome
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 item.fail(outcome)
             else:
                 item.resolve(outcome)
+
+    async def _run_adds(self, adds: list[tuple[str, str]]) -> list[Any]:
+        """One pipeline of ``EVALSHA``, one per ``(uuid, text)``: their outcomes, errors included."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for uuid, msg in adds:
+                pipe.evalsha(self._add_sha, 2, BY_UUID, IN_ORDER, uuid, msg)
+            return await self._call(pipe.execute(raise_on_error=False))
 
     @staticmethod
     def _too_many_adds() -> ServiceUnavailable:
