@@ -22,27 +22,32 @@ the rest after it. That costs one pass of the loop, never a timer.
 Waiting is bounded twice: at most ``max_pending`` calls (sent or queued) at
 once, past which a call is refused at once (``Overloaded``, as the
 concurrency limit refuses a call), and a queued call waits at most its own
-``timeout``: a downstream that hangs cannot pile calls up behind it.
+``timeout`` (one timer per key, at the earliest deadline in its queue): a
+downstream that hangs cannot pile calls up behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+_CLOCK_RESOLUTION = 0.001
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Pending:
-    """One call waiting to be sent: what it sends, and where its outcome goes."""
+    """One call waiting to be sent: what it sends, where its outcome goes, and when (on the
+    loop's clock) it stops waiting in the queue."""
 
     payload: Any
     future: asyncio.Future[Any] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future())
+    deadline: float = math.inf
 
     def resolve(self, result: Any) -> None:
         """Hand the caller its result (unless it stopped waiting)."""
@@ -62,11 +67,17 @@ class Pending:
 Send = Callable[[Any, list[Pending]], Awaitable[None]]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Lane:
-    """A key with a request in flight, and the calls waiting for the next one."""
+    """A key with a request in flight, and the calls waiting for the next one.
+
+    One timer for the whole queue, at its earliest deadline: a timer per call
+    (``asyncio.timeout``) would cost more than all the rest of queueing it.
+    """
 
     queue: list[Pending] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    timer_at: float = math.inf
 
 
 class Coalescer(Generic[K]):
@@ -107,9 +118,12 @@ class Coalescer(Generic[K]):
         try:
             lane = self._lanes.get(key)
             if lane is not None:
+                if timeout is not None:
+                    item.deadline = asyncio.get_running_loop().time() + timeout
+                    if item.deadline < lane.timer_at:
+                        self._arm(lane, item.deadline)
                 lane.queue.append(item)
-                async with asyncio.timeout(timeout):
-                    return await item.future
+                return await item.future
             lane = self._lanes[key] = _Lane()
             try:
                 await self._flush(key, await self._first(lane, item))
@@ -151,10 +165,32 @@ class Coalescer(Generic[K]):
         for item in items:
             item.fail(RuntimeError("send left a call without an outcome"))
 
+    def _arm(self, lane: _Lane, when: float) -> None:
+        if lane.timer is not None:
+            lane.timer.cancel()
+        lane.timer = asyncio.get_running_loop().call_at(when, self._expire, lane)
+        lane.timer_at = when
+
+    def _expire(self, lane: _Lane) -> None:
+        """The lane's timer: queued calls past their deadline get ``TimeoutError`` (and are
+        then left out of the next request); the timer moves to the next deadline."""
+        lane.timer, lane.timer_at = None, math.inf
+        # Within the loop's clock resolution: a timer may fire a hair before its time.
+        now = asyncio.get_running_loop().time() + _CLOCK_RESOLUTION
+        for item in lane.queue:
+            if item.deadline <= now:
+                item.fail(TimeoutError())
+        lane.queue = [item for item in lane.queue if not item.future.done()]
+        upcoming = min((item.deadline for item in lane.queue), default=math.inf)
+        if upcoming < math.inf:
+            self._arm(lane, upcoming)
+
     def _next(self, key: K, lane: _Lane) -> None:
         """After a request: send what queued meanwhile, in a task of its own, or go idle."""
         lane.queue = [item for item in lane.queue if not item.future.done()]  # cancelled callers
         if not lane.queue:
+            if lane.timer is not None:
+                lane.timer.cancel()
             del self._lanes[key]
             return
         count = max(1, self._take(lane.queue))

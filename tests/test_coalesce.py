@@ -211,3 +211,19 @@ async def test_collect_turn_leaves_out_a_first_caller_cancelled_in_its_turn() ->
     assert await asyncio.gather(*others) == ["b stored", "c stored"]
     assert wire.requests == [["b", "c"]]
     assert calls.pending == 0
+
+
+async def test_a_shorter_timeout_queued_behind_a_longer_one_still_expires_first() -> None:
+    """The queue's one timer moves to an earlier deadline: a call with no time to wait, queued
+    after one with a minute, times out while the other stays queued and is sent."""
+    wire = FakeWire()
+    calls = coalescer(wire)
+    first = asyncio.create_task(calls.submit("log", "a"))
+    await until(lambda: wire.requests)
+    patient = asyncio.create_task(calls.submit("log", "patient", timeout=60))
+    with pytest.raises(TimeoutError):
+        await calls.submit("log", "hasty", timeout=0)
+    assert not patient.done()
+    wire.release()
+    assert await asyncio.gather(first, patient) == ["a stored", "patient stored"]
+    assert wire.requests == [["a"], ["patient"]]
