@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
-from .results import REPLICA_COUNTS, SMALL_STORE, Report, redis_system
+from .results import REPLICA_COUNTS, SMALL_STORE, Report, bare_beside, redis_system
 
 # The targets, and the conditions they are defined at.
 POST_RATIO_MIN = 0.45
@@ -111,8 +111,11 @@ def sequential_table(report: Report) -> str:
 
 
 def redis_table(report: Report) -> str:
-    names = {redis_system(n): f"facade, {n} replica{'s' if n > 1 else ''} on Redis"
-             for n in REPLICA_COUNTS}
+    names = {}
+    for n in REPLICA_COUNTS:
+        replicas = f"{n} replica{'s' if n > 1 else ''}"
+        names[redis_system(n)] = f"facade, {replicas} on Redis"
+        names[bare_beside(redis_system(n))] = f"bare handler, in turn with {replicas}"
     return _table(LOAD_HEADER, _load_rows(report, names), "llrrrrr")
 
 
@@ -159,8 +162,8 @@ def machine_table(report: Report) -> str:
     rows = [
         ["CPU", m.cpu], ["cores", str(m.cores)], ["Python", m.python], ["libraries", m.libraries],
         ["load tool", m.load_tool],
-        ["load", f"{plan.connections} connections, {plan.duration} s per run after a "
-                 f"{plan.warmup} s warm-up"],
+        ["load", f"{plan.connections} connections, {plan.rounds} slices of {plan.slice_seconds} s "
+                 f"per run, in turn with the bare handler's, after a {plan.warmup} s warm-up"],
         ["date", m.date],
     ]
     return _table(["machine", "value"], rows, "ll")
@@ -174,7 +177,8 @@ def redis_section(report: Report) -> str:
     memory = ", ".join(f"{n} replica{'s' if n > 1 else ''} {redis.bytes_per_message[n]:.0f} B "
                        f"(over {redis.stored[n]:,})" for n in REPLICA_COUNTS)
     return (f"### On Redis (redis-server {redis.version}, the shipped redis.conf: AOF, "
-            f"appendfsync always; ratios to the bare handler above)\n\n{redis_table(report)}\n\n"
+            f"appendfsync always; each ratio to the bare handler's runs taken in turn with it)"
+            f"\n\n{redis_table(report)}\n\n"
             f"Redis memory per stored message (`INFO memory` `used_memory` given back by emptying "
             f"Redis once the cluster had stopped, over every message it stored): {memory}.")
 

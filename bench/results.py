@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import statistics
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -24,18 +25,28 @@ def redis_system(replicas: int) -> str:
     return f"redis-{replicas}"
 
 
+def bare_beside(system: str) -> str:
+    """The key of the bare handler's runs taken in turn with ``system``'s in ``Report.load``
+    (the facade's are ``bare`` itself: the Throughput table's; a bare system is its own)."""
+    if system.startswith("bare"):
+        return system
+    return "bare" if system == "facade" else f"bare beside {system}"
+
+
 @dataclass(frozen=True)
 class Plan:
     """The knobs of one run.
 
     ``duration`` and ``warmup`` are whole seconds per load run (wrk takes
-    whole seconds); ``store_sizes`` are the store sizes at which GET latency
+    whole seconds); a run is ``rounds`` slices of it, taken in turn with the
+    bare handler's (see ``slice_seconds``); ``store_sizes`` are the store sizes at which GET latency
     and the logging process's RSS are read, the largest one giving the
     memory per message.
     """
 
     duration: int = 15
     warmup: int = 2
+    rounds: int = 3
     connections: int = 32
     tool: str = "wrk"
     store_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
@@ -44,6 +55,11 @@ class Plan:
     wrapper_calls: int = 5_000
     sequential_posts: int = 2_000
     quick: bool = False
+
+    @property
+    def slice_seconds(self) -> int:
+        """Seconds of each round's slice of a run: at least one."""
+        return max(1, self.duration // self.rounds)
 
     @classmethod
     def build(cls, *, tool: str, quick: bool, duration: int | None, connections: int) -> Plan:
@@ -108,6 +124,16 @@ class LoadResult:
     @property
     def errors(self) -> int:
         return self.http_errors + self.socket_errors
+
+    @classmethod
+    def merged(cls, rounds: list[LoadResult]) -> LoadResult:
+        """Slices of one run as one: requests, errors and seconds added up; p50 and p99 the
+        median of the slices' own (the tool reports percentiles, not the latencies)."""
+        return cls(requests=sum(r.requests for r in rounds), seconds=sum(r.seconds for r in rounds),
+                   http_errors=sum(r.http_errors for r in rounds),
+                   socket_errors=sum(r.socket_errors for r in rounds),
+                   p50_ms=statistics.median(r.p50_ms for r in rounds),
+                   p99_ms=statistics.median(r.p99_ms for r in rounds))
 
 
 @dataclass(frozen=True)
@@ -184,8 +210,8 @@ class Report:
     sequential_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def ratio(self, system: str, verb: str) -> float:
-        """``system``'s rate for ``verb`` as a share of the bare handler's, in this run."""
-        bare = self.load[("bare", verb)].rps
+        """``system``'s rate for ``verb`` as a share of the bare handler's runs beside it."""
+        bare = self.load[(bare_beside(system), verb)].rps
         return self.load[(system, verb)].rps / bare if bare > 0 else 0.0
 
     def cpu_total_us(self, system: str, verb: str) -> float:

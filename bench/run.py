@@ -2,16 +2,18 @@
 
 1. The bare handler and the three services (logging in memory) start on free
    ports on 127.0.0.1. Each system gets the same small store, then GET and
-   POST load, each after a warm-up of the same load (``throughput``), with
-   each serving process's CPU time read around the run, and one client's
-   sequential POSTs (``sequential``: the latency of a single request).
+   POST load, each after a warm-up of the same load, in rounds that take the
+   two systems in turn (``throughput``), with each serving process's CPU time
+   read around its slices, and one client's sequential POSTs
+   (``sequential``: the latency of a single request).
 2. Once the facade has drained, the logging service restarts empty and, as
    soon as the facade reaches it again, is filled through /rpc/log, reading
    its RSS and GET /facade latency at each size.
 3. The wrapper's per-call cost, in this process, against that logging service.
 4. With redis-server on PATH, on one redis-server (the shipped ``redis.conf``),
    emptied after each: the facade over 1, 2 and 3 logging replicas, each
-   driven by the same ``throughput``, and Redis's memory per message stored.
+   driven by the same ``throughput`` in turn with a fresh bare handler, and
+   Redis's memory per message stored.
    Without it, the phase is skipped and the report says why.
 
 Every process is stopped on the way out, whatever happened.
@@ -24,6 +26,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -47,6 +50,7 @@ from .results import (
     Plan,
     RedisResult,
     Report,
+    bare_beside,
     redis_system,
 )
 from .storage import measure_store, redis_bytes_per_message, stored_count
@@ -99,26 +103,52 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
-def throughput(plan: Plan, system: str, base_url: str, pids: Mapping[str, int],
-               say: Say) -> tuple[Load, Cpu]:
-    """``SMALL_STORE`` messages, then the same load for each verb (GET first, while the store is
-    small) on ``system``; with, per run, the CPU microseconds per request of each process in
-    ``pids`` (which hold even when other work on the machine skews the rates)."""
-    uvloop.run(seed(base_url, SMALL_STORE))
-    procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+@dataclass(frozen=True)
+class System:
+    """One system under load: its key in ``Report.load``, its base URL, and the processes
+    whose CPU time is read around its runs (name -> PID)."""
+
+    name: str
+    base_url: str
+    pids: Mapping[str, int] = field(default_factory=dict)
+
+
+def throughput(plan: Plan, systems: list[System], say: Say) -> tuple[Load, Cpu]:
+    """``SMALL_STORE`` messages in each system, then per verb (GET first, while the stores are
+    small) a warm-up of each and ``plan.rounds`` rounds in which each system in turn gets a
+    slice of the load: the systems' runs interleave, so a machine that slows down over minutes
+    slows each about alike and the ratios between them hold. With, per system and verb, the
+    CPU microseconds per request of each process in its ``pids`` (which hold even when other
+    work on the machine skews the rates)."""
+    for system in systems:
+        uvloop.run(seed(system.base_url, SMALL_STORE))
+    procs = {system.name: {name: psutil.Process(pid) for name, pid in system.pids.items()}
+             for system in systems}
     load: Load = {}
     cpu: Cpu = {}
-    url = f"{base_url}/facade"
+    names = " and ".join(system.name for system in systems)
     for verb in VERBS:
-        say(f"{verb} {system}: {plan.warmup} s warm-up, {plan.duration} s at "
-            f"{plan.connections} connections")
-        drive(plan.tool, url, verb, connections=plan.connections, duration=plan.warmup)
-        before = {name: cpu_seconds(proc) for name, proc in procs.items()}
-        result = drive(plan.tool, url, verb, connections=plan.connections, duration=plan.duration)
-        served = max(result.requests, 1)
-        cpu[(system, verb)] = {name: (cpu_seconds(proc) - before[name]) / served * 1e6
-                               for name, proc in procs.items()}
-        load[(system, verb)] = result
+        say(f"{verb} {names}: {plan.warmup} s warm-up each, then {plan.rounds} rounds of "
+            f"{plan.slice_seconds} s each in turn at {plan.connections} connections")
+        for system in systems:
+            drive(plan.tool, f"{system.base_url}/facade", verb, connections=plan.connections,
+                  duration=plan.warmup)
+        slices: dict[str, list[LoadResult]] = {system.name: [] for system in systems}
+        used: dict[str, dict[str, float]] = {system.name: dict.fromkeys(system.pids, 0.0)
+                                             for system in systems}
+        for _ in range(plan.rounds):
+            for system in systems:
+                before = {name: cpu_seconds(proc) for name, proc in procs[system.name].items()}
+                slices[system.name].append(drive(plan.tool, f"{system.base_url}/facade", verb,
+                                                 connections=plan.connections,
+                                                 duration=plan.slice_seconds))
+                for name, proc in procs[system.name].items():
+                    used[system.name][name] += cpu_seconds(proc) - before[name]
+        for system in systems:
+            result = load[(system.name, verb)] = LoadResult.merged(slices[system.name])
+            served = max(result.requests, 1)
+            cpu[(system.name, verb)] = {name: seconds / served * 1e6
+                                        for name, seconds in used[system.name].items()}
     return load, cpu
 
 
@@ -137,7 +167,8 @@ def redis_skip_reason() -> str | None:
 
 
 def on_redis(plan: Plan, log_dir: Path, say: Say) -> tuple[Load, RedisResult]:
-    """The facade over 1, 2 and 3 logging replicas on one redis-server, emptied after each."""
+    """The facade over 1, 2 and 3 logging replicas on one redis-server, emptied after each, each
+    in turn with a bare handler of its own."""
     load: Load = {}
     stored: dict[int, int] = {}
     per_message: dict[int, float] = {}
@@ -146,11 +177,15 @@ def on_redis(plan: Plan, log_dir: Path, say: Say) -> tuple[Load, RedisResult]:
         version = str(redis.info("server")["redis_version"])
         for replicas in REPLICA_COUNTS:  # a fresh redis-server is empty, and each run empties it
             system = redis_system(replicas)
+            # A fresh bare handler each time: it holds what it was sent, and GET answers all of it.
             with Cluster(log_dir / system, env={"LOGGING_STORE": redis.url}, host=HOST,
-                         logging_replicas=replicas) as cluster:
-                say(f"starting {replicas} logging replica(s) on Redis, messages and the facade")
+                         logging_replicas=replicas) as cluster, \
+                    bare_server(log_dir, host=HOST) as (bare_url, _):
+                say(f"starting {replicas} logging replica(s) on Redis, messages, the facade, "
+                    "and a bare handler")
                 cluster.start_all()
-                load.update(throughput(plan, system, cluster.facade_url, {}, say)[0])
+                load.update(throughput(plan, [System(system, cluster.facade_url),
+                                              System(bare_beside(system), bare_url)], say)[0])
                 stored[replicas] = uvloop.run(stored_count(cluster.logging_url))
             per_message[replicas] = redis_bytes_per_message(redis, stored[replicas])
     return load, RedisResult(version=version, stored=stored, bytes_per_message=per_message)
@@ -158,19 +193,16 @@ def on_redis(plan: Plan, log_dir: Path, say: Say) -> tuple[Load, RedisResult]:
 
 def run(plan: Plan, machine: Machine, log_dir: Path, say: Say) -> Report:
     """Run every phase of ``plan`` and return the figures; no process outlives this call."""
-    load: Load = {}
-    cpu: Cpu = {}
     sequential_ms: dict[str, tuple[float, float]] = {}
     say("starting the bare handler and the three services")
     with bare_server(log_dir, host=HOST) as (bare_url, bare_pid), \
             Cluster(log_dir / "memory", env={"LOGGING_STORE": MEMORY_STORE}, host=HOST) as cluster:
         cluster.start_all()
-        for system, url, pids in (
-                ("bare", bare_url, {"bare": bare_pid}),
-                ("facade", cluster.facade_url, {name: p.pid for name, p in cluster.procs.items()})):
-            more_load, more_cpu = throughput(plan, system, url, pids, say)
-            load.update(more_load)
-            cpu.update(more_cpu)
+        load, cpu = throughput(plan, [
+            System("bare", bare_url, {"bare": bare_pid}),
+            System("facade", cluster.facade_url, {name: p.pid for name, p in cluster.procs.items()})],
+            say)
+        for system, url in (("bare", bare_url), ("facade", cluster.facade_url)):
             say(f"{plan.sequential_posts:,} sequential POSTs, one client, {system}")
             sequential_ms[system] = uvloop.run(sequential(url, plan.sequential_posts))
 

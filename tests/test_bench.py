@@ -21,9 +21,10 @@ from bench.results import (
     Report,
     StoreResult,
     WrapperResult,
+    bare_beside,
     redis_system,
 )
-from bench.run import sequential
+from bench.run import System, sequential, throughput
 from resilience.web import Handler
 from tests.conftest import AiohttpServer
 
@@ -50,6 +51,8 @@ def fabricated(*, post: float = 450.0, get: float = 600.0, p99_ms: float = 25.0,
         for replicas in REPLICA_COUNTS:
             figures[(redis_system(replicas), "POST")] = load(redis_post)
             figures[(redis_system(replicas), "GET")] = load(redis_post * 2)
+            figures[(bare_beside(redis_system(replicas)), "POST")] = load(BARE_POST)
+            figures[(bare_beside(redis_system(replicas)), "GET")] = load(BARE_GET)
         redis = RedisResult(version="7.0.15", stored={n: 20_000 for n in REPLICA_COUNTS},
                             bytes_per_message={n: 118.0 for n in REPLICA_COUNTS})
     cpu = {(system, verb): {"facade": 300.0, "logging": 100.0, "messages": 50.0}
@@ -69,6 +72,57 @@ def test_ratio_is_the_systems_rate_over_the_bare_rate_of_the_same_verb() -> None
     report = fabricated(post=500.0, get=500.0)
 
     assert (report.ratio("facade", "POST"), report.ratio("facade", "GET")) == (0.5, 0.25)
+
+
+def test_a_redis_ratio_is_to_the_bare_runs_taken_in_turn_with_it() -> None:
+    """Redis with 1 replica at 300 POST/s, beside bare runs of 600 POST/s (the first bare runs
+    did 1,000), has a ratio of 0.5; a bare system's ratio is 1."""
+    report = fabricated(redis_post=300.0)
+    report.load[(bare_beside(redis_system(1)), "POST")] = load(600.0)
+
+    assert report.ratio(redis_system(1), "POST") == 0.5
+    assert report.ratio(bare_beside(redis_system(1)), "POST") == 1.0
+
+
+def test_slices_of_a_run_merge_into_one() -> None:
+    """Three slices add up their requests, errors and seconds; p50 and p99 are the slices' medians."""
+    slices = [LoadResult(requests=n, seconds=5.0, http_errors=e, socket_errors=1, p50_ms=p50,
+                         p99_ms=p99)
+              for n, e, p50, p99 in ((100, 0, 2.0, 9.0), (300, 4, 1.0, 30.0), (200, 0, 3.0, 10.0))]
+
+    assert LoadResult.merged(slices) == LoadResult(requests=600, seconds=15.0, http_errors=4,
+                                                   socket_errors=3, p50_ms=2.0, p99_ms=10.0)
+
+
+def test_plan_slices_each_run_into_rounds_of_whole_seconds() -> None:
+    """15 s in 3 rounds is 5 s slices; a run shorter than its rounds still gets 1 s slices."""
+    assert Plan().slice_seconds == 5
+    assert Plan(duration=2).slice_seconds == 1
+
+
+def test_throughput_takes_the_systems_in_turn_round_by_round(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per verb: each system warmed, then every round drives each system once, in turn; each
+    system's figure is its slices merged."""
+    driven: list[tuple[str, str, int]] = []
+
+    def drive(tool: str, url: str, verb: str, *, connections: int, duration: int) -> LoadResult:
+        driven.append((url.split("/")[2], verb, duration))
+        return load(100.0 if "bare" in url else 40.0)
+
+    async def seed(base_url: str, count: int) -> None:
+        return None
+
+    monkeypatch.setattr(run, "drive", drive)
+    monkeypatch.setattr(run, "seed", seed)
+    plan = Plan(duration=6, warmup=1, rounds=3)
+    systems = [System("facade", "http://facade"), System("bare", "http://bare")]
+    result, _ = throughput(plan, systems, lambda line: None)
+
+    one_verb = [("facade", 1), ("bare", 1)] + [("facade", 2), ("bare", 2)] * 3
+    assert driven == [(host, verb, seconds) for verb in ("GET", "POST") for host, seconds in one_verb]
+    assert result[("facade", "POST")].requests == 3 * 400
+    assert result[("bare", "GET")].seconds == 30.0
 
 
 def test_rate_counts_only_successful_responses() -> None:
