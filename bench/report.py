@@ -204,8 +204,10 @@ def tables(report: Report) -> str:
     parts = [
         "### Targets\n\n" + targets_table(report),
         "### Throughput\n\n" + throughput_table(report),
-        f"### Single request ({report.plan.sequential_posts:,} sequential POSTs from one client, "
-        "after a tenth as many of warm-up)\n\n" + sequential_table(report),
+        f"### Single request ({report.plan.sequential_per_round * report.plan.rounds:,} sequential "
+        "POSTs from one client, "
+        f"in {report.plan.rounds} rounds taken in turn, each after a tenth as many of warm-up)"
+        "\n\n" + sequential_table(report),
         "### CPU per request (µs of user + system time, per process, during the same runs)\n\n"
         + cpu_table(report),
         f"### Logging service store (memory per message over {report.store.largest:,} messages)\n\n"

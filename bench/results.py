@@ -53,8 +53,13 @@ class Plan:
     get_samples: int = 11
     fill_concurrency: int = 32
     wrapper_calls: int = 5_000
-    sequential_posts: int = 2_000
+    sequential_posts: int = 2_100
     quick: bool = False
+
+    @property
+    def sequential_per_round(self) -> int:
+        """Sequential POSTs per system in each round: at least one."""
+        return max(1, self.sequential_posts // self.rounds)
 
     @property
     def slice_seconds(self) -> int:

@@ -4,8 +4,8 @@
    ports on 127.0.0.1. Each system gets the same small store, then GET and
    POST load, each after a warm-up of the same load, in rounds that take the
    two systems in turn (``throughput``), with each serving process's CPU time
-   read around its slices, and one client's sequential POSTs
-   (``sequential``: the latency of a single request).
+   read around its slices, and one client's sequential POSTs, in rounds too
+   (``single_requests``: the latency of a single request).
 2. Once the facade has drained, the logging service restarts empty and, as
    soon as the facade reaches it again, is filled through /rpc/log, reading
    its RSS and GET /facade latency at each size.
@@ -22,6 +22,7 @@ Every process is stopped on the way out, whatever happened.
 from __future__ import annotations
 
 import shutil
+import statistics
 import time
 import urllib.error
 import urllib.request
@@ -40,7 +41,7 @@ from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
 
 from .bare import bare_server
-from .load import drive
+from .load import drive, percentile
 from .results import (
     REPLICA_COUNTS,
     SMALL_STORE,
@@ -81,9 +82,9 @@ async def seed(base_url: str, count: int) -> None:
         raise RuntimeError(f"{base_url} holds {stored} messages after seeding, expected {count}")
 
 
-async def sequential(base_url: str, count: int) -> tuple[float, float]:
+async def sequential(base_url: str, count: int) -> list[float]:
     """One client's ``count`` POSTs, each sent when the one before was answered, after a tenth
-    as many of warm-up: the median and p99 of their latency, in milliseconds."""
+    as many of warm-up: their latencies, in milliseconds."""
     latencies: list[float] = []
     async with aiohttp.ClientSession() as session:
         for number in range(count // 10 + count):
@@ -92,9 +93,22 @@ async def sequential(base_url: str, count: int) -> tuple[float, float]:
                 await resp.read()
                 if resp.status != 200:
                     raise RuntimeError(f"sequential POST to {base_url} failed: HTTP {resp.status}")
-            latencies.append(time.perf_counter() - started)
-    timed = sorted(latencies[count // 10:])
-    return timed[len(timed) // 2] * 1e3, timed[min(len(timed) - 1, len(timed) * 99 // 100)] * 1e3
+            latencies.append((time.perf_counter() - started) * 1e3)
+    return latencies[count // 10:]
+
+
+def single_requests(plan: Plan, systems: list[System], say: Say) -> dict[str, tuple[float, float]]:
+    """Per system, the median and p99 (ms) of ``plan.sequential_posts`` sequential POSTs, sent in
+    ``plan.rounds`` rounds that take the systems in turn (as ``throughput`` does)."""
+    count = plan.sequential_per_round
+    say(f"{plan.sequential_posts:,} sequential POSTs, one client, in {plan.rounds} rounds of "
+        f"{count:,} each in turn: " + " and ".join(system.name for system in systems))
+    latencies: dict[str, list[float]] = {system.name: [] for system in systems}
+    for _ in range(plan.rounds):
+        for system in systems:
+            latencies[system.name] += uvloop.run(sequential(system.base_url, count))
+    return {name: (statistics.median(values), percentile(sorted(values), 0.99))
+            for name, values in latencies.items()}
 
 
 def cpu_seconds(proc: psutil.Process) -> float:
@@ -193,18 +207,15 @@ def on_redis(plan: Plan, log_dir: Path, say: Say) -> tuple[Load, RedisResult]:
 
 def run(plan: Plan, machine: Machine, log_dir: Path, say: Say) -> Report:
     """Run every phase of ``plan`` and return the figures; no process outlives this call."""
-    sequential_ms: dict[str, tuple[float, float]] = {}
     say("starting the bare handler and the three services")
     with bare_server(log_dir, host=HOST) as (bare_url, bare_pid), \
             Cluster(log_dir / "memory", env={"LOGGING_STORE": MEMORY_STORE}, host=HOST) as cluster:
         cluster.start_all()
-        load, cpu = throughput(plan, [
-            System("bare", bare_url, {"bare": bare_pid}),
-            System("facade", cluster.facade_url, {name: p.pid for name, p in cluster.procs.items()})],
-            say)
-        for system, url in (("bare", bare_url), ("facade", cluster.facade_url)):
-            say(f"{plan.sequential_posts:,} sequential POSTs, one client, {system}")
-            sequential_ms[system] = uvloop.run(sequential(url, plan.sequential_posts))
+        systems = [System("bare", bare_url, {"bare": bare_pid}),
+                   System("facade", cluster.facade_url,
+                          {name: p.pid for name, p in cluster.procs.items()})]
+        load, cpu = throughput(plan, systems, say)
+        sequential_ms = single_requests(plan, systems, say)
 
         say("restarting the logging service with an empty store")
         time.sleep(DRAIN_SECONDS)
