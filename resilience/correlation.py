@@ -20,12 +20,11 @@ malformed ``traceparent`` is ignored, never refused.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import MutableMapping
 from contextvars import ContextVar
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import structlog
 from aiohttp import web
@@ -47,13 +46,14 @@ _MAX_TRACESTATE = 8192
 log = structlog.get_logger("resilience.correlation")
 
 
-@dataclass(frozen=True, slots=True)
-class Propagation:
+class Propagation(NamedTuple):
     """What the RPCs a request makes carry on: its correlation ID and, when that is a trace-id,
     the flags and tracestate its ``traceparent`` came with.
 
     The log lines get the ID from ``structlog.contextvars``; this is the same ID
     for the outgoing headers, read with one lookup instead of a copy of the context.
+    (A named tuple: immutable, and built in a third of a frozen dataclass's time, once
+    per request.)
     """
 
     correlation_id: str
@@ -110,16 +110,26 @@ def propagation_headers(current: Propagation | None) -> dict[str, str]:
     return headers
 
 
-@contextlib.contextmanager
-def correlated(cid: str, flags: str = "00", tracestate: str | None = None) -> Iterator[None]:
-    """Within the block, log lines carry ``cid`` and RPCs forward it (and the trace context)."""
-    token = _propagation.set(Propagation(cid, flags, tracestate))
-    bound = structlog.contextvars.bind_contextvars(correlation_id=cid)
-    try:
-        yield
-    finally:
-        structlog.contextvars.reset_contextvars(**bound)
-        _propagation.reset(token)
+class correlated:  # lower case: used as a function, ``with correlated(cid):``
+    """Within the block, log lines carry ``cid`` and RPCs forward it (and the trace context).
+
+    A class rather than ``@contextlib.contextmanager``: it is entered once per
+    request, and a generator's protocol costs several times as much.
+    """
+
+    __slots__ = ("_bound", "_propagation", "_token")
+
+    def __init__(self, cid: str, flags: str = "00", tracestate: str | None = None) -> None:
+        self._propagation = Propagation(cid, flags, tracestate)
+
+    def __enter__(self) -> None:
+        self._token = _propagation.set(self._propagation)
+        self._bound = structlog.contextvars.bind_contextvars(
+            correlation_id=self._propagation.correlation_id)
+
+    def __exit__(self, *exc_info: object) -> None:
+        structlog.contextvars.reset_contextvars(**self._bound)
+        _propagation.reset(self._token)
 
 
 @web.middleware
@@ -130,28 +140,33 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
     is reset when it is answered, so nothing reaches the next (fields for the
     access line go through ``access.note``, never the log context).
     """
-    sent = request.headers.get(HEADER)
-    traceparent = request.headers.get(TRACEPARENT)
+    headers = request.headers
+    sent = headers.get(HEADER)
+    traceparent = headers.get(TRACEPARENT)
     parent = parse_traceparent(traceparent)
     if parent is not None:
         cid, flags = parent
-        tracestate = request.headers.get(TRACESTATE)
+        tracestate = headers.get(TRACESTATE)
         context = correlated(cid, flags, tracestate[:_MAX_TRACESTATE] if tracestate else None)
-        echoed = {HEADER: cid, TRACEPARENT: traceparent or ""}
     else:
         cid = accept_or_mint(sent)
         context = correlated(cid)
-        echoed = {HEADER: cid}
     with context:
         if sent is not None and sent != cid:
             log.info("client correlation ID replaced", refused=sent[:_SHOWN_OF_REFUSED])
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            exc.headers.update(echoed)
+            _echo(exc.headers, cid, traceparent if parent is not None else None)
             raise
-    response.headers.update(echoed)
+    _echo(response.headers, cid, traceparent if parent is not None else None)
     return response
+
+
+def _echo(headers: MutableMapping[str, str], cid: str, traceparent: str | None) -> None:
+    headers[HEADER] = cid
+    if traceparent is not None:
+        headers[TRACEPARENT] = traceparent
 
 
 def _random_hex(bits: int) -> str:

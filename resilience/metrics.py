@@ -43,22 +43,21 @@ def setup_metrics(app: web.Application, collectors: Iterable[Collector] = (),
                         ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
     for collector in collectors:
         registry.register(collector)
-    # The labelled children, looked up once each: ``labels()`` takes a lock every call.
-    counted: dict[tuple[str, str, str], Counter] = {}
-    timed: dict[tuple[str, str], Histogram] = {}
+    # The labelled children of each (route, method, status), looked up once: ``labels()``
+    # takes a lock and builds its key every call, and this runs on every request.
+    children: dict[tuple[object, str, int | None], tuple[Counter, Histogram]] = {}
 
     def count(request: web.Request, status: int | None, seconds: float) -> None:
-        route = request.match_info.route.resource
-        key = (route.canonical if route is not None else "unmatched", request.method)
-        answered = (*key, "cancelled" if status is None else str(status))
-        counter = counted.get(answered)
-        if counter is None:
-            counter = counted[answered] = requests.labels(*answered)
-        histogram = timed.get(key)
-        if histogram is None:
-            histogram = timed[key] = latency.labels(*key)
-        counter.inc()
-        histogram.observe(seconds)
+        resource = request.match_info.route.resource
+        key = (resource, request.method, status)
+        pair = children.get(key)
+        if pair is None:
+            route = resource.canonical if resource is not None else "unmatched"
+            pair = children[key] = (
+                requests.labels(route, request.method, "cancelled" if status is None else str(status)),
+                latency.labels(route, request.method))
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     serve = make_aiohttp_handler(registry)
 

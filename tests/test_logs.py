@@ -15,7 +15,7 @@ from aiohttp import web
 from logging_service.app import create_app as create_logging
 from resilience import Settings, logs
 from resilience.contract import new_uuid
-from resilience.logs import Timestamper, TurnBuffer, configure_logging
+from resilience.logs import Stamp, TurnBuffer, configure_logging
 from tests.conftest import AiohttpClient
 
 
@@ -134,9 +134,21 @@ def test_timestamps_are_iso_utc_to_the_microsecond() -> None:
     """Each line's time is ISO 8601 UTC with six digits of microseconds, the second's part
     formatted anew when the second changes."""
     clock = iter([1_796_121_763.000_001, 1_796_121_763.5, 1_796_121_764.25])
-    stamp = Timestamper(clock=lambda: next(clock))
+    stamp = Stamp("facade", clock=lambda: next(clock))
     assert [stamp(None, "info", {})["timestamp"] for _ in range(3)] == [
         "2026-12-01T10:42:43.000001Z", "2026-12-01T10:42:43.500000Z", "2026-12-01T10:42:44.250000Z"]
+
+
+def test_the_stamp_names_levels_as_structlog_does_and_keeps_a_lines_own_service() -> None:
+    """``warn`` is logged as warning and ``exception`` as error, other method names as they are;
+    ``service`` is the process's unless the line names its own."""
+    stamp = Stamp("facade", clock=lambda: 0.0)
+    levels = [stamp(None, name, {})["level"] for name in ("warn", "exception", "info", "critical")]
+    assert levels == ["warning", "error", "info", "critical"]
+    assert [stamp(None, "info", e)["service"] for e in ({}, {"service": "other"})] == [
+        "facade", "other"]
+    for name in ("warn", "exception", "debug", "info", "warning", "error", "critical"):
+        assert stamp(None, name, {})["level"] == structlog.stdlib.add_log_level(None, name, {})["level"]
 
 
 async def test_an_rpc_reply_leaves_after_the_lines_of_what_it_answers(
