@@ -104,6 +104,34 @@ async def test_get_asks_both_services_at_once(service: FacadeService) -> None:
     assert sorted(arrived) == ["logging", "messages"]
 
 
+async def test_a_get_cancelled_while_logging_answers_cancels_the_messages_call(
+        service: FacadeService) -> None:
+    """A GET cancelled (its client gone) while both calls are out leaves no messages call behind."""
+    started, both_cancelled = asyncio.Event(), asyncio.Event()
+    cancelled: list[bool] = []
+
+    async def hang(*_: object, **__: object) -> object:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            if len(cancelled) == 2:
+                both_cancelled.set()
+            raise
+        return None
+
+    logging_mock(service).call.side_effect = hang
+    service.messages_rpc.message.side_effect = hang  # type: ignore[attr-defined]
+    get = asyncio.create_task(service.get_messages())
+    await started.wait()
+    await asyncio.sleep(0)  # the messages call has started too
+    get.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await get
+    await asyncio.wait_for(both_cancelled.wait(), 1)  # without the cancel, messages hangs on
+
+
 async def test_get_passes_paging_to_logging_and_its_page_on_undecoded(service: FacadeService) -> None:
     """offset and limit reach logging unchanged; its page's bytes come back with the message
     spliced in, next_offset and all, byte for byte."""
