@@ -144,8 +144,10 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
     sent = headers.get(HEADER)
     traceparent = headers.get(TRACEPARENT)
     parent = parse_traceparent(traceparent)
+    echoed_parent: str | None = None  # a traceparent is echoed only when it was valid
     if parent is not None:
         cid, flags = parent
+        echoed_parent = traceparent
         tracestate = headers.get(TRACESTATE)
         context = correlated(cid, flags, tracestate[:_MAX_TRACESTATE] if tracestate else None)
     else:
@@ -157,9 +159,9 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            _echo(exc.headers, cid, traceparent if parent is not None else None)
+            _echo(exc.headers, cid, echoed_parent)
             raise
-    _echo(response.headers, cid, traceparent if parent is not None else None)
+    _echo(response.headers, cid, echoed_parent)
     return response
 
 
