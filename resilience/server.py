@@ -178,17 +178,22 @@ def rpc_app(service: Any, settings: Settings | None = None, *,
             return _item_error(error_body(
                 InvalidArgument.__name__, 'each call must be {"method": ..., "kwargs": {...}}'), 400)
         cid = item.get("correlation_id")
-        context = {"correlation_id": cid} if isinstance(cid, str) and VALID_ID.fullmatch(cid) else {}
-        with structlog.contextvars.bound_contextvars(**context):
-            try:
-                return {"result": await dispatch(service, item["method"], item.get("kwargs", {}), table)}
-            except ExpectedError as exc:
-                return _item_error(_declared_error(exc), exc.status)
-            except ServiceUnavailable:
-                raise
-            except Exception:
-                log.exception("rpc batch item failed", method=item["method"])
-                return _item_error(error_body("InternalError", "internal error"), 500)
+        # Bound and reset by hand, not with structlog's bound_contextvars: that is a generator
+        # context manager, and this runs once per call of every batch.
+        bound = (structlog.contextvars.bind_contextvars(correlation_id=cid)
+                 if isinstance(cid, str) and VALID_ID.fullmatch(cid) else None)
+        try:
+            return {"result": await dispatch(service, item["method"], item.get("kwargs", {}), table)}
+        except ExpectedError as exc:
+            return _item_error(_declared_error(exc), exc.status)
+        except ServiceUnavailable:
+            raise
+        except Exception:
+            log.exception("rpc batch item failed", method=item["method"])
+            return _item_error(error_body("InternalError", "internal error"), 500)
+        finally:
+            if bound is not None:
+                structlog.contextvars.reset_contextvars(**bound)
 
     async def batch(request: web.Request) -> web.Response:
         """Every call of the batch at once, each answered in its place, in order.
