@@ -204,7 +204,8 @@ class Report:
 
     machine: Machine
     plan: Plan
-    # (system, verb) -> the load run; systems: "bare", "facade" (logging in memory), redis_system(n).
+    # (system, verb) -> the load run; systems: "bare", "facade" (logging in memory),
+    # redis_system(n) and the bare handler run in turn with it, bare_beside(redis_system(n)).
     load: dict[tuple[str, str], LoadResult]
     # ("bare" | "facade", verb) -> process name -> CPU microseconds (user + system) per request.
     cpu_us: dict[tuple[str, str], dict[str, float]]
