@@ -149,6 +149,15 @@ class Coalescer(Generic[K]):
         except asyncio.CancelledError:
             item.future.cancel()  # so that the next request leaves it out
             raise
+        self._drop_settled(lane)  # its own call is still waiting: the queue is not empty
+        return self._take_batch(lane)
+
+    def _drop_settled(self, lane: _Lane) -> None:
+        """Leave out of the queue the calls already settled: cancelled, or past their deadline."""
+        lane.queue = [item for item in lane.queue if not item.future.done()]
+
+    def _take_batch(self, lane: _Lane) -> list[Pending]:
+        """The next request's calls, in arrival order: as many as ``take`` allows, at least one."""
         count = max(1, self._take(lane.queue))
         batch, lane.queue = lane.queue[:count], lane.queue[count:]
         return batch
@@ -180,21 +189,20 @@ class Coalescer(Generic[K]):
         for item in lane.queue:
             if item.deadline <= now:
                 item.fail(TimeoutError())
-        lane.queue = [item for item in lane.queue if not item.future.done()]
+        self._drop_settled(lane)
         upcoming = min((item.deadline for item in lane.queue), default=math.inf)
         if upcoming < math.inf:
             self._arm(lane, upcoming)
 
     def _next(self, key: K, lane: _Lane) -> None:
         """After a request: send what queued meanwhile, in a task of its own, or go idle."""
-        lane.queue = [item for item in lane.queue if not item.future.done()]  # cancelled callers
+        self._drop_settled(lane)
         if not lane.queue:
             if lane.timer is not None:
                 lane.timer.cancel()
             del self._lanes[key]
             return
-        count = max(1, self._take(lane.queue))
-        batch, lane.queue = lane.queue[:count], lane.queue[count:]
+        batch = self._take_batch(lane)
         # A fresh context: the drain must not carry the log context of the caller that ended.
         task = asyncio.get_running_loop().create_task(self._drain(key, lane, batch),
                                                       context=contextvars.Context())

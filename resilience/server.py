@@ -201,9 +201,9 @@ def rpc_app(service: Any, settings: Settings | None = None, *,
         The calls come from different callers (each one's own waits for its
         answer), so they have no order among them to keep; run together, a
         store can group their round trips instead of adding them up (the
-        Redis store sends what comes together as one pipeline). A transient failure (a store that is
-        down) fails the whole batch with 503, so the caller retries it whole;
-        logging deduplicates what was stored.
+        Redis store sends what comes together as one pipeline). A transient
+        failure (a store that is down) fails the whole batch with 503, so the
+        caller retries it whole; logging deduplicates what was stored.
         """
         calls = await read_json(request, require_content_type=True)
         if not isinstance(calls, list) or not 0 < len(calls) <= max_batch_calls:

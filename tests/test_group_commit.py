@@ -75,12 +75,16 @@ async def test_each_post_in_a_batch_gets_its_own_answer(
     """In one batch, a reused Idempotency-Key with other text is that client's 422 alone; the
     others are stored, and the same key with the same text is answered with the same UUID."""
     assert (await post(facade, "first text", key="order-7"))[0] == 200
-    proxy.delay = 0.2  # hold the next request on the wire so the rest queue behind it
+    proxy.hold()  # the next request stays on the wire until every other call has queued
     holder = asyncio.create_task(post(facade, "holder"))
     await wait_for(lambda: proxy.counts.received == 2)
-    queued = await asyncio.gather(post(facade, "other text", key="order-7"),
-                                  post(facade, "first text", key="order-7"),
-                                  *(post(facade, f"fine-{i}") for i in range(4)))
+    posts = asyncio.gather(post(facade, "other text", key="order-7"),
+                           post(facade, "first text", key="order-7"),
+                           *(post(facade, f"fine-{i}") for i in range(4)))
+    writes = facade.app[SERVICE].logging_rpc.writes
+    await wait_for(lambda: writes.pending == 7)
+    proxy.release()
+    queued = await posts
     assert (await holder)[0] == 200
     statuses = [status for status, _ in queued]
     assert statuses == [422, 200, 200, 200, 200, 200]

@@ -11,7 +11,9 @@ and set its knobs at any time:
 - ``drop_rate``: share of requests forwarded, answered by the service, and
   then dropped: the connection closes before the reply reaches the caller
   (the write happened, the caller cannot know);
-- ``drop_next``: the next that many requests are dropped so, whatever ``drop_rate`` says.
+- ``drop_next``: the next that many requests are dropped so, whatever ``drop_rate`` says;
+- ``hold()`` / ``release()``: requests that arrive in between wait, unforwarded, until
+  ``release()`` (a request held on the wire for as long as a test needs, not for a time).
 
 When the service behind it is down, the proxy answers 502, as a reverse proxy would.
 
@@ -63,6 +65,7 @@ class FaultProxy:
         self.drop_next = 0
         self.retry_after = retry_after
         self.counts = FaultCounts()
+        self._gate: asyncio.Event | None = None
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -101,6 +104,7 @@ class FaultProxy:
 
     async def stop(self) -> None:
         """Stop listening and release everything."""
+        self.release()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -113,11 +117,24 @@ class FaultProxy:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def hold(self) -> None:
+        """Hold every request that arrives from now on, until ``release()``."""
+        if self._gate is None:
+            self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        """Forward the held requests, and hold no more."""
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.set()
+
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
         self.counts.received += 1
         self.counts.paths[request.path] += 1
         body = await request.read()
+        if self._gate is not None:
+            await self._gate.wait()
         delay = self.path_delays.get(request.path, self.delay)
         if delay:
             await asyncio.sleep(delay)
