@@ -21,13 +21,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TextIO, cast
+from typing import TextIO, cast
 
 import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import RequestPayloadError
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from .correlation import add_correlation_id
 
 
 class _MalformedRequestsWithoutTraceback(logging.Filter):
@@ -163,8 +165,18 @@ def write_held_lines() -> None:
 atexit.register(write_held_lines)
 
 
-def _dumps(obj: Any, **_: Any) -> str:
-    return orjson.dumps(obj, default=repr).decode()
+def render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+    """The line as one JSON object; a traceback as data (structlog's ``dict_tracebacks``).
+
+    One processor for what structlog's ``dict_tracebacks`` and ``JSONRenderer``
+    do in two: the traceback step runs only for a line that has one.
+    """
+    if "exc_info" in event_dict:
+        event_dict = _dict_tracebacks(logger, method_name, event_dict)
+    return orjson.dumps(event_dict, default=repr).decode()
+
+
+_dict_tracebacks = structlog.processors.dict_tracebacks
 
 
 def configure_logging(
@@ -181,17 +193,9 @@ def configure_logging(
         log_format = "console" if out.isatty() else "json"
     level_no = logging.getLevelNamesMapping()[level.upper()]
 
-    shared: list[Processor] = [
-        Stamp(service),
-        structlog.contextvars.merge_contextvars,  # the request's correlation_id
-    ]
-    # JSON lines carry tracebacks as data; the console renderer prints its own.
-    tail: list[Processor]
-    if log_format == "json":
-        tail = [structlog.processors.dict_tracebacks,
-                structlog.processors.JSONRenderer(serializer=_dumps)]
-    else:
-        tail = [structlog.dev.ConsoleRenderer(colors=out.isatty())]
+    shared: list[Processor] = [Stamp(service), add_correlation_id]
+    tail: list[Processor] = [render_json if log_format == "json"
+                             else structlog.dev.ConsoleRenderer(colors=out.isatty())]
 
     structlog.configure(
         processors=[*shared, *tail],

@@ -24,6 +24,7 @@ signature (401 without one; see ``auth.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -33,7 +34,7 @@ from prometheus_client.registry import Collector
 
 from . import auth
 from .access import access_log_middleware
-from .correlation import VALID_ID, correlation_middleware
+from .correlation import VALID_ID, correlated, correlation_middleware
 from .errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
 from .logs import write_held_lines
 from .metrics import setup_metrics
@@ -50,6 +51,8 @@ from .web import (
 )
 
 log = structlog.get_logger("resilience.server")
+# A batch item without a valid correlation ID of its own logs under the batch request's.
+_UNCHANGED = contextlib.nullcontext()
 
 SERVICE_KEY = web.AppKey("service", object)
 #: Bytes an RPC body may hold beyond ``MAX_BODY_BYTES``: the arguments a caller adds around a
@@ -178,22 +181,17 @@ def rpc_app(service: Any, settings: Settings | None = None, *,
             return _item_error(error_body(
                 InvalidArgument.__name__, 'each call must be {"method": ..., "kwargs": {...}}'), 400)
         cid = item.get("correlation_id")
-        # Bound and reset by hand, not with structlog's bound_contextvars: that is a generator
-        # context manager, and this runs once per call of every batch.
-        bound = (structlog.contextvars.bind_contextvars(correlation_id=cid)
-                 if isinstance(cid, str) and VALID_ID.fullmatch(cid) else None)
-        try:
-            return {"result": await dispatch(service, item["method"], item.get("kwargs", {}), table)}
-        except ExpectedError as exc:
-            return _item_error(_declared_error(exc), exc.status)
-        except ServiceUnavailable:
-            raise
-        except Exception:
-            log.exception("rpc batch item failed", method=item["method"])
-            return _item_error(error_body("InternalError", "internal error"), 500)
-        finally:
-            if bound is not None:
-                structlog.contextvars.reset_contextvars(**bound)
+        with correlated(cid) if isinstance(cid, str) and VALID_ID.fullmatch(cid) else _UNCHANGED:
+            try:
+                return {"result": await dispatch(service, item["method"], item.get("kwargs", {}),
+                                                 table)}
+            except ExpectedError as exc:
+                return _item_error(_declared_error(exc), exc.status)
+            except ServiceUnavailable:
+                raise
+            except Exception:
+                log.exception("rpc batch item failed", method=item["method"])
+                return _item_error(error_body("InternalError", "internal error"), 500)
 
     async def batch(request: web.Request) -> web.Response:
         """Every call of the batch at once, each answered in its place, in order.

@@ -15,6 +15,7 @@ from aiohttp import web
 from logging_service.app import create_app as create_logging
 from resilience import Settings, logs
 from resilience.contract import new_uuid
+from resilience.correlation import correlated
 from resilience.logs import Stamp, TurnBuffer, configure_logging
 from tests.conftest import AiohttpClient
 
@@ -38,7 +39,7 @@ def test_json_lines_carry_the_required_fields() -> None:
     """Each line is one JSON object with timestamp, level, service, event and the correlation ID."""
     out = io.StringIO()
     configure_logging("facade", "auto", "info", stream=out)
-    with structlog.contextvars.bound_contextvars(correlation_id="cid-1"):
+    with correlated("cid-1"):
         structlog.get_logger().info("message accepted", uuid="u-1")
     line = json.loads(out.getvalue())
     assert line["event"] == "message accepted"

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import pytest
-import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
@@ -20,6 +19,7 @@ from facade.app import create_app as create_facade
 from facade.keys import SERVICE
 from logging_service.app import create_app as create_logging
 from resilience import Settings
+from resilience.correlation import add_correlation_id
 from resilience.testing.faults import FaultProxy
 from tests.conftest import AiohttpClient, AiohttpServer, stored
 
@@ -59,7 +59,7 @@ async def balanced(aiohttp_client: AiohttpClient, replicas: list[TestServer],
 async def test_posts_spread_over_the_replicas_and_each_answer_names_its_replica(
         balanced: Client, replicas: list[TestServer]) -> None:
     """With two healthy replicas both get writes, and every access line names the one that served."""
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[add_correlation_id]) as logs:
         for i in range(40):
             assert (await balanced.post("/facade", json={"msg": f"spread-{i}"})).status == 200
         assert (await balanced.get("/health")).status == 200  # same keep-alive connection
@@ -94,7 +94,7 @@ async def test_a_retry_lands_on_another_replica_and_the_bad_one_is_cut_off(
 
 async def test_each_get_answer_names_its_replica(balanced: Client, replicas: list[TestServer]) -> None:
     """With two replicas, the access line of every GET /facade names the replica that served the read."""
-    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+    with capture_logs(processors=[add_correlation_id]) as logs:
         for _ in range(4):
             assert (await balanced.get("/facade")).status == 200
     lines = [e for e in logs if e["event"] == "request handled" and e["path"] == "/facade"]
@@ -113,7 +113,7 @@ async def test_with_two_replicas_down_no_post_retries_a_replica_twice(
         await dead2.refuse()
         facade = await facade_over(aiohttp_client, messages_server, dead1.url, dead2.url,
                                    url_of(healthy))
-        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        with capture_logs(processors=[add_correlation_id]) as logs:
             for i in range(40):
                 assert (await facade.post("/facade", json={"msg": f"m{i}"})).status == 200
     assert stored(healthy) == [f"m{i}" for i in range(40)]
