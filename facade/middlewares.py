@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import structlog
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from resilience.lag import LoopLag
+from resilience.logs import get_logger
 from resilience.web import BadRequest, Handler, json_response
 
-log = structlog.get_logger("facade")
+log = get_logger("facade")
 
 #: What a shed request is told to wait: the queue it met drains within a retry deadline.
 SHED_RETRY_AFTER = 1

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import structlog
-
 from resilience import Conflict, Dependency, ExpectedError, RemoteError, RpcProxy, ServiceUnavailable
 from resilience.contract import KeyUuids, new_uuid
+from resilience.logs import get_logger
 from resilience.paging import MAX_PAGE, MalformedPage, splice
 
-log = structlog.get_logger("facade")
+log = get_logger("facade")
 
 STATIC_FALLBACK = "unavailable"
 

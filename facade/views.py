@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import structlog
 from aiohttp import web
 
 from resilience import RemoteError, ServiceUnavailable
+from resilience.logs import get_logger
 from resilience.web import json_response, read_json, retry_after_header
 
 from .keys import SERVICE, SETTINGS
@@ -13,7 +13,7 @@ from .middlewares import failure
 from .service import IdempotencyKeyReused, is_misconfiguration
 from .validation import idempotency_key_from, message_from, page_from
 
-log = structlog.get_logger("facade")
+log = get_logger("facade")
 
 
 async def post_message(request: web.Request) -> web.Response:

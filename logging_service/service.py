@@ -5,15 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import structlog
-
 from resilience import Config, Conflict, Dependency, InvalidArgument, rpc
 from resilience.contract import is_message_uuid, text_problem
+from resilience.logs import get_logger
 from resilience.paging import MAX_PAGE, encode_page
 
 from .store import MemoryStore, MessageStore, UuidConflict
 
-logger = structlog.get_logger("logging_service")
+logger = get_logger("logging_service")
 
 
 class LoggingService:

@@ -12,12 +12,12 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 
-import structlog
 from aiohttp import web
 
+from .logs import get_logger
 from .web import Handler
 
-log = structlog.get_logger("resilience.access")
+log = get_logger("resilience.access")
 
 #: Called with the request, its status (None if cancelled) and the seconds it took.
 Observer = Callable[[web.Request, int | None, float], None]

@@ -34,13 +34,13 @@ from types import TracebackType
 from typing import Any
 
 import pybreaker
-import structlog
 
 from .errors import CircuitOpen, ExpectedError, Overloaded
+from .logs import get_logger
 from .settings import Settings
 from .window import Clock, SlidingWindow
 
-log = structlog.get_logger("resilience.breaker")
+log = get_logger("resilience.breaker")
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
 STATES = (CLOSED, OPEN, HALF_OPEN)

@@ -20,8 +20,9 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import TextIO, cast
+from typing import Any, TextIO, cast
 
 import orjson
 import structlog
@@ -151,6 +152,45 @@ class Stamp:
 _LEVEL_NAMES = {"warn": "warning", "exception": "error"}
 
 
+class Logger:
+    """A module's logger (``log = get_logger(__name__)`` at import): structlog's logger as
+    ``configure_logging`` set it up, its methods looked up once per configuration.
+
+    structlog's own module-level proxy (``structlog.get_logger``) assembles its
+    logger on first use too, but then pays an attribute miss, ``__getattr__``
+    and ``bind()`` on every call: more than the rest of a line's trip, on
+    lines written once per request. structlog's advice for such lines is a
+    local ``bind()``; this is that local logger, kept for the module while
+    structlog is configured with ``cache_logger_on_first_use`` (as
+    ``configure_logging`` does; a test that turns it off gets a fresh logger
+    per call, as from structlog's proxy).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        _loggers.add(self)
+
+    def __getattr__(self, method: str) -> Any:
+        value = getattr(structlog.get_logger(self._name).bind(), method)
+        if structlog.get_config()["cache_logger_on_first_use"]:
+            self.__dict__[method] = value  # found as an attribute from now on
+        return value
+
+    def _forget(self) -> None:
+        """Drop the looked-up methods: the next call assembles the logger anew."""
+        name = self._name
+        self.__dict__.clear()
+        self._name = name
+
+
+_loggers: weakref.WeakSet[Logger] = weakref.WeakSet()
+
+
+def get_logger(name: str) -> Logger:
+    """The logger for module ``name``; usable at import, before ``configure_logging``."""
+    return Logger(name)
+
+
 # The process's log stream, as ``configure_logging`` set it up. Process-wide, as stdout and
 # structlog's own configuration are: not the state of one app.
 _buffer: TurnBuffer | None = None
@@ -203,6 +243,8 @@ def configure_logging(
         logger_factory=lambda *_: buffer,
         cache_logger_on_first_use=True,
     )
+    for logger in list(_loggers):
+        logger._forget()
 
     # aiohttp and other libraries log through the standard library: same format, same stream.
     handler = logging.StreamHandler(out)

@@ -22,7 +22,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
@@ -33,11 +32,12 @@ from .breaker import AsyncCircuitBreaker, BreakerRule
 from .budget import RetryBudget
 from .bulkhead import ConcurrencyLimit
 from .errors import CircuitOpen, Overloaded, ServiceUnavailable
+from .logs import get_logger
 from .settings import Settings
 from .window import Clock
 
 T = TypeVar("T")
-log = structlog.get_logger("resilience.retry")
+log = get_logger("resilience.retry")
 # Calls by whether they were retried and how they ended, as resilience4j's Retry counts them.
 RETRY_OUTCOMES = ("successful_without_retry", "successful_with_retry", "failed_without_retry",
                   "failed_with_retry")

@@ -9,13 +9,12 @@ import socket
 import sys
 from collections.abc import Callable
 
-import structlog
 from aiohttp import web
 
-from .logs import configure_logging
+from .logs import configure_logging, get_logger
 from .settings import Settings, SettingsError
 
-log = structlog.get_logger("resilience.runner")
+log = get_logger("resilience.runner")
 
 #: Blocks this large or larger come from their own memory mapping (glibc's M_MMAP_THRESHOLD).
 LARGE_BLOCK = 32 * 1024

@@ -28,7 +28,6 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import structlog
 from aiohttp import web
 from prometheus_client.registry import Collector
 
@@ -36,7 +35,7 @@ from . import auth
 from .access import access_log_middleware
 from .correlation import VALID_ID, correlated, correlation_middleware
 from .errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
-from .logs import write_held_lines
+from .logs import get_logger, write_held_lines
 from .metrics import setup_metrics
 from .rpc import dispatch, entrypoints
 from .settings import Settings
@@ -50,7 +49,7 @@ from .web import (
     retry_after_header,
 )
 
-log = structlog.get_logger("resilience.server")
+log = get_logger("resilience.server")
 # A batch item without a valid correlation ID of its own logs under the batch request's.
 _UNCHANGED = contextlib.nullcontext()
 

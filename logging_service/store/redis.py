@@ -31,7 +31,6 @@ from collections.abc import Awaitable
 from typing import Any, Final, TypeVar, cast
 
 import redis.asyncio as aioredis
-import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -40,10 +39,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilience import ServiceUnavailable
 from resilience.coalesce import Coalescer, Pending
+from resilience.logs import get_logger
 
 from .base import UuidConflict
 
-log = structlog.get_logger("logging_service.store")
+log = get_logger("logging_service.store")
 
 T = TypeVar("T")
 
