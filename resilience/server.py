@@ -199,13 +199,25 @@ def rpc_app(service: Any, settings: Settings | None = None, *,
         answer), so they have no order among them to keep; run together, a
         store can group their round trips instead of adding them up (the
         Redis store sends what comes together as one pipeline). A transient
-        failure (a store that is down) fails the whole batch with 503, so the
-        caller retries it whole; logging deduplicates what was stored.
+        failure (a store that is down) fails the whole batch with 503 and
+        cancels its calls still running, so the caller retries it whole;
+        logging deduplicates what was stored.
         """
         calls = await read_json(request, require_content_type=True)
         if not isinstance(calls, list) or not 0 < len(calls) <= max_batch_calls:
             raise BadRequest(400, f"a batch is a JSON array of 1 to {max_batch_calls} calls")
-        replies = await asyncio.gather(*(one(item) for item in calls))
+        # A task per call, awaited in order: what gather does, without its callback per call
+        # (half the cost of a call that completes at once, as every call to the memory store does).
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(one(item)) for item in calls]
+        replies = []
+        try:
+            for task in tasks:
+                replies.append(await task)
+        except BaseException:  # a store that is down, or the request cancelled: stop the rest
+            for task in tasks:
+                task.cancel()  # (a call that failed too is then not reported as unretrieved)
+            raise
         return json_response(replies)
 
     async def health(request: web.Request) -> web.Response:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import AsyncIterator
 from unittest.mock import AsyncMock
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -28,7 +31,7 @@ from resilience.balancer import Balancer, Target
 from resilience.correlation import HEADER, correlated
 from resilience.errors import ExpectedError, error_path, registered_error, remote_error
 from resilience.testing import FakeClock, call_entrypoint, worker_factory
-from tests.conftest import AiohttpServer
+from tests.conftest import AiohttpServer, wait_for
 
 
 class Counter:
@@ -316,3 +319,46 @@ async def test_proxy_reports_refused_connections_as_unavailable(
     """Nobody listening is ServiceUnavailable, not a raw aiohttp error."""
     with pytest.raises(ServiceUnavailable, match="ClientConnectorError"):
         await proxy_for(session, f"http://127.0.0.1:{unused_tcp_port}").echo(text="a")
+
+
+class FlakyStoreService:
+    """A service whose calls fail as a store that is down does, or wait until cancelled."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.cancelled = 0
+
+    @rpc
+    async def down(self) -> None:
+        raise ServiceUnavailable("store", "down")
+
+    @rpc
+    async def wait(self) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+
+
+async def test_a_batch_with_a_transient_failure_is_one_503_and_stops_its_other_calls(
+    aiohttp_server: AiohttpServer, session: aiohttp.ClientSession
+) -> None:
+    """Two calls of a batch fail as a store that is down: the batch is answered 503 once, the
+    call still waiting is cancelled, and no failure is left unretrieved for asyncio to report."""
+    service = FlakyStoreService()
+    server = await aiohttp_server(rpc_app(service))
+    unretrieved: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: unretrieved.append(context))
+    try:
+        batch = [{"method": "down"}, {"method": "down"}, {"method": "wait"}]
+        status, body = await post(session, server, "/rpc", orjson.dumps(batch))
+        assert status == 503
+        assert body["error"]["type"] == "ServiceUnavailable"  # type: ignore[index]
+        await wait_for(lambda: service.cancelled == 1)
+        gc.collect()  # a task whose exception nobody retrieved reports it when collected
+        assert unretrieved == []
+    finally:
+        loop.set_exception_handler(None)
