@@ -190,3 +190,53 @@ def test_a_stream_that_cannot_be_written_drops_lines_and_says_so_once(
         buffer.write("lost\n")
         buffer.flush()
     assert capsys.readouterr().err.count("log lines cannot be written") == 1
+
+
+def test_a_traceback_is_data_in_the_json_line() -> None:
+    """``log.exception`` inside ``except`` gives one JSON line whose ``exception`` names the
+    error and where it was raised; a line without one has no such field."""
+    out = io.StringIO()
+    configure_logging("facade", "json", "info", stream=out)
+    log = logs.get_logger("tests.traceback")
+    try:
+        raise ValueError("broken on purpose")
+    except ValueError:
+        log.exception("request failed")
+    log.info("fine")
+    failed, fine = map(json.loads, out.getvalue().splitlines())
+    (error,) = failed["exception"]
+    assert (error["exc_type"], error["exc_value"]) == ("ValueError", "broken on purpose")
+    assert error["frames"][-1]["name"] == "test_a_traceback_is_data_in_the_json_line"
+    assert failed["level"] == "error"
+    assert set(fine) == {"event", "level", "timestamp", "service"}
+
+
+def test_a_line_carries_the_correlation_id_of_the_request_it_is_written_in() -> None:
+    """Inside ``correlated`` a line has its ID, outside it none; an ID given to the line wins."""
+    out = io.StringIO()
+    configure_logging("logging", "json", "info", stream=out)
+    log = logs.get_logger("tests.correlation")
+    with correlated("cid-outer"):
+        log.info("inside")
+        with correlated("cid-inner"):
+            log.info("nested")
+        log.info("given", correlation_id="cid-given")
+    log.info("outside")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line.get("correlation_id") for line in lines] == [
+        "cid-outer", "cid-inner", "cid-given", None]
+
+
+def test_a_module_logger_follows_a_new_configuration() -> None:
+    """A module's logger keeps its methods while the configuration lasts, and writes where a new
+    ``configure_logging`` says once that is called (not to the stream it first wrote to)."""
+    first, second = io.StringIO(), io.StringIO()
+    log = logs.get_logger("tests.reconfigured")
+    configure_logging("facade", "json", "info", stream=first)
+    log.info("one")
+    assert "info" in vars(log)  # looked up once, then an attribute
+    configure_logging("facade", "json", "warning", stream=second)
+    log.info("two")  # below the new level
+    log.warning("three")
+    assert [json.loads(x)["event"] for x in first.getvalue().splitlines()] == ["one"]
+    assert [json.loads(x)["event"] for x in second.getvalue().splitlines()] == ["three"]
