@@ -45,8 +45,7 @@ class Pending:
     loop's clock) it stops waiting in the queue."""
 
     payload: Any
-    future: asyncio.Future[Any] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[Any]
     deadline: float = math.inf
 
     def resolve(self, result: Any) -> None:
@@ -112,14 +111,16 @@ class Coalescer(Generic[K]):
         """
         if self.pending >= self._max_pending:
             raise self._refuse()
-        item = Pending(payload)
+        # The loop, asked for once: each time costs a system call (getpid), on every call.
+        loop = asyncio.get_running_loop()
+        item = Pending(payload, loop.create_future())
         self.calls += 1
         self.pending += 1
         try:
             lane = self._lanes.get(key)
             if lane is not None:
                 if timeout is not None:
-                    item.deadline = asyncio.get_running_loop().time() + timeout
+                    item.deadline = loop.time() + timeout
                     if item.deadline < lane.timer_at:
                         self._arm(lane, item.deadline)
                 lane.queue.append(item)
