@@ -99,6 +99,7 @@ class Coalescer(Generic[K]):
         self._collect_turn = collect_turn
         self._lanes: dict[K, _Lane] = {}
         self._drains: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.pending = 0  # calls sent or queued, not yet answered
         self.requests = 0  # requests sent, for tests and metrics
         self.calls = 0
@@ -111,8 +112,7 @@ class Coalescer(Generic[K]):
         """
         if self.pending >= self._max_pending:
             raise self._refuse()
-        # The loop, asked for once: each time costs a system call (getpid), on every call.
-        loop = asyncio.get_running_loop()
+        loop = self._running_loop()
         item = Pending(payload, loop.create_future())
         self.calls += 1
         self.pending += 1
@@ -133,6 +133,14 @@ class Coalescer(Generic[K]):
             return item.future.result()
         finally:
             self.pending -= 1
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop of the first call, kept: on Python 3.11 each ``get_running_loop()`` is a
+        system call (getpid), and this runs on every call. A coalescer serves one loop."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     async def aclose(self) -> None:
         """Wait for the requests still being sent for queued calls."""
@@ -178,7 +186,7 @@ class Coalescer(Generic[K]):
     def _arm(self, lane: _Lane, when: float) -> None:
         if lane.timer is not None:
             lane.timer.cancel()
-        lane.timer = asyncio.get_running_loop().call_at(when, self._expire, lane)
+        lane.timer = self._running_loop().call_at(when, self._expire, lane)
         lane.timer_at = when
 
     def _expire(self, lane: _Lane) -> None:
@@ -186,7 +194,7 @@ class Coalescer(Generic[K]):
         then left out of the next request); the timer moves to the next deadline."""
         lane.timer, lane.timer_at = None, math.inf
         # Within the loop's clock resolution: a timer may fire a hair before its time.
-        now = asyncio.get_running_loop().time() + _CLOCK_RESOLUTION
+        now = self._running_loop().time() + _CLOCK_RESOLUTION
         for item in lane.queue:
             if item.deadline <= now:
                 item.fail(TimeoutError())
@@ -205,8 +213,8 @@ class Coalescer(Generic[K]):
             return
         batch = self._take_batch(lane)
         # A fresh context: the drain must not carry the log context of the caller that ended.
-        task = asyncio.get_running_loop().create_task(self._drain(key, lane, batch),
-                                                      context=contextvars.Context())
+        task = self._running_loop().create_task(self._drain(key, lane, batch),
+                                                context=contextvars.Context())
         self._drains.add(task)
         task.add_done_callback(self._drains.discard)
 
