@@ -205,6 +205,9 @@ def write_held_lines() -> None:
 atexit.register(write_held_lines)
 
 
+_dict_tracebacks = structlog.processors.dict_tracebacks
+
+
 def render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
     """The line as one JSON object; a traceback as data (structlog's ``dict_tracebacks``).
 
@@ -214,9 +217,6 @@ def render_json(logger: WrappedLogger, method_name: str, event_dict: EventDict) 
     if "exc_info" in event_dict:
         event_dict = _dict_tracebacks(logger, method_name, event_dict)
     return orjson.dumps(event_dict, default=repr).decode()
-
-
-_dict_tracebacks = structlog.processors.dict_tracebacks
 
 
 def configure_logging(
