@@ -191,6 +191,13 @@ def get_logger(name: str) -> Logger:
     return Logger(name)
 
 
+def forget_loggers() -> None:
+    """Make every module logger assemble itself anew on its next call: after structlog's
+    configuration changed (``configure_logging`` calls it; a test that resets structlog does)."""
+    for logger in list(_loggers):
+        logger._forget()
+
+
 # The process's log stream, as ``configure_logging`` set it up. Process-wide, as stdout and
 # structlog's own configuration are: not the state of one app.
 _buffer: TurnBuffer | None = None
@@ -243,8 +250,7 @@ def configure_logging(
         logger_factory=lambda *_: buffer,
         cache_logger_on_first_use=True,
     )
-    for logger in list(_loggers):
-        logger._forget()
+    forget_loggers()
 
     # aiohttp and other libraries log through the standard library: same format, same stream.
     handler = logging.StreamHandler(out)

@@ -28,6 +28,7 @@ def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     root.handlers[:], root.level = handlers, level
     structlog.reset_defaults()
+    logs.forget_loggers()  # no module logger keeps this test's stream
 
 
 class FakeTerminal(io.StringIO):
