@@ -112,11 +112,12 @@ async def test_slow_logging_times_out_and_never_duplicates(
 ) -> None:
     """Attempts that time out are retried with the same UUID: late arrivals are stored once."""
     facade = await facade_via_proxy()
-    proxy.delay = DEFAULTS.rpc_timeout + 0.1
+    proxy.hold()  # every attempt outlives RPC_TIMEOUT on the wire
     status, body, _ = await post(facade, "slow")
     assert status == 503
     assert "TimeoutError" in body["message"]
-    # The abandoned attempts still reach logging after their delay: all land, one is stored.
+    # The abandoned attempts still reach logging, late: all land, one is stored.
+    proxy.release()
     await wait_for(lambda: proxy.counts.forwarded >= 2)
     assert stored(logging_server) == ["slow"]
 
@@ -260,7 +261,7 @@ async def test_a_heavy_read_does_not_refuse_writes(
     """Reads that time out fail only reads: writes beside them keep being acknowledged, and the
     write breaker never hears of the reads' failures."""
     facade = await facade_via_proxy()
-    proxy.path_delays["/rpc/messages"] = DEFAULTS.rpc_timeout + 0.5
+    proxy.hold("/rpc/messages")  # every read outlives RPC_TIMEOUT; writes pass
     read_statuses: list[int] = []
 
     async def reader() -> None:
@@ -289,7 +290,7 @@ async def test_calls_waiting_on_a_hung_logging_are_capped(
     settings = replace(DEFAULTS, logging_url=proxy.url, max_calls_in_flight=2, rpc_batch_max_calls=3,
                        messages_url=str(messages_server.make_url("")).rstrip("/"))
     facade = await aiohttp_client(create_app(settings))
-    proxy.delay = 30.0  # hangs far past every timeout
+    proxy.hold()  # logging hangs
     writes = facade.app[SERVICE].logging_rpc.writes
     cap, extra = 2 * 3, 5
     pending = [asyncio.create_task(post(facade, f"hung-{i}")) for i in range(cap + extra)]
@@ -345,7 +346,7 @@ async def test_cancelled_calls_do_not_trip_the_breaker(
     facade = await facade_via_proxy()
     rpc = facade.app[SERVICE].logging_rpc
     breaker = write_breaker(facade)
-    proxy.delay = 5.0
+    proxy.hold()  # every call stays on the wire until it is cancelled
     for i in range(DEFAULTS.breaker_min_calls + 5):
         call = asyncio.create_task(rpc.log(uuid=f"00000000-0000-4000-8000-{i:012d}", msg="x"))
         await wait_for(lambda n=i: proxy.counts.received > n)  # type: ignore[misc]

@@ -113,15 +113,18 @@ async def test_a_read_never_shares_a_request_that_started_before_it(
 ) -> None:
     """A GET made after a POST was acknowledged sees it, even while an older GET is on the wire;
     GETs made together while one is on the wire share the next read."""
-    proxy.path_delays["/rpc/messages"] = 0.2
+    proxy.hold("/rpc/messages")  # the older read stays on the wire; writes pass
     older = asyncio.create_task(facade.get("/facade"))
     await wait_for(lambda: proxy.counts.paths["/rpc/messages"] == 1)
     assert (await post(facade, "after the first read"))[0] == 200
-    newer = await asyncio.gather(*(facade.get("/facade") for _ in range(5)))
+    reads = facade.app[SERVICE].logging_rpc.reads
+    gets = asyncio.gather(*(facade.get("/facade") for _ in range(5)))
+    await wait_for(lambda: reads.calls == 6)  # the five queued behind the older read
+    proxy.release()
+    newer = await gets
     assert (await older).status == 200
     for resp in newer:
         assert (await resp.json())["logs"] == ["after the first read"]
-    reads = facade.app[SERVICE].logging_rpc.reads
     assert (reads.calls, reads.requests) == (6, 2)
 
 

@@ -57,7 +57,7 @@ async def logging_proxy(cluster: Cluster) -> AsyncIterator[SoakProxy]:
     await proxy.start()
     cluster.logging_url = proxy.url
     yield proxy
-    await proxy.refuse()  # cancels forwards still waiting out a delay
+    await proxy.refuse()  # cancels forwards still held or waiting out a delay
     await proxy.stop()
 
 
@@ -162,7 +162,7 @@ async def test_sigterm_answers_posts_stuck_on_logging_with_a_clean_503(
         cluster: Cluster, logging_proxy: SoakProxy) -> None:
     """POSTs stuck on a logging service slower than the retry deadline are answered 503 with the
     facade's JSON failure body before the facade exits 0, within the grace."""
-    logging_proxy.delay = 30.0  # far beyond RPC_TIMEOUT and RETRY_DEADLINE
+    logging_proxy.hold()  # logging hangs: far beyond RPC_TIMEOUT and RETRY_DEADLINE
     await asyncio.to_thread(cluster.start, "facade")
     async with aiohttp.ClientSession() as session:
 

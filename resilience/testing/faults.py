@@ -13,7 +13,8 @@ and set its knobs at any time:
   (the write happened, the caller cannot know);
 - ``drop_next``: the next that many requests are dropped so, whatever ``drop_rate`` says;
 - ``hold()`` / ``release()``: requests that arrive in between wait, unforwarded, until
-  ``release()`` (a request held on the wire for as long as a test needs, not for a time).
+  ``release()`` (a request held on the wire for as long as a test needs, not for a time;
+  a hung service); ``hold("/rpc/messages")`` holds those paths only.
 
 When the service behind it is down, the proxy answers 502, as a reverse proxy would.
 
@@ -66,6 +67,7 @@ class FaultProxy:
         self.retry_after = retry_after
         self.counts = FaultCounts()
         self._gate: asyncio.Event | None = None
+        self._held_paths: frozenset[str] = frozenset()  # empty: every path
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -117,10 +119,12 @@ class FaultProxy:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def hold(self) -> None:
-        """Hold every request that arrives from now on, until ``release()``."""
+    def hold(self, *paths: str) -> None:
+        """Hold every request that arrives from now on (to ``paths`` only, if given), until
+        ``release()``."""
         if self._gate is None:
             self._gate = asyncio.Event()
+        self._held_paths = frozenset(paths)
 
     def release(self) -> None:
         """Forward the held requests, and hold no more."""
@@ -133,7 +137,7 @@ class FaultProxy:
         self.counts.received += 1
         self.counts.paths[request.path] += 1
         body = await request.read()
-        if self._gate is not None:
+        if self._gate is not None and (not self._held_paths or request.path in self._held_paths):
             await self._gate.wait()
         delay = self.path_delays.get(request.path, self.delay)
         if delay:
