@@ -20,6 +20,7 @@ from resilience.correlation import correlation_middleware
 from resilience.lag import LoopLag
 from resilience.metrics import PolicyCollector, setup_metrics
 from resilience.policy import downstream_policies
+from resilience.proxy import readiness_probe
 from resilience.runner import run_main
 from resilience.web import CLOSE_ON_UNREAD_BODY, body_deadline
 from resilience.window import Clock
@@ -72,19 +73,21 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
         # Reads and writes to logging have a breaker each: a heavy read that times out
         # must not refuse writes.
         # Each logging replica has a breaker of its own.
+        probe = functools.partial(readiness_probe, session, signer, settings.breaker_probe_interval)
         logging_policies = downstream_policies("logging", settings.logging_replicas(), settings,
-                                               ("write", "read"), clock=clock)
+                                               ("write", "read"), clock=clock, probe=probe)
         # GET answers without messages when it is down: one attempt, no retry.
         messages_policies = downstream_policies("messages", [settings.messages_url], settings,
-                                                ("read",), attempts=1, clock=clock)
+                                                ("read",), attempts=1, clock=clock, probe=probe)
         # Writes are group-committed; reads with the same arguments share the next request.
         logging_rpc = RpcProxy(session, "logging", logging_policies["read"],
                                method_policies={"log": logging_policies["write"]}, signer=signer,
                                batched={"log"}, shared={"messages", "count"},
                                max_batch_calls=settings.rpc_batch_max_calls,
-                               max_batch_bytes=settings.rpc_batch_max_bytes)
+                               max_batch_bytes=settings.rpc_batch_max_bytes,
+                               lane_requests=settings.rpc_lane_requests)
         messages_rpc = RpcProxy(session, "messages", messages_policies["read"], signer=signer,
-                                shared={"message"})
+                                shared={"message"}, lane_requests=settings.rpc_lane_requests)
         app[SERVICE] = build_service(FacadeService, logging_rpc=logging_rpc, messages_rpc=messages_rpc,
                                      key_uuids=KeyUuids.from_settings(settings))
         app[POLICIES] = [*logging_policies.values(), *messages_policies.values()]

@@ -66,11 +66,22 @@ class Balancer:
         raise refusal
 
     def ready(self) -> bool:
-        """Whether some replica's breaker would admit a call now."""
-        return any(target.breaker.retry_after() == 0 for target in self.targets)
+        """Whether some replica's breaker would admit a call now (asking lets open ones probe)."""
+        return not all([target.breaker.refusing() for target in self.targets])
 
-    def refusal(self, cause: Exception) -> CircuitOpen:
-        """The CircuitOpen to raise when ``cause`` left every breaker open: retrying would be refused."""
-        reason = cause.reason if isinstance(cause, ServiceUnavailable) else type(cause).__name__
-        return CircuitOpen(self.service, f"circuit breaker open after {reason}",
+    def refuse(self) -> CircuitOpen:
+        """A call not attempted because no breaker admits it: counted as not permitted by each."""
+        for target in self.targets:
+            target.breaker.calls["not_permitted"] += 1
+        return self.refusal()
+
+    def refusal(self, cause: Exception | None = None) -> CircuitOpen:
+        """The CircuitOpen to raise when every breaker is open (after ``cause``, if it opened the
+        last one): a call would be refused."""
+        if cause is None:
+            message = "circuit breaker open"
+        else:
+            reason = cause.reason if isinstance(cause, ServiceUnavailable) else type(cause).__name__
+            message = f"circuit breaker open after {reason}"
+        return CircuitOpen(self.service, message,
                            retry_after=min(target.breaker.retry_after() for target in self.targets))

@@ -26,9 +26,11 @@ pybreaker is never asked to decide anything on its own clock.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -114,13 +116,14 @@ class BreakerRule:
             return f"{slow} of {calls} calls took {self.slow_call_duration} s or more"
         return None
 
-    def fast_verdict(self, calls: int, failures: int, slow: int) -> str | None:
-        """Why these counts over the newest seconds open the breaker, or ``None``."""
+    def fast_verdict(self, calls: int, failures: int, slow: int, span: float | None = None) -> str | None:
+        """Why these counts over the newest ``span`` seconds (default ``fast_window``) open the
+        breaker beyond reasonable doubt, or ``None``."""
+        span = self.fast_window if span is None else span
         if wilson_lower_bound(failures, calls) >= self.failure_rate:
-            return f"{failures} of {calls} calls failed in the last {self.fast_window} s"
+            return f"{failures} of {calls} calls failed in the last {span} s"
         if wilson_lower_bound(slow, calls) >= self.slow_call_rate:
-            return (f"{slow} of {calls} calls took {self.slow_call_duration} s or more "
-                    f"in the last {self.fast_window} s")
+            return f"{slow} of {calls} calls took {self.slow_call_duration} s or more in the last {span} s"
         return None
 
 
@@ -154,8 +157,13 @@ class AsyncCircuitBreaker:
     """
 
     def __init__(self, name: str, *, service: str | None = None, rule: BreakerRule | None = None,
-                 clock: Clock = time.monotonic) -> None:
+                 clock: Clock = time.monotonic, probe: Callable[[], Awaitable[bool]] | None = None,
+                 probe_interval: float = 0.5) -> None:
         self.name = name
+        self.probe = probe
+        self.probe_interval = probe_interval
+        self._probing: asyncio.Task[None] | None = None
+        self._probed_at = -math.inf
         self.service = service or name
         self.rule = rule or BreakerRule()
         self.calls = dict.fromkeys(OUTCOMES, 0)
@@ -193,6 +201,43 @@ class AsyncCircuitBreaker:
             return 0.0
         return max(0.0, self._open_until - self._clock())
 
+    def refusing(self) -> bool:
+        """Whether the breaker refuses calls now (open, not yet due for trials).
+
+        While it refuses, asking starts a health probe of the downstream at most
+        every ``probe_interval`` (Envoy's active health checking): one that
+        succeeds half-opens the breaker at once, so a downstream that is back is
+        noticed within a probe, not after the open duration.
+        """
+        if self.state != OPEN or self._clock() >= self._open_until:
+            return False
+        self._start_probe()
+        return True
+
+    async def aclose(self) -> None:
+        """Stop a probe still in flight."""
+        if self._probing is not None:
+            self._probing.cancel()
+            await asyncio.gather(self._probing, return_exceptions=True)
+
+    def _start_probe(self) -> None:
+        now = self._clock()
+        if self.probe is None or self._probing is not None or now < self._probed_at + self.probe_interval:
+            return
+        self._probed_at = now
+        self._probing = asyncio.get_running_loop().create_task(self._run_probe(self.probe, self._epoch))
+
+    async def _run_probe(self, probe: Callable[[], Awaitable[bool]], epoch: int) -> None:
+        try:
+            healthy = await probe()
+        except Exception:
+            healthy = False
+        finally:
+            self._probing = None
+        if healthy and epoch == self._epoch and self.state == OPEN:
+            self._reason = "a health probe succeeded"
+            self._breaker.half_open()
+
     def guard(self) -> _Guard:
         """Admit one call, or raise ``CircuitOpen``; on exit the guard records the outcome."""
         trial = self._admit()
@@ -204,7 +249,7 @@ class AsyncCircuitBreaker:
         if state == CLOSED:
             return False
         if state == OPEN:
-            if self._clock() < self._open_until:
+            if self.refusing():
                 self.calls["not_permitted"] += 1
                 raise CircuitOpen(self.service, "circuit breaker open", retry_after=self.retry_after())
             self._breaker.half_open()
@@ -229,12 +274,15 @@ class AsyncCircuitBreaker:
         failed = exc is not None
         self.calls["failed" if failed else "successful"] += 1
         if current:
-            slow = self._clock() - guard.started >= self.rule.slow_call_duration
+            # A success never opens the breaker, however slow: a downstream that answers is up,
+            # and the late replies of a backlog it drains are its recovery, not a fault (Polly
+            # v8 breaks only when a failure is handled). Slow calls weigh when a failure comes.
             if guard.trial:
-                self._trial_outcome(failed or slow)
+                self._trial_outcome(failed)
             else:
+                slow = self._clock() - guard.started >= self.rule.slow_call_duration
                 self._window.add(1, failed, slow)
-                if failed or slow:
+                if failed:
                     self._check_rate()
 
     def _check_rate(self) -> None:
@@ -243,7 +291,8 @@ class AsyncCircuitBreaker:
         reason = rule.fast_verdict(calls, failures, slow)
         if reason is None:
             calls, failures, slow = self._window.sums()
-            reason = rule.verdict(calls, failures, slow)
+            reason = rule.verdict(calls, failures, slow) or rule.fast_verdict(calls, failures, slow,
+                                                                               rule.window)
         if reason is not None:
             self._trip(reason)
 

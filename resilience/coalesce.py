@@ -19,6 +19,13 @@ it (DataLoader's "one tick"): a store handed a batch of calls by one
 ``asyncio.gather`` sends them as one request rather than the first alone and
 the rest after it. That costs one pass of the loop, never a timer.
 
+A request that is late (``late_after(key)`` seconds on the wire: a reply
+swallowed, a downstream stalled) must not hold everyone else back: while
+every request in flight for a key is late, queued calls leave as another
+request beside them, up to ``max_in_flight`` requests ("The Tail at Scale":
+don't wait on a straggler). A healthy downstream keeps one request in flight
+per key, so batches stay as large as group commit makes them.
+
 Waiting is bounded twice: at most ``max_pending`` calls (sent or queued) at
 once, past which a call is refused at once (``Overloaded``, as the
 concurrency limit refuses a call), and a queued call waits at most its own
@@ -77,6 +84,10 @@ class _Lane:
     queue: list[Pending] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
     timer_at: float = math.inf
+    in_flight: int = 0
+    #: When the newest request in flight left (on the loop's clock).
+    newest: float = 0.0
+    late_timer: asyncio.TimerHandle | None = None
 
 
 class Coalescer(Generic[K]):
@@ -89,9 +100,12 @@ class Coalescer(Generic[K]):
 
     def __init__(self, send: Send, *, max_pending: int, refuse: Callable[[], Exception],
                  max_items: int = 64, take: Callable[[list[Pending]], int] | None = None,
-                 collect_turn: bool = False) -> None:
-        if max_items < 1 or max_pending < 1:
-            raise ValueError("max_items and max_pending must be at least 1")
+                 collect_turn: bool = False, max_in_flight: int = 1,
+                 late_after: Callable[[K], float] | None = None) -> None:
+        if max_items < 1 or max_pending < 1 or max_in_flight < 1:
+            raise ValueError("max_items, max_pending and max_in_flight must be at least 1")
+        self._max_in_flight = max_in_flight
+        self._late_after = late_after
         self._send = send
         self._refuse = refuse
         self._max_pending = max_pending
@@ -118,17 +132,21 @@ class Coalescer(Generic[K]):
         self.pending += 1
         try:
             lane = self._lanes.get(key)
-            if lane is not None:
+            if lane is not None and (lane.queue or not self._late(key, lane)):
                 if timeout is not None:
                     item.deadline = loop.time() + timeout
                     if item.deadline < lane.timer_at:
                         self._arm(lane, item.deadline)
                 lane.queue.append(item)
+                self._arm_late(key, lane)
                 return await item.future
-            lane = self._lanes[key] = _Lane()
+            if lane is None:
+                lane = self._lanes[key] = _Lane()
+            self._started(lane)
             try:
                 await self._flush(key, await self._first(lane, item))
             finally:
+                lane.in_flight -= 1
                 self._next(key, lane)
             return item.future.result()
         finally:
@@ -160,6 +178,33 @@ class Coalescer(Generic[K]):
             raise
         self._drop_settled(lane)  # its own call is still waiting: the queue is not empty
         return self._take_batch(lane)
+
+    def _started(self, lane: _Lane) -> None:
+        lane.in_flight += 1
+        lane.newest = self._running_loop().time()
+
+    def _late(self, key: K, lane: _Lane) -> bool:
+        """Whether another request may leave beside those in flight: they are all late."""
+        return (self._late_after is not None and lane.in_flight < self._max_in_flight
+                and self._running_loop().time() >= lane.newest + self._late_after(key))
+
+    def _arm_late(self, key: K, lane: _Lane) -> None:
+        """Send the queue when the newest request in flight becomes late (if more may leave)."""
+        if (self._late_after is None or lane.late_timer is not None
+                or lane.in_flight >= self._max_in_flight):
+            return
+        lane.late_timer = self._running_loop().call_at(lane.newest + self._late_after(key),
+                                                       self._on_late, key, lane)
+
+    def _on_late(self, key: K, lane: _Lane) -> None:
+        lane.late_timer = None
+        self._drop_settled(lane)
+        if not lane.queue:
+            return
+        if self._late(key, lane):
+            self._send_next(key, lane)
+        else:  # a newer request left meanwhile, or the most are in flight: wait for that one
+            self._arm_late(key, lane)
 
     def _drop_settled(self, lane: _Lane) -> None:
         """Leave out of the queue the calls already settled: cancelled, or past their deadline."""
@@ -206,17 +251,28 @@ class Coalescer(Generic[K]):
     def _next(self, key: K, lane: _Lane) -> None:
         """After a request: send what queued meanwhile, in a task of its own, or go idle."""
         self._drop_settled(lane)
-        if not lane.queue:
-            if lane.timer is not None:
-                lane.timer.cancel()
+        if lane.queue:
+            self._send_next(key, lane)
+        elif lane.in_flight == 0:
+            for timer in (lane.timer, lane.late_timer):
+                if timer is not None:
+                    timer.cancel()
             del self._lanes[key]
-            return
+
+    def _send_next(self, key: K, lane: _Lane) -> None:
+        """The next batch off the queue, as a request in a task of its own."""
+        if lane.late_timer is not None:
+            lane.late_timer.cancel()
+            lane.late_timer = None
         batch = self._take_batch(lane)
+        self._started(lane)
         # A fresh context: the drain must not carry the log context of the caller that ended.
         task = self._running_loop().create_task(self._drain(key, lane, batch),
                                                 context=contextvars.Context())
         self._drains.add(task)
         task.add_done_callback(self._drains.discard)
+        if lane.queue:
+            self._arm_late(key, lane)
 
     async def _drain(self, key: K, lane: _Lane, batch: list[Pending]) -> None:
         try:
@@ -224,4 +280,5 @@ class Coalescer(Generic[K]):
         except asyncio.CancelledError:
             pass  # the outcome went to the callers' futures
         finally:
+            lane.in_flight -= 1
             self._next(key, lane)

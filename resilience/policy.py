@@ -32,6 +32,7 @@ from .breaker import AsyncCircuitBreaker, BreakerRule
 from .budget import RetryBudget
 from .bulkhead import ConcurrencyLimit
 from .errors import CircuitOpen, Overloaded, ServiceUnavailable
+from .hedging import Hedging
 from .logs import get_logger
 from .settings import Settings
 from .window import Clock
@@ -120,6 +121,8 @@ class CallPolicy:
     clock: Clock = time.monotonic
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: Callable[[float, float], float] = field(default=random.uniform)
+    #: Backup tries of a late attempt (``hedging.py``); None: one try per attempt.
+    hedging: Hedging | None = None
     #: What the metrics call this policy (``logging.write``).
     name: str = ""
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RETRY_OUTCOMES, 0))
@@ -186,20 +189,36 @@ class CallPolicy:
             raise
         raise AssertionError("unreachable: tenacity reraises the last error")
 
+    def late_after(self) -> float:
+        """How long an attempt may take before it is late (the hedge delay; the timeout unhedged)."""
+        return self.timeout if self.hedging is None else self.hedging.delay()
+
     async def _attempt(self, attempt: Callable[[str, float], Awaitable[T]], deadline: float,
                        failed_on: list[Target]) -> T:
-        """One attempt on a replica its breaker admits, under the limit, the timeout cut to what
-        is left of the deadline; a failed attempt's replica is added to ``failed_on``."""
-        target, guard = self.balancer.admit(failed_on)
-        timeout = max(0.001, min(self.timeout, deadline - self.clock()))
+        """One attempt: a try, and with ``hedging`` its hedges once it is late."""
+        if self.hedging is None:
+            return await self._try(attempt, deadline, failed_on, [])
+        busy: list[Target] = []
+        return await self.hedging.race(lambda: self._try(attempt, deadline, failed_on, busy))
+
+    async def _try(self, attempt: Callable[[str, float], Awaitable[T]], deadline: float,
+                   failed_on: list[Target], busy: list[Target]) -> T:
+        """One try on a replica its breaker admits (not one that failed or is busy with a try of
+        the same attempt while another admits calls), under the limit, the timeout cut to what
+        is left of the deadline; a failed try's replica is added to ``failed_on``."""
+        target, guard = self.balancer.admit([*failed_on, *busy])
+        started = self.clock()
+        timeout = max(0.001, min(self.timeout, deadline - started))
         try:
             with guard:
                 target.in_flight += 1
+                busy.append(target)
                 try:
                     with self.limit.slot() if self.limit is not None else nullcontext():
-                        return await attempt(target.url, timeout)
+                        result = await attempt(target.url, timeout)
                 finally:
                     target.in_flight -= 1
+                    busy.remove(target)
         except Exception as exc:
             failed_on.append(target)
             if is_transient(exc) and not self.balancer.ready():
@@ -207,6 +226,9 @@ class CallPolicy:
                 # instead of sleeping before an attempt that would be refused.
                 raise self.balancer.refusal(exc) from exc
             raise
+        if self.hedging is not None:
+            self.hedging.tracker.record(self.clock() - started)
+        return result
 
     def _log_retry(self, retry_state: RetryCallState, replica: str) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
@@ -223,21 +245,36 @@ class CallPolicy:
 
 def downstream_policies(service: str, urls: Sequence[str], settings: Settings,
                         kinds: tuple[str, ...], *, attempts: int | None = None,
-                        clock: Clock = time.monotonic) -> dict[str, CallPolicy]:
+                        clock: Clock = time.monotonic,
+                        probe: Callable[[str], Callable[[], Awaitable[bool]]] | None = None,
+                        ) -> dict[str, CallPolicy]:
     """A policy per kind of call to ``service`` at ``urls`` (its replicas), as configured: a
     breaker per kind and replica (a bulkhead, so heavy reads cannot refuse writes and one bad
-    replica cannot refuse the others), one concurrency limit and one retry budget for all.
+    replica cannot refuse the others), hedging per kind (its own latencies), one concurrency
+    limit, one retry budget and one hedge budget for all.
 
-    ``attempts`` overrides the retry count (1: no retry).
+    ``attempts`` overrides the retry count (1: no retry); ``probe(url)`` makes the health probe
+    an open breaker of that replica sends.
     """
     limit = ConcurrencyLimit(service, settings.max_calls_in_flight)
     budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_floor,
                          settings.retry_budget_window, clock)
+    hedge_budget = RetryBudget(settings.hedge_budget_ratio, settings.hedge_budget_floor,
+                               settings.retry_budget_window, clock)
     rule = BreakerRule.from_settings(settings)
 
     def breaker(kind: str, url: str) -> AsyncCircuitBreaker:
         name = f"{service}.{kind}" if len(urls) == 1 else f"{service}.{kind}@{URL(url).authority}"
-        return AsyncCircuitBreaker(name, service=service, rule=rule, clock=clock)
+        return AsyncCircuitBreaker(name, service=service, rule=rule, clock=clock,
+                                   probe=None if probe is None else probe(url),
+                                   probe_interval=settings.breaker_probe_interval)
+
+    def hedging() -> Hedging | None:
+        if settings.hedge_max == 0:
+            return None
+        return Hedging(hedge_budget, quantile=settings.hedge_quantile,
+                       min_delay=settings.hedge_delay_min, max_delay=settings.hedge_delay_max,
+                       max_hedges=settings.hedge_max, hedge_on=is_transient)
 
     return {
         kind: CallPolicy(
@@ -250,6 +287,7 @@ def downstream_policies(service: str, urls: Sequence[str], settings: Settings,
             backoff_base=settings.retry_backoff_base,
             backoff_max=settings.retry_backoff_max,
             clock=clock,
+            hedging=hedging(),
             name=f"{service}.{kind}",
         )
         for kind in kinds

@@ -80,7 +80,7 @@ class RpcProxy:
                  method_policies: Mapping[str, CallPolicy] | None = None, *,
                  signer: Signer | None = None, batched: Collection[str] = (),
                  shared: Collection[str] = (), max_batch_calls: int = 64,
-                 max_batch_bytes: int = 1 << 20) -> None:
+                 max_batch_bytes: int = 1 << 20, lane_requests: int = 8) -> None:
         self.session = session
         self.signer = signer
         self.service = service
@@ -94,10 +94,13 @@ class RpcProxy:
         # a batch has room for: under overload the facade would spend its loop refusing them.
         limit = policy.limit.limit if policy.limit is not None else 1 << 16
         max_pending = limit * max_batch_calls
-        self.writes: Coalescer[str] = Coalescer(self._send_batch, max_pending=max_pending,
-                                                refuse=self._overloaded, take=self._batch_size)
+        # A late request (past its policy's hedge delay) lets the calls queued behind it leave.
+        self.writes: Coalescer[str] = Coalescer(
+            self._send_batch, max_pending=max_pending, refuse=self._overloaded, take=self._batch_size,
+            max_in_flight=lane_requests, late_after=lambda method: self._policy(method).late_after())
         self.reads: Coalescer[tuple[str, bytes, bool]] = Coalescer(
-            self._send_shared, max_pending=max_pending, refuse=self._overloaded)
+            self._send_shared, max_pending=max_pending, refuse=self._overloaded,
+            max_in_flight=lane_requests, late_after=lambda key: self._policy(key[0]).late_after())
         self._max_batch_calls = max_batch_calls
         self._max_batch_bytes = max_batch_bytes
         self._without_batches: set[str] = set()  # replicas that answered 404 to a batch
@@ -118,6 +121,8 @@ class RpcProxy:
         """Call ``method`` with ``kwargs`` under its policy and return its result (with
         ``undecoded``, the result's JSON bytes as they came, to pass on without a copy)."""
         policy = self._policy(method)
+        if not policy.balancer.ready():  # refused at once, not after queueing behind a late request
+            raise policy.balancer.refuse()
         call = _Call(method, orjson.dumps(kwargs), current_propagation(),
                      policy.clock() + policy.deadline, undecoded)
         try:
@@ -135,9 +140,13 @@ class RpcProxy:
         return result
 
     async def aclose(self) -> None:
-        """Wait for coalesced requests still in flight (before the session closes)."""
+        """Wait for coalesced requests still in flight (before the session closes), and stop the
+        breakers' health probes."""
         await self.writes.aclose()
         await self.reads.aclose()
+        for policy in {id(p): p for p in (self.policy, *self.method_policies.values())}.values():
+            for breaker in policy.breakers:
+                await breaker.aclose()
 
     def _overloaded(self) -> Overloaded:
         return Overloaded(self.service, "too many calls waiting", retry_after=1.0)
@@ -276,6 +285,24 @@ class RpcProxy:
         if declared is not None and 400 <= status < 500:
             return declared(message)
         return RemoteError(self.service, error_type, message, status)
+
+
+def readiness_probe(session: aiohttp.ClientSession, signer: Signer | None, timeout: float,
+                    url: str) -> Callable[[], Awaitable[bool]]:
+    """The health probe of an open breaker: whether ``url``'s ``GET /ready`` answers 200 within
+    ``timeout`` (signed with ``signer``, as every RPC path but ``/health`` must be)."""
+    ready = URL(url.rstrip("/") + "/ready")
+
+    async def probe() -> bool:
+        headers = signer.headers(ready.path, b"") if signer is not None else None
+        try:
+            async with session.get(ready, headers=headers,
+                                   timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+                return resp.status == 200
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+
+    return probe
 
 
 MAX_RETRY_AFTER = 3600.0

@@ -115,6 +115,20 @@ class Settings:
     breaker_open_duration: float = 5.0
     breaker_open_duration_max: float = 60.0
     breaker_trial_calls: int = 3
+    # An open breaker probes the downstream's /ready at most this often; success half-opens it.
+    breaker_probe_interval: float = 0.5
+    # Hedging: a try later than this quantile of recent latencies (within the delay bounds) gets
+    # a backup try beside it, at most HEDGE_MAX per attempt (0: none); hedges <= ratio x
+    # attempts + floor/s over RETRY_BUDGET_WINDOW.
+    hedge_quantile: float = share(0.95)
+    hedge_delay_min: float = 0.005
+    hedge_delay_max: float = 0.25
+    hedge_max: int = at_least(2, 0)
+    hedge_budget_ratio: float = at_least(0.3, 0)
+    hedge_budget_floor: float = at_least(10.0, 0)
+    # Requests in flight at once for one RPC method to one downstream: a request leaves beside
+    # those in flight only while they are all late (past the hedge delay).
+    rpc_lane_requests: int = 8
     # Requests in flight to one downstream (and calls queued for batches: this x
     # rpc_batch_max_calls); past it, 503 at once.
     max_calls_in_flight: int = 64
@@ -160,7 +174,9 @@ class Settings:
             if parsers[spec.name] in (int, float):
                 spec.metadata.get(_BOUNDS, POSITIVE).check(spec.name.upper(), getattr(self, spec.name))
         for short, long in (("breaker_fast_window", "breaker_window"),
-                            ("breaker_open_duration", "breaker_open_duration_max")):
+                            ("breaker_open_duration", "breaker_open_duration_max"),
+                            ("hedge_delay_min", "hedge_delay_max"),
+                            ("hedge_delay_max", "rpc_timeout")):
             if getattr(self, short) > getattr(self, long):
                 raise SettingsError(f"{short.upper()} must not exceed {long.upper()}")
         if not _is_host(self.host):

@@ -1,11 +1,16 @@
-"""The loss table: what a lossy link between facade and logging costs, on the real processes.
+"""The loss table: what a lossy, silent or slow link between facade and logging costs, on the real processes.
 
 ``python -m scripts.loss_table`` starts the three services with the shipped
-settings, puts a fault proxy in front of logging that drops a share of the
-replies *after* logging stored the message, and runs 16 clients at full
-speed for ``--seconds`` per loss level. For each level it prints the share of
-POSTs acknowledged and answered 503, whether a breaker opened, and the
-exactly-once count (every acknowledged message stored once, nothing twice).
+settings, puts a fault proxy in front of logging, and runs 16 clients at full
+speed for ``--seconds`` per fault: none (the rate the others are rated
+against), replies dropped (the connection closes after logging stored the
+message), replies swallowed (logging stored it; the connection stays open and
+silent) and logging slower than the per-attempt timeout. For each it prints
+the POST rate as a share of the no-fault rate, the share of POSTs
+acknowledged, the 99th-percentile POST latency, how often a breaker opened,
+and the exactly-once count (every acknowledged message stored once, nothing
+twice). For the slow row it also says when the breaker opened and, once
+logging is fast again, when it closed.
 """
 
 from __future__ import annotations
@@ -15,39 +20,95 @@ import asyncio
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import quantiles
 
 import aiohttp
 
 from resilience.testing.cluster import Cluster
 from resilience.testing.faults import FaultProxy
 
-LEVELS = (0.0, 0.1, 0.2, 0.3)
-HEADER = ("| replies dropped | POSTs | acknowledged | 503 | breaker opened | lost | duplicated |\n"
-          "|---|---|---|---|---|---|---|")
+HEADER = ("| fault | POSTs | rate (of no fault) | acknowledged | 503 | p99 | breaker opened | lost | "
+          "duplicated |\n|---|---|---|---|---|---|---|---|---|")
+SLOW_DELAY = 1.5  # seconds: later than the shipped RPC_TIMEOUT (1 s)
 
 
-async def run_level(facade_url: str, seconds: float, clients: int) -> tuple[Counter[str], list[str]]:
-    """``clients`` clients POSTing unique messages for ``seconds``; their outcomes and acknowledged texts."""
-    outcomes: Counter[str] = Counter()
-    acknowledged: list[str] = []
+@dataclass(frozen=True)
+class Fault:
+    """One row: what the proxy does while the clients run."""
+
+    label: str
+    apply: Callable[[FaultProxy], None]
+    group: str
+
+
+def _drop(share: float) -> Fault:
+    return Fault(f"replies dropped {share:.0%}", lambda p: setattr(p, "drop_rate", share), "drop")
+
+
+def _swallow(share: float) -> Fault:
+    return Fault(f"replies swallowed {share:.0%}", lambda p: setattr(p, "swallow_rate", share), "swallow")
+
+
+FAULTS = (
+    Fault("none", lambda p: None, "none"),
+    *(_drop(share) for share in (0.1, 0.2, 0.3)),
+    *(_swallow(share) for share in (0.01, 0.05, 0.1, 0.2)),
+    Fault(f"logging {SLOW_DELAY} s slow", lambda p: setattr(p, "delay", SLOW_DELAY), "slow"),
+)
+
+
+def heal(proxy: FaultProxy) -> None:
+    proxy.drop_rate = proxy.swallow_rate = proxy.delay = 0.0
+
+
+@dataclass
+class Run:
+    """What the clients saw during one row."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    acknowledged: list[str] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def posts(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def rate(self) -> float:
+        return self.posts / self.seconds
+
+    def p99(self) -> float:
+        return quantiles(self.latencies, n=100)[98] if len(self.latencies) > 1 else 0.0
+
+
+async def run_clients(facade_url: str, seconds: float, clients: int) -> Run:
+    """``clients`` clients POSTing unique messages for ``seconds``."""
+    run = Run()
     loop = asyncio.get_running_loop()
-    ends = loop.time() + seconds
+    started = loop.time()
+    ends = started + seconds
 
     async def client(session: aiohttp.ClientSession, n: int) -> None:
         i = 0
         while loop.time() < ends:
             text = f"loss-{loop.time():.6f}-{n}-{i}"
             i += 1
+            sent = loop.time()
             async with session.post(facade_url + "/facade", json={"msg": text}) as resp:
                 await resp.read()
-            outcomes[str(resp.status)] += 1
+            run.latencies.append(loop.time() - sent)
+            run.outcomes[str(resp.status)] += 1
             if resp.status == 200:
-                acknowledged.append(text)
+                run.acknowledged.append(text)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         await asyncio.gather(*(client(session, n) for n in range(clients)))
-    return outcomes, acknowledged
+    run.seconds = loop.time() - started
+    return run
 
 
 async def read_all(facade_url: str) -> Counter[str]:
@@ -63,42 +124,71 @@ async def read_all(facade_url: str) -> Counter[str]:
     return stored
 
 
-async def measure(seconds: float, clients: int, log_dir: Path) -> list[str]:
+async def wait_for_breakers_closed(cluster: Cluster, since: int, timeout: float = 30.0) -> float | None:
+    """Seconds until every breaker that opened after log line ``since`` closed again (None: not in time)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while loop.time() - started < timeout:
+        state: dict[str, str] = {}
+        for line in cluster.log_lines("facade")[since:]:
+            if "new_state" in line:
+                state[str(line["breaker"])] = str(line["new_state"])
+        if all(value == "closed" for value in state.values()):
+            return loop.time() - started
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def measure(faults: list[Fault], seconds: float, clients: int, seed: int, log_dir: Path) -> list[str]:
     rows = []
+    base_rate = 0.0
     with Cluster(log_dir) as cluster:
-        async with FaultProxy(cluster.url("logging"), seed=1) as proxy:
+        async with FaultProxy(cluster.url("logging"), seed=seed) as proxy:
             cluster.logging_url = proxy.url
             cluster.start("logging")
             cluster.start("messages")
             cluster.start("facade", wait=False)
             await asyncio.to_thread(cluster.wait_until_serving, "facade")
-            for level in LEVELS:
-                proxy.drop_rate = level
+            for fault in faults:
                 seen = len(cluster.log_lines("facade"))
-                outcomes, acknowledged = await run_level(cluster.facade_url, seconds, clients)
-                proxy.drop_rate = 0.0
-                opened = sum(1 for line in cluster.log_lines("facade")[seen:]
-                             if line.get("new_state") == "open")
+                fault.apply(proxy)
+                run = await run_clients(cluster.facade_url, seconds, clients)
+                heal(proxy)
+                lines = cluster.log_lines("facade")[seen:]
+                openings = [line for line in lines if line.get("new_state") == "open"]
+                note = ""
+                if fault.group == "slow" and openings:
+                    closed = await wait_for_breakers_closed(cluster, seen)
+                    note = (f" (closed {closed:.1f} s after logging was fast again)" if closed is not None
+                            else " (still open 30 s after logging was fast again)")
+                else:
+                    await wait_for_breakers_closed(cluster, seen)
                 stored = await read_all(cluster.facade_url)
-                posts = sum(outcomes.values())
-                lost = sum(1 for text in acknowledged if stored[text] == 0)
+                if fault.group == "none":
+                    base_rate = run.rate
+                lost = sum(1 for text in run.acknowledged if stored[text] == 0)
                 duplicated = sum(1 for count in stored.values() if count > 1)
-                rows.append(f"| {level:.0%} | {posts:,} | {outcomes['200'] / posts:.2%} | "
-                            f"{outcomes['503'] / posts:.2%} | {'yes' if opened else 'no'} | "
-                            f"{lost} | {duplicated} |")
+                share = f"{run.rate / base_rate:.0%}" if base_rate else "-"
+                rows.append(f"| {fault.label} | {run.posts:,} | {run.rate:,.0f}/s ({share}) | "
+                            f"{run.outcomes['200'] / run.posts:.2%} | {run.outcomes['503'] / run.posts:.2%} | "
+                            f"{run.p99() * 1000:,.0f} ms | {len(openings)}{note} | {lost} | {duplicated} |")
                 print(rows[-1], file=sys.stderr)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20.0, help="load per loss level (20)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="load per fault (20)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (16)")
+    parser.add_argument("--seed", type=int, default=1, help="the fault proxy's random seed (1)")
+    parser.add_argument("--only", choices=("drop", "swallow", "slow"),
+                        help="only these faults (after the no-fault row)")
     args = parser.parse_args()
     if not (args.seconds > 0 and args.clients > 0):
         parser.error("--seconds and --clients must be positive")
+    faults = [f for f in FAULTS if args.only is None or f.group in ("none", args.only)]
     with tempfile.TemporaryDirectory(prefix="loss-table-") as log_dir:
-        rows = asyncio.run(measure(args.seconds, args.clients, Path(log_dir)))
+        rows = asyncio.run(measure(faults, args.seconds, args.clients, args.seed, Path(log_dir)))
     print("\n".join([HEADER, *rows]))
 
 

@@ -145,12 +145,33 @@ def test_wilson_lower_bound(hits: int, calls: int, low: float, high: float) -> N
 
 def test_slow_calls_open_it_at_the_slow_call_rate(breaker: AsyncCircuitBreaker,
                                                   clock: FakeClock) -> None:
-    """Successes that take ≥ slow_call_duration count as slow; 8 slow of 10 calls is 80 %: open."""
+    """Calls that take ≥ slow_call_duration count as slow; a failure that makes 8 slow of 10 opens it."""
     succeed(breaker, 2)
     succeed(breaker, 7, took=RULE.slow_call_duration, clock=clock)
     assert breaker.state == "closed"
-    succeed(breaker, 1, took=RULE.slow_call_duration, clock=clock)
+    with pytest.raises(ServiceUnavailable), breaker.guard():
+        clock.advance(RULE.slow_call_duration)
+        raise Boom()
     assert breaker.state == "open"
+    assert "8 of 10 calls took 0.5 s or more" in breaker._reason
+
+
+def test_a_success_never_opens_it(breaker: AsyncCircuitBreaker, clock: FakeClock) -> None:
+    """A success that completes a window of failures and slow calls (a backlog drained) leaves it closed."""
+    fail(breaker, RULE.min_calls - 1)
+    assert breaker.state == "closed"
+    succeed(breaker, 1, took=RULE.slow_call_duration, clock=clock)  # 9 of 10 failed, 10 slow
+    assert breaker.state == "closed"
+    fail(breaker)
+    assert breaker.state == "open"
+
+
+def test_a_slow_successful_trial_closes_it(breaker: AsyncCircuitBreaker, clock: FakeClock) -> None:
+    """Half-open, trials that succeed slowly (a recovered downstream drains its backlog) close it."""
+    trip(breaker)
+    clock.advance(RULE.open_duration)
+    succeed(breaker, RULE.trial_successes_to_close, took=RULE.slow_call_duration, clock=clock)
+    assert breaker.state == "closed"
 
 
 def test_open_breaker_fails_fast_without_running_the_call(breaker: AsyncCircuitBreaker,

@@ -227,3 +227,62 @@ async def test_a_shorter_timeout_queued_behind_a_longer_one_still_expires_first(
     wire.release()
     assert await asyncio.gather(first, patient) == ["a stored", "patient stored"]
     assert wire.requests == [["a"], ["patient"]]
+
+
+async def test_calls_behind_a_late_request_leave_beside_it() -> None:
+    """While the request in flight is late, a new call leaves at once as a second request."""
+    wire = FakeWire()
+    calls = coalescer(wire, max_in_flight=2, late_after=lambda key: 0.0)
+    first = asyncio.create_task(calls.submit("log", "a"))
+    await until(lambda: wire.requests)
+    second = asyncio.create_task(calls.submit("log", "b"))
+    await until(lambda: len(wire.requests) == 2)
+    assert wire.requests == [["a"], ["b"]]
+    wire.release()
+    assert await asyncio.gather(first, second) == ["a stored", "b stored"]
+
+
+async def test_late_requests_are_bounded_by_max_in_flight() -> None:
+    """With two requests late in flight and max_in_flight=2, the next calls queue and leave together."""
+    wire = FakeWire()
+    calls = coalescer(wire, max_in_flight=2, late_after=lambda key: 0.0)
+    tasks = [asyncio.create_task(calls.submit("log", "a"))]
+    await until(lambda: len(wire.requests) == 1)
+    tasks.append(asyncio.create_task(calls.submit("log", "b")))
+    await until(lambda: len(wire.requests) == 2)
+    tasks += [asyncio.create_task(calls.submit("log", text)) for text in "cd"]
+    await until(lambda: calls.pending == 4)
+    assert wire.requests == [["a"], ["b"]]
+    wire.release()
+    assert await asyncio.gather(*tasks) == [f"{t} stored" for t in "abcd"]
+    assert wire.requests == [["a"], ["b"], ["c", "d"]]
+
+
+async def test_a_request_on_time_keeps_the_others_queued() -> None:
+    """A request not yet late holds the calls behind it for the next batch, as without lateness."""
+    wire = FakeWire()
+    calls = coalescer(wire, max_in_flight=8, late_after=lambda key: 3600.0)
+    first = asyncio.create_task(calls.submit("log", "a"))
+    await until(lambda: wire.requests)
+    rest = [asyncio.create_task(calls.submit("log", text)) for text in "bc"]
+    await until(lambda: calls.pending == 3)
+    assert wire.requests == [["a"]]
+    wire.release()
+    await asyncio.gather(first, *rest)
+    assert wire.requests == [["a"], ["b", "c"]]
+
+
+async def test_a_queue_leaves_when_the_request_ahead_turns_late() -> None:
+    """A call queued behind a request on time leaves when the lane's timer finds it late."""
+    wire = FakeWire()
+    # Asked when "b" arrives (on time: it queues), when the timer is armed (due at once),
+    # and when it fires (late).
+    answers = iter([3600.0, 0.0, 0.0])
+    calls = coalescer(wire, max_in_flight=2, late_after=lambda key: next(answers))
+    first = asyncio.create_task(calls.submit("log", "a"))
+    await until(lambda: wire.requests)
+    queued = asyncio.create_task(calls.submit("log", "b"))
+    await until(lambda: len(wire.requests) == 2)
+    assert wire.requests == [["a"], ["b"]]
+    wire.release()
+    assert await asyncio.gather(first, queued) == ["a stored", "b stored"]

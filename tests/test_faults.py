@@ -228,8 +228,9 @@ async def test_one_client_opens_it_after_a_handful_of_requests_not_one(
     facade_via_proxy: MakeFacade, proxy: FaultProxy, logging_server: TestServer,
 ) -> None:
     """One POST a second with logging stopped: closed after the first request's five attempts, open
-    once the window holds its minimum of calls (the fourth request), then refused without network;
-    after the open duration, two good trials close it."""
+    once ten of ten attempts failed (the second request: a share surely over half, see
+    wilson_lower_bound), then refused without network; after the open duration, two good trials
+    close it."""
     clock = FakeClock()
     facade = await facade_via_proxy(clock=clock)
     breaker = write_breaker(facade)
@@ -240,10 +241,10 @@ async def test_one_client_opens_it_after_a_handful_of_requests_not_one(
         assert status == 503
         states.append(breaker.state)
         clock.advance(1.0)
-    assert states == ["closed", "closed", "closed", "open", "open", "open"]
-    assert breaker.calls["failed"] == DEFAULTS.breaker_min_calls
+    assert states == ["closed", "open", "open", "open", "open", "open"]
+    assert breaker.calls["failed"] == 10
     assert "circuit breaker open" in body["message"]
-    assert headers["Retry-After"] == "3"  # opened at t=3, asked at t=5: 5 - 2 s left
+    assert headers["Retry-After"] == "1"  # opened at t=1, asked at t=5: 5 - 4 s left
 
     await proxy.resume()
     clock.advance(breaker.retry_after())

@@ -29,8 +29,8 @@ from resilience.testing import FakeClock
 
 def make_policy(clock: FakeClock, *, attempts: int = 5, deadline: float = 3.0,
                 min_calls: int = 100, budget: RetryBudget | None = None,
-                limit: ConcurrencyLimit | None = None) -> CallPolicy:
-    rule = BreakerRule(min_calls=min_calls, open_duration=10.0)
+                limit: ConcurrencyLimit | None = None, failure_rate: float = 0.5) -> CallPolicy:
+    rule = BreakerRule(min_calls=min_calls, open_duration=10.0, failure_rate=failure_rate)
     breaker = AsyncCircuitBreaker("logging.write", service="logging", rule=rule, clock=clock)
     return CallPolicy(balancer=Balancer([Target("http://logging", breaker)]), limit=limit,
                       budget=budget, attempts=attempts, deadline=deadline, timeout=1.0,
@@ -219,11 +219,11 @@ async def test_the_budget_allows_its_ratio_of_retries_plus_the_floor() -> None:
     """With ratio 0.5 and a floor of 0.2/s over 10 s (2 retries), 10 calls earn 5 + 2 = 7 retries."""
     clock = FakeClock()
     budget = RetryBudget(ratio=0.5, floor=0.2, window=10.0, clock=clock)
-    policy = make_policy(clock, attempts=2, budget=budget)
+    policy = make_policy(clock, attempts=2, budget=budget, failure_rate=1.0)  # a breaker that never opens
     for _ in range(10):
         with pytest.raises(ServiceUnavailable):
             await policy.call(Flaky(down(), down()))
-        clock.advance(0.5)  # keep the breaker's newest second from being all failures
+        clock.advance(0.5)
     assert budget.refused == 3
 
 

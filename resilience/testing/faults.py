@@ -12,6 +12,8 @@ and set its knobs at any time:
   then dropped: the connection closes before the reply reaches the caller
   (the write happened, the caller cannot know);
 - ``drop_next``: the next that many requests are dropped so, whatever ``drop_rate`` says;
+- ``swallow_rate``: share of requests forwarded, answered by the service, and then never
+  answered: the connection stays open and silent (a gray failure: only a timeout tells);
 - ``hold()`` / ``release()``: requests that arrive in between wait, unforwarded, until
   ``release()`` (a request held on the wire for as long as a test needs, not for a time;
   a hung service); ``hold("/rpc/messages")`` holds those paths only.
@@ -47,6 +49,7 @@ class FaultCounts:
     paths: Counter[str] = field(default_factory=Counter)
     forwarded: int = 0
     dropped: int = 0
+    swallowed: int = 0
     errored: int = 0
 
 
@@ -64,6 +67,8 @@ class FaultProxy:
         self.error_rate = 0.0
         self.drop_rate = 0.0
         self.drop_next = 0
+        self.swallow_rate = 0.0
+        self._silence = asyncio.Event()  # set on stop: swallowed replies end with the proxy
         self.retry_after = retry_after
         self.counts = FaultCounts()
         self._gate: asyncio.Event | None = None
@@ -107,6 +112,7 @@ class FaultProxy:
     async def stop(self) -> None:
         """Stop listening and release everything."""
         self.release()
+        self._silence.set()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:
@@ -148,6 +154,7 @@ class FaultProxy:
                                  headers={"Retry-After": str(self.retry_after)})
         drop = self.rng.random() < self.drop_rate or self.drop_next > 0
         self.drop_next = max(0, self.drop_next - 1)
+        swallow = not drop and self.swallow_rate > 0 and self.rng.random() < self.swallow_rate
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         try:
             async with self._session.request(request.method, self.upstream + request.path_qs,
@@ -164,4 +171,8 @@ class FaultProxy:
             self.counts.dropped += 1
             assert request.transport is not None
             request.transport.close()  # the service acted; its reply never arrives
+        if swallow:
+            self.counts.swallowed += 1
+            await self._silence.wait()  # the service acted; the caller hears nothing, ever
+            raise web.HTTPServiceUnavailable()  # the proxy is stopping
         return web.Response(body=payload, status=status, headers=reply_headers)
