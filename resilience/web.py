@@ -138,3 +138,44 @@ def _not_json(body: bytes, exc: orjson.JSONDecodeError) -> str:
 
 def _is_json(content_type: str) -> bool:
     return content_type in JSON_TYPES or content_type.endswith("+json")
+
+
+def reply_budget(max_bytes: int, send_timeout: float,
+                 refuse: Callable[[int, str, dict[str, str]], web.Response],
+                 on_cut: Callable[[], object] = lambda: None) -> Middleware:
+    """A middleware that bounds the memory of replies clients have not taken yet.
+
+    aiohttp writes a reply after the handler returns, into the transport's
+    buffer, and keeps it there for as long as the client does not read: a
+    thousand clients that ask for a large page and never read would hold a
+    thousand pages. Here the reply is written inside the middleware (so the
+    in-flight count of the middlewares before it covers the writing too),
+    with ``max_bytes`` of bodies being written at once across the app (past
+    it, a large reply is refused 503 with ``Retry-After`` instead of held)
+    and at most ``send_timeout`` seconds to leave: a reply not taken by then
+    has its connection aborted, and its buffer freed (``on_cut`` counts it).
+    """
+    writing = 0
+
+    @web.middleware
+    async def bounded_reply(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal writing
+        response = await handler(request)
+        size = response.content_length or 0 if isinstance(response, web.Response) else 0
+        if size and writing + size > max_bytes and writing:
+            return refuse(503, "too many replies are waiting for their clients to read them; "
+                               "retry in 1 s", {"Retry-After": "1"})
+        writing += size
+        try:
+            async with asyncio.timeout(send_timeout):
+                await response.prepare(request)
+                await response.write_eof()
+        except TimeoutError:
+            on_cut()
+            if request.transport is not None:
+                request.transport.abort()  # drops what the client did not take
+        finally:
+            writing -= size
+        return response
+
+    return bounded_reply

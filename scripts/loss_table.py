@@ -169,9 +169,10 @@ async def measure(faults: list[Fault], seconds: float, clients: int, seed: int, 
                 lost = sum(1 for text in run.acknowledged if stored[text] == 0)
                 duplicated = sum(1 for count in stored.values() if count > 1)
                 share = f"{run.rate / base_rate:.0%}" if base_rate else "-"
-                rows.append(f"| {fault.label} | {run.posts:,} | {run.rate:,.0f}/s ({share}) | "
-                            f"{run.outcomes['200'] / run.posts:.2%} | {run.outcomes['503'] / run.posts:.2%} | "
-                            f"{run.p99() * 1000:,.0f} ms | {len(openings)}{note} | {lost} | {duplicated} |")
+                acked, refused = (run.outcomes[status] / run.posts for status in ("200", "503"))
+                rows.append(f"| {fault.label} | {run.posts:,} | {run.rate:,.0f}/s ({share}) | {acked:.2%} | "
+                            f"{refused:.2%} | {run.p99() * 1000:,.0f} ms | {len(openings)}{note} | {lost} | "
+                            f"{duplicated} |")
                 print(rows[-1], file=sys.stderr)
     return rows
 

@@ -33,10 +33,16 @@ class Boom(ServiceUnavailable):
         super().__init__("logging", "boom")
 
 
-def fail(breaker: AsyncCircuitBreaker, times: int = 1) -> None:
+def fail(breaker: AsyncCircuitBreaker, times: int = 1, took: float = 0.0,
+         clock: FakeClock | None = None) -> None:
+    def failing() -> None:
+        if clock is not None:
+            clock.advance(took)
+        raise Boom()
+
     for _ in range(times):
         with pytest.raises(ServiceUnavailable), breaker.guard():
-            raise Boom()
+            failing()
 
 
 def succeed(breaker: AsyncCircuitBreaker, times: int = 1, took: float = 0.0,
@@ -149,9 +155,7 @@ def test_slow_calls_open_it_at_the_slow_call_rate(breaker: AsyncCircuitBreaker,
     succeed(breaker, 2)
     succeed(breaker, 7, took=RULE.slow_call_duration, clock=clock)
     assert breaker.state == "closed"
-    with pytest.raises(ServiceUnavailable), breaker.guard():
-        clock.advance(RULE.slow_call_duration)
-        raise Boom()
+    fail(breaker, took=RULE.slow_call_duration, clock=clock)
     assert breaker.state == "open"
     assert "8 of 10 calls took 0.5 s or more" in breaker._reason
 
