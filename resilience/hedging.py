@@ -103,7 +103,7 @@ class Hedging:
         self.budget.record_call()
         first = asyncio.ensure_future(start())
         tries: set[asyncio.Future[T]] = {first}
-        started = [first]
+        started: list[asyncio.Future[T]] = [first]
         failures: list[BaseException] = []
         timer: asyncio.Future[None] | None = None
         hedges = 0
