@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import re
 import time
 from collections.abc import Callable
 
@@ -44,6 +45,11 @@ WINDOW = 30
 #: Paths any caller may reach without a signature: read-only probes for supervisors and Prometheus
 #: (counts and states, never a message).
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
+#: A signature's form. A unix time in seconds has 10 digits until the year 2286: a longer one
+#: is no time at all, and one too long for a float (or for int()) must be refused as malformed
+#: before it is compared with the clock.
+_TIMESTAMP = re.compile(r"[0-9]{1,11}")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 #: The derivation label that keeps keys drawn from RPC_SECRET apart from RPC signing.
 _DERIVED = b"resilience derived key\n"
 
@@ -83,8 +89,8 @@ class Verifier:
         scheme, _, params = header.partition(" ")
         fields = dict(part.partition("=")[::2] for part in params.split(","))
         timestamp, signature = fields.get("t", ""), fields.get("sig", "")
-        if scheme != SCHEME or not timestamp.isascii() or not timestamp.isdigit() or not signature:
-            return f"Authorization must be {SCHEME} t=<unix seconds>,sig=<hex>"
+        if scheme != SCHEME or not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
+            return f"Authorization must be {SCHEME} t=<unix seconds>,sig=<64 hex digits>"
         if abs(self._clock() - int(timestamp)) > WINDOW:
             return f"signature is more than {WINDOW} s old or ahead (are the clocks in sync?)"
         expected = _signature(self._key, int(timestamp), path, body)

@@ -162,7 +162,7 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
         context = correlated(cid)
     with context:
         if sent is not None and sent != cid:
-            log.info("client correlation ID replaced", refused=sent[:_SHOWN_OF_REFUSED])
+            log.info("client correlation ID replaced", refused=_shown(sent))
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -176,6 +176,17 @@ def _echo(headers: MutableMapping[str, str], cid: str, traceparent: str | None) 
     headers[HEADER] = cid
     if traceparent is not None:
         headers[TRACEPARENT] = traceparent
+
+
+def _shown(refused: str) -> str:
+    """The start of a refused ID as text any log can hold.
+
+    aiohttp hands over header bytes that are not UTF-8 as lone surrogates
+    (``surrogateescape``), which no UTF-8 encoder writes, JSON's or a
+    terminal's: they are shown as escapes (``caf\\xe9``) instead.
+    """
+    shown = refused[:_SHOWN_OF_REFUSED]
+    return shown.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _random_hex(bits: int) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from .window import MAX_SLICES
+
 T = TypeVar("T")
 N = TypeVar("N", int, float)
 
@@ -80,8 +82,8 @@ class Settings:
     upper case (``facade_port`` from ``FACADE_PORT``); see the README's
     configuration table. honcho's ``PORT`` is deliberately not read, so the
     assignment's ports hold under ``honcho start``. Every number must be
-    finite and, unless its field says otherwise (``at_least``, ``between``),
-    positive.
+    written in ASCII, finite and, unless its field says otherwise
+    (``at_least``, ``between``), positive.
     """
 
     host: str = "127.0.0.1"
@@ -179,6 +181,14 @@ class Settings:
                             ("hedge_delay_max", "rpc_timeout")):
             if getattr(self, short) > getattr(self, long):
                 raise SettingsError(f"{short.upper()} must not exceed {long.upper()}")
+        # Each breaker allocates its window at start, in slices of half the fast window
+        # (breaker.py): refused here, a window too long for memory is one line, not a crash.
+        if self.breaker_window / (self.breaker_fast_window / 2) > MAX_SLICES:
+            longest = MAX_SLICES * self.breaker_fast_window / 2
+            raise SettingsError(f"BREAKER_WINDOW must be at most {MAX_SLICES / 2:g} times "
+                                f"BREAKER_FAST_WINDOW ({longest:g} s), not {self.breaker_window:g}: "
+                                "the breaker counts calls in slices of half BREAKER_FAST_WINDOW and "
+                                f"keeps at most {MAX_SLICES} of them")
         if not _is_host(self.host):
             raise SettingsError(f"HOST must be an IP address or a host name, not {self.host!r} "
                                 "(0.0.0.0 binds every IPv4 interface)")
@@ -215,6 +225,11 @@ def _is_redis_url(value: str) -> bool:
 
 
 def _parse(name: str, raw: str, parser: Callable[[str], T]) -> T:
+    # int() and float() read digits of every script (Arabic-Indic, full-width...): a number
+    # is written in ASCII here, as every other tool that reads the same environment expects.
+    if parser in (int, float) and not raw.isascii():
+        raise SettingsError(f"{name}={raw!r} is not a valid {parser.__name__}: "
+                            "write numbers in ASCII digits")
     try:
         return parser(raw.strip())
     except ValueError:

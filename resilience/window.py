@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 Clock = Callable[[], float]
 _NEVER = -(2**62)  # the slice an unused slot holds: older than any window
+#: The most slices a window keeps. Its ring (a list of counts per slice) is allocated whole
+#: when the window is built, so this bounds a window's memory whatever it is configured with.
+MAX_SLICES = 10_000
 
 
 class SlidingWindow:
@@ -25,6 +28,9 @@ class SlidingWindow:
     def __init__(self, span: float, width: float, series: int, clock: Clock) -> None:
         if not (span > 0 and width > 0 and series > 0):
             raise ValueError("span, width and series must be positive")
+        if span / width > MAX_SLICES:
+            raise ValueError(f"a span of {span:g} s in slices of {width:g} s would keep more than "
+                             f"{MAX_SLICES} slices")
         self.width = width
         self._clock = clock
         self._series = series

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from facade.app import create_app as create_facade
 from logging_service.app import create_app as create_logging
 from messages.app import create_app as create_messages
-from resilience import Settings
+from resilience import Settings, logs
 from resilience.server import SERVICE_KEY
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
@@ -34,6 +36,18 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(POLL_INTERVAL)
+
+
+@pytest.fixture
+def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The log configuration as it was before the test, however the test configured its own."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    monkeypatch.setattr(logs, "_buffer", None)  # put back after the test: no stream outlives it
+    yield
+    root.handlers[:], root.level = handlers, level
+    structlog.reset_defaults()
+    logs.forget_loggers()  # no module logger keeps this test's stream
 
 
 @pytest.fixture

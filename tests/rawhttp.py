@@ -1,5 +1,6 @@
 """HTTP written by hand on a real socket: what a well-behaved client library will not do
-(announce a body and stall it, trickle an endless chunked one)."""
+(announce a body and stall it, trickle an endless chunked one, send header bytes that are
+not text)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import contextlib
 import resource
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -27,10 +28,11 @@ class Reply:
 
 
 @contextlib.asynccontextmanager
-async def request_head(server: BaseTestServer, path: str, headers: dict[str, str], method: str = "POST"
+async def request_head(server: BaseTestServer, path: str, headers: Mapping[str, str | bytes],
+                       method: str = "POST"
                        ) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """A connection to ``server`` on which a request line and headers were sent, no body yet;
-    closed on exit."""
+    closed on exit. A header value given as bytes goes on the wire as it is."""
     assert server.host is not None
     assert server.port is not None
     reader, writer = await asyncio.open_connection(server.host, server.port)
@@ -44,10 +46,21 @@ async def request_head(server: BaseTestServer, path: str, headers: dict[str, str
             await writer.wait_closed()
 
 
-def _head(server: BaseTestServer, path: str, headers: dict[str, str], method: str) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {server.host}:{server.port}",
-             *(f"{name}: {value}" for name, value in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+async def exchange(server: BaseTestServer, path: str, headers: Mapping[str, str | bytes],
+                   body: bytes = b"", method: str = "POST") -> Reply:
+    """Send one whole request (its Content-Length added) and read the reply."""
+    async with request_head(server, path, {**headers, "Content-Length": str(len(body))},
+                            method) as (reader, writer):
+        writer.write(body)
+        await writer.drain()
+        return await read_reply(reader)
+
+
+def _head(server: BaseTestServer, path: str, headers: Mapping[str, str | bytes], method: str) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1".encode(), f"Host: {server.host}:{server.port}".encode(),
+             *(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode())
+               for name, value in headers.items())]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
 def stalled_request(server: BaseTestServer, path: str, headers: dict[str, str], body_start: bytes,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -64,6 +65,37 @@ def test_a_signature_inside_the_window_is_accepted() -> None:
     assert verifier(at=NOW - WINDOW).refusal(signed(), PATH, BODY) is None
 
 
+SIG = "0" * 64
+FULL_WIDTH = {ord("0") + i: 0xFF10 + i for i in range(10)}  # to FULLWIDTH DIGIT ZERO to NINE
+
+
+def malformed(now: int) -> dict[str, str]:
+    """Headers that are no signature at all, whatever their size, by what is wrong with them;
+    ``now`` is the time of those whose time is well formed."""
+    return {
+        "400-digit time": f"RPC-HMAC-SHA256 t={'9' * 400},sig={SIG}",  # too large for a float
+        "5000-digit time": f"RPC-HMAC-SHA256 t={'9' * 5000},sig={SIG}",  # too long for int()
+        "12-digit time": f"RPC-HMAC-SHA256 t={now}00,sig={SIG}",
+        "no time": f"RPC-HMAC-SHA256 t=,sig={SIG}",
+        "decimal time": f"RPC-HMAC-SHA256 t={now}.5,sig={SIG}",
+        "full-width digits": f"RPC-HMAC-SHA256 t={str(now).translate(FULL_WIDTH)},sig={SIG}",
+        "non-ASCII signature": f"RPC-HMAC-SHA256 t={now},sig={'é' * 64}",
+        "non-hex signature": f"RPC-HMAC-SHA256 t={now},sig={'g' * 64}",
+        "short signature": f"RPC-HMAC-SHA256 t={now},sig={SIG[:-1]}",
+        "no signature": f"RPC-HMAC-SHA256 t={now}",
+    }
+
+
+MALFORMED = list(malformed(0))
+MALFORMED_REFUSAL = "Authorization must be RPC-HMAC-SHA256 t=<unix seconds>,sig=<64 hex digits>"
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_header_is_refused_for_its_form(case: str) -> None:
+    """A header that is no signature, of any size, is refused as malformed, never with an error."""
+    assert verifier().refusal(malformed(int(NOW))[case], PATH, BODY) == MALFORMED_REFUSAL
+
+
 @pytest.fixture
 async def guarded_logging(aiohttp_server: AiohttpServer) -> TestServer:
     """The real logging app with RPC_SECRET set."""
@@ -83,6 +115,21 @@ async def test_without_a_good_signature_logging_stores_nothing(
     assert resp.status == 401
     assert resp.headers["WWW-Authenticate"] == "RPC-HMAC-SHA256"
     assert (await resp.json())["error"]["type"] == "Unauthorized"
+    assert stored(guarded_logging) == []
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+async def test_a_malformed_header_is_a_401_error_body(
+    guarded_logging: TestServer, aiohttp_client: AiohttpClient, case: str
+) -> None:
+    """The RPC server answers a malformed Authorization with its usual 401, and stores nothing."""
+    client = await aiohttp_client(guarded_logging)  # type: ignore[arg-type]
+    header = malformed(int(time.time()))[case]
+    resp = await client.post(PATH, data=BODY, headers={"Content-Type": "application/json", HEADER: header})
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"] == "RPC-HMAC-SHA256"
+    assert (await resp.json())["error"] == {"type": "Unauthorized", "message": MALFORMED_REFUSAL,
+                                            "args": [MALFORMED_REFUSAL]}
     assert stored(guarded_logging) == []
 
 

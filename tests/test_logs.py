@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -19,16 +18,7 @@ from resilience.correlation import correlated
 from resilience.logs import Stamp, TurnBuffer, configure_logging
 from tests.conftest import AiohttpClient
 
-
-@pytest.fixture(autouse=True)
-def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    monkeypatch.setattr(logs, "_buffer", None)  # put back after the test: no stream outlives it
-    yield
-    root.handlers[:], root.level = handlers, level
-    structlog.reset_defaults()
-    logs.forget_loggers()  # no module logger keeps this test's stream
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 class FakeTerminal(io.StringIO):

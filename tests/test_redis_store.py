@@ -253,6 +253,42 @@ async def test_redis_unreachable_is_503_then_recovers_by_itself(
     assert not any(e["log_level"] == "error" or "exc_info" in e for e in logs)
 
 
+def set_maxmemory(server: RedisServer, limit: int) -> None:
+    """Cap the server's memory at ``limit`` bytes (0: no cap), refusing writes beyond it."""
+    with server.client() as admin:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", limit)
+
+
+async def test_a_full_redis_is_503_with_one_warning_until_a_write_succeeds(
+        make_replica: MakeReplica, redis_server: RedisServer) -> None:
+    """Redis at maxmemory refuses every write: each log call, alone or in a batch, is a 503 with
+    Retry-After, and the replica logs one warning for the whole episode, no traceback; reads
+    still work, and once Redis has room the next write is stored and the log says so."""
+    replica = await make_replica(redis_server.url)
+    assert await call(replica, "log", uuid=new_id(), msg="before") == (200, {"result": {"stored": True}})
+    set_maxmemory(redis_server, 1)
+    with capture_logs() as logs:
+        alone = await asyncio.gather(*(replica.post("/rpc/log", json={"uuid": new_id(), "msg": f"m{i}"})
+                                       for i in range(20)))
+        batch = [{"method": "log", "kwargs": {"uuid": new_id(), "msg": f"b{i}"}} for i in range(10)]
+        batched = await replica.post("/rpc", json=batch)
+        for resp in (*alone, batched):
+            assert (resp.status, resp.headers["Retry-After"]) == (503, "1")
+            assert (await resp.json())["error"] == {
+                "type": "ServiceUnavailable", "message": "redis unavailable: OutOfMemoryError",
+                "args": ["redis unavailable: OutOfMemoryError"]}
+        assert (await call(replica, "messages"))[1]["result"]["logs"] == ["before"]
+        set_maxmemory(redis_server, 0)
+        assert await call(replica, "log", uuid=new_id(), msg="after") == (200, {"result": {"stored": True}})
+    full = [e for e in logs if e["event"] == "store full: writes refused"]
+    assert len(full) == 1
+    assert full[0]["log_level"] == "warning"
+    assert "maxmemory" in full[0]["error"]
+    assert [e["event"] for e in logs].count("store accepting writes again") == 1
+    assert not any(e["log_level"] == "error" or "exc_info" in e for e in logs)
+
+
 async def test_memory_store_stays_the_default(make_replica: MakeReplica, aiohttp_client: AiohttpClient
                                               ) -> None:
     """Without LOGGING_STORE, logging keeps messages in memory and is always ready."""

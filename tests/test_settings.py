@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import subprocess
 import sys
 
 import pytest
 
-from resilience import Settings, SettingsError
+from resilience import Settings, SettingsError, downstream_policies
 from resilience.settings import at_least, between
+from resilience.window import MAX_SLICES
 
 
 def test_defaults_are_the_assignments() -> None:
@@ -62,6 +64,11 @@ def test_values_are_parsed_to_their_types() -> None:
     ({"BREAKER_SLOW_CALL_RATE": "1.5"}, "BREAKER_SLOW_CALL_RATE must be above 0 and at most 1"),
     ({"RETRY_BUDGET_FLOOR": "-1"}, "RETRY_BUDGET_FLOOR must be 0 or more"),
     ({"BREAKER_FAST_WINDOW": "20"}, "BREAKER_FAST_WINDOW must not exceed BREAKER_WINDOW"),
+    # Numbers are ASCII: int() and float() would take other scripts' digits.
+    ({"FACADE_PORT": "\u0661"}, "FACADE_PORT='\u0661' is not a valid int: write numbers in ASCII"),
+    ({"RETRY_ATTEMPTS": "\uff11\uff10"}, "RETRY_ATTEMPTS='\uff11\uff10' is not a valid int: write"),
+    ({"RPC_TIMEOUT": "\uff11.5"}, "RPC_TIMEOUT='\uff11.5' is not a valid float: write numbers in ASCII"),
+    ({"RPC_TIMEOUT": "1\u00a0"}, "not a valid float: write numbers in ASCII"),
 ])
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], says: str) -> None:
     """A bad value names its variable, so the one-line startup error says what to fix."""
@@ -81,6 +88,36 @@ def test_a_bad_logging_store_is_not_echoed() -> None:
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"LOGGING_STORE": "redis://user:s3cret@host:port"})
     assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(("env", "says"), [
+    ({"BREAKER_WINDOW": "1e300"}, "BREAKER_WINDOW must be at most 5000 times BREAKER_FAST_WINDOW "
+                                  "(5000 s), not 1e+300"),
+    ({"BREAKER_WINDOW": "1e6"}, "(5000 s), not 1e+06"),
+    ({"BREAKER_WINDOW": "5000.5"}, "(5000 s), not 5000.5"),
+    ({"BREAKER_WINDOW": "1e300", "BREAKER_FAST_WINDOW": "1e-300"}, "(5e-297 s), not 1e+300"),
+    ({"BREAKER_FAST_WINDOW": "0.001"}, "(5 s), not 10"),
+])
+def test_a_breaker_window_of_too_many_slices_is_refused(env: dict[str, str], says: str) -> None:
+    """The breaker allocates its window's slices (half BREAKER_FAST_WINDOW each) at start: a
+    BREAKER_WINDOW of more than MAX_SLICES of them is refused, saying the cap."""
+    with pytest.raises(SettingsError, match=re.escape(says)) as refused:
+        Settings.from_env(env)
+    assert f"at most {MAX_SLICES} of them" in str(refused.value)
+
+
+def test_the_longest_breaker_window_accepted_builds_its_breakers() -> None:
+    """Settings and the breaker agree on the cap: at exactly MAX_SLICES slices, the facade's
+    policies are built."""
+    settings = Settings.from_env({"BREAKER_WINDOW": str(MAX_SLICES / 2)})
+    policies = downstream_policies("logging", [settings.logging_url], settings, ("write", "read"))
+    assert [policy.breakers[0].rule.window for policy in policies.values()] == [MAX_SLICES / 2] * 2
+
+
+def test_ascii_numbers_in_any_form_python_writes_them_are_read() -> None:
+    """Only the script is checked: signs, exponents and surrounding spaces still parse."""
+    settings = Settings.from_env({"RPC_TIMEOUT": " 1.5e0 ", "RETRY_ATTEMPTS": "+3"})
+    assert (settings.rpc_timeout, settings.retry_attempts) == (1.5, 3)
 
 
 def test_settings_are_frozen() -> None:
@@ -139,15 +176,22 @@ def test_secrets_stay_out_of_the_repr() -> None:
     assert "swordfish" not in text
 
 
-@pytest.mark.parametrize(("env", "says"), [
-    ({"HOST": "999.1.1.1"}, "HOST must be an IP address or a host name, not '999.1.1.1' "
-                            "(0.0.0.0 binds every IPv4 interface)"),
-    ({"RPC_TIMEOUT": "nan"}, "RPC_TIMEOUT must be a finite number, not nan"),
+@pytest.mark.parametrize(("service", "env", "says"), [
+    ("messages", {"HOST": "999.1.1.1"}, "HOST must be an IP address or a host name, not '999.1.1.1' "
+                                        "(0.0.0.0 binds every IPv4 interface)"),
+    ("messages", {"RPC_TIMEOUT": "nan"}, "RPC_TIMEOUT must be a finite number, not nan"),
+    ("messages", {"MESSAGES_PORT": "\u0661"}, "MESSAGES_PORT='\u0661' is not a valid int: write numbers "
+                                              "in ASCII digits"),
+    # The facade is what builds breakers: without the cap it would start allocating.
+    ("facade", {"BREAKER_WINDOW": "1e300"}, "BREAKER_WINDOW must be at most 5000 times "
+                                            "BREAKER_FAST_WINDOW (5000 s), not 1e+300: the breaker "
+                                            "counts calls in slices of half BREAKER_FAST_WINDOW and "
+                                            f"keeps at most {MAX_SLICES} of them"),
 ])
-def test_a_bad_value_stops_the_process_with_one_line(env: dict[str, str], says: str) -> None:
+def test_a_bad_value_stops_the_process_with_one_line(service: str, env: dict[str, str], says: str) -> None:
     """The real process prints one line naming the variable, logs nothing, and exits 2."""
-    done = subprocess.run([sys.executable, "-m", "messages"], env={**env, "MESSAGES_PORT": "0"},
+    done = subprocess.run([sys.executable, "-m", service], env={f"{service.upper()}_PORT": "0", **env},
                           capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2
     assert done.stdout == ""
-    assert done.stderr == f"messages: configuration error: {says}\n"
+    assert done.stderr == f"{service}: configuration error: {says}\n"

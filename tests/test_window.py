@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from resilience.testing import FakeClock
-from resilience.window import SlidingWindow
+from resilience.window import MAX_SLICES, SlidingWindow
 
 
 def test_sums_every_series_over_the_window() -> None:
@@ -62,3 +62,12 @@ def test_refuses_a_window_that_cannot_count(span: float, width: float, series: i
     """A zero span, width or number of series is a programming error."""
     with pytest.raises(ValueError, match="positive"):
         SlidingWindow(span, width, series, FakeClock())
+
+
+def test_refuses_more_slices_than_it_may_keep() -> None:
+    """A window of up to MAX_SLICES slices is built; one more, or an overflowing count, is refused
+    before its ring is allocated."""
+    assert SlidingWindow(MAX_SLICES * 0.5, 0.5, 3, FakeClock()).span == MAX_SLICES * 0.5
+    for span, width in ((MAX_SLICES * 0.5 + 0.5, 0.5), (1e300, 1e-300)):
+        with pytest.raises(ValueError, match=f"more than {MAX_SLICES} slices"):
+            SlidingWindow(span, width, 3, FakeClock())

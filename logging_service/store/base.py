@@ -14,8 +14,9 @@ class MessageStore(Protocol):
 
     Every method is a coroutine, so a store that talks to a server (Redis)
     and one that does not (memory) are used the same way. A store that
-    cannot reach its server raises ``resilience.ServiceUnavailable``: the
-    RPC server answers 503, which the caller may retry.
+    cannot reach its server, or whose server refuses writes for want of
+    memory, raises ``resilience.ServiceUnavailable``: the RPC server answers
+    503, which the caller may retry.
     """
 
     async def add(self, uuid: str, msg: str) -> bool:

@@ -34,7 +34,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilience import ServiceUnavailable
@@ -77,7 +77,8 @@ MAX_PENDING_ADDS: Final = 4096
 ADD_WAIT: Final = POOL_WAIT + SOCKET_TIMEOUT
 # Texts per LRANGE: a few milliseconds of Redis's time, so other commands are not held up.
 CHUNK: Final = 10_000
-# A transient answer for the caller: Redis restarts in about a second.
+# A transient answer for the caller: Redis restarts in about a second, and a full Redis takes
+# writes again as soon as it has room.
 RETRY_AFTER: Final = 1.0
 
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
@@ -89,7 +90,9 @@ class RedisStore:
     No call blocks the event loop. Connections are opened on first use, so
     a replica starts (and answers ``/health``) while Redis is down; every call
     made then raises ``ServiceUnavailable``, and the first that succeeds
-    afterwards says so in the log.
+    afterwards says so in the log. So does every add while Redis is at its
+    ``maxmemory`` (it answers OOM to writes; reads still work), until an add
+    succeeds again.
     """
 
     def __init__(self, url: str) -> None:
@@ -107,6 +110,7 @@ class RedisStore:
                                                refuse=self._too_many_adds, max_items=MAX_PIPELINE,
                                                collect_turn=True)
         self._down = False
+        self._refusing_writes = False  # Redis answered OOM to an add, and none succeeded since
 
     async def add(self, uuid: str, msg: str) -> bool:
         try:
@@ -129,10 +133,13 @@ class RedisStore:
             for i, outcome in zip(unknown, again, strict=True):
                 outcomes[i] = outcome
         for item, outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, Exception):
+            if isinstance(outcome, OutOfMemoryError):
+                item.fail(self._out_of_memory(outcome))
+            elif isinstance(outcome, Exception):
                 item.fail(outcome)
             else:
                 item.resolve(outcome)
+                self._writable()
 
     async def _run_adds(self, adds: list[tuple[str, str]]) -> list[Any]:
         """One pipeline of ``EVALSHA``, one per ``(uuid, text)``: their outcomes, errors included."""
@@ -140,6 +147,20 @@ class RedisStore:
             for uuid, msg in adds:
                 pipe.evalsha(self._add_sha, 2, BY_UUID, IN_ORDER, uuid, msg)
             return await self._call(pipe.execute(raise_on_error=False))
+
+    def _out_of_memory(self, exc: OutOfMemoryError) -> ServiceUnavailable:
+        """Redis at its ``maxmemory`` refuses writes until it has room again: transient for the
+        caller (a 503 it may retry), and one warning line for the whole episode, not one per add."""
+        if not self._refusing_writes:
+            self._refusing_writes = True
+            log.warning("store full: writes refused", store="redis", error=str(exc))
+        return ServiceUnavailable("redis", type(exc).__name__, RETRY_AFTER, str(exc))
+
+    def _writable(self) -> None:
+        """An add ran its script to the end: if Redis was full, the episode is over."""
+        if self._refusing_writes:
+            self._refusing_writes = False
+            log.info("store accepting writes again", store="redis")
 
     @staticmethod
     def _too_many_adds() -> ServiceUnavailable:
