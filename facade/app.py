@@ -22,7 +22,7 @@ from resilience.metrics import PolicyCollector, setup_metrics
 from resilience.policy import downstream_policies
 from resilience.proxy import readiness_probe
 from resilience.runner import run_main
-from resilience.web import CLOSE_ON_UNREAD_BODY, body_deadline
+from resilience.web import CLOSE_ON_UNREAD_BODY, body_deadline, reply_budget
 from resilience.window import Clock
 
 from .keys import LOOP_LAG, POLICIES, SERVICE, SETTINGS
@@ -46,7 +46,12 @@ def create_app(settings: Settings, clock: Clock = time.monotonic,
     shed = Counter("http_requests_shed", "Requests answered 503 at once: the facade had MAX_IN_FLIGHT "
                    "or its event loop was over MAX_LOOP_LAG behind", registry=registry)
     lag = app[LOOP_LAG] = LoopLag(settings.max_loop_lag) if loop_lag is None else loop_lag
+    cut = Counter("http_replies_cut", "Replies whose client did not take them within "
+                  "REPLY_SEND_TIMEOUT: the connection was cut", registry=registry)
     app.middlewares.append(shed_load(settings.max_in_flight, on_shed=shed.inc, lag=lag))
+    # Inside the shedding: a reply being written still counts as a request in flight.
+    app.middlewares.append(reply_budget(settings.max_reply_bytes, settings.reply_send_timeout,
+                                        failure, on_cut=cut.inc))
     app.cleanup_ctx.append(measure_loop_lag)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(functools.partial(downstream_clients, clock=clock))

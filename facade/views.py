@@ -62,6 +62,7 @@ def downstream_failure(exc: ServiceUnavailable | RemoteError) -> web.Response:
     if is_misconfiguration(exc):
         log.error("downstream refused the call: the services are misconfigured",
                   downstream=exc.service, error_type=exc.error_type, error=str(exc))
-    else:
-        log.warning("answering 502", error=str(exc))
+        return failure(502, f"{exc.service} service refused the call ({exc.error_type}): "
+                            "the services are misconfigured")
+    log.warning("answering 502", error=str(exc))
     return failure(502, f"{exc.service} service failed ({exc.error_type})")

@@ -37,7 +37,7 @@ from typing import Any
 
 import pybreaker
 
-from .errors import CircuitOpen, ExpectedError, Overloaded
+from .errors import CircuitOpen, ExpectedError, Overloaded, RemoteError
 from .logs import get_logger
 from .settings import Settings
 from .window import Clock, SlidingWindow
@@ -146,14 +146,21 @@ def wilson_lower_bound(hits: int, calls: int, z: float = FAST_WINDOW_Z) -> float
     return (centre - spread) / (1 + z2 / n)
 
 
+def is_refusal(exc: BaseException | None) -> bool:
+    """Whether the downstream answered and refused the call (a 4xx: a signature, a method, an
+    argument it does not take). It is up; the services disagree, which no waiting will mend."""
+    return isinstance(exc, RemoteError) and 400 <= exc.status < 500
+
+
 class AsyncCircuitBreaker:
     """Guards the calls of one kind to one downstream ``service`` (``name`` says which).
 
     ``with breaker.guard(): await call()`` raises ``CircuitOpen`` before the
     block runs when the breaker refuses. ``ExpectedError`` (the caller's
-    fault) and ``Overloaded`` (refused before any network) are no outcome,
-    and so is a cancellation. A call admitted under one state has no say in
-    the next: its outcome is ignored once the state has changed.
+    fault), ``Overloaded`` (refused before any network) and a refusal by the
+    downstream (``is_refusal``) are no outcome, and so is a cancellation. A
+    call admitted under one state has no say in the next: its outcome is
+    ignored once the state has changed.
     """
 
     def __init__(self, name: str, *, service: str | None = None, rule: BreakerRule | None = None,
@@ -268,7 +275,7 @@ class AsyncCircuitBreaker:
             self._trials_in_flight -= 1
         if exc is not None and not isinstance(exc, Exception):
             return  # CancelledError (or exit): no outcome, neither failure nor success
-        if isinstance(exc, (ExpectedError, Overloaded)):
+        if isinstance(exc, (ExpectedError, Overloaded)) or is_refusal(exc):
             self.calls["ignored"] += 1
             return
         failed = exc is not None

@@ -146,6 +146,10 @@ class Settings:
     max_in_flight: int = 256
     # ... and while its event loop has been more than this many seconds behind for a second.
     max_loop_lag: float = 0.5
+    # Replies being written to clients: at most this many bytes at once (past it, a large reply
+    # is refused 503), each sent within this many seconds (past it, its connection is cut).
+    max_reply_bytes: int = 64 * 1024 * 1024
+    reply_send_timeout: float = 10.0
     # A GET /facade page holds at most this many bytes of messages (JSON-encoded).
     max_page_bytes: int = 1024 * 1024
     # Shared by the services to authenticate RPC; empty: loopback only. Never in a repr.

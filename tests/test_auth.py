@@ -156,15 +156,20 @@ async def test_a_facade_with_the_secret_works_end_to_end(
 async def test_a_facade_with_another_secret_gets_502_and_a_misconfiguration_log(
     aiohttp_client: AiohttpClient, guarded_logging: TestServer
 ) -> None:
-    """A facade whose secret differs is refused by logging: the client gets 502 (not its fault),
-    the log says misconfiguration, and nothing is stored."""
-    facade = await aiohttp_client(create_facade(Settings(
-        rpc_secret="another", logging_url=str(guarded_logging.make_url("")).rstrip("/"))))
+    """A facade whose secret differs is refused by logging: every client gets 502 "misconfigured"
+    (not its fault, not a transient outage: the breaker never opens on a refusal), the log says
+    misconfiguration, and nothing is stored."""
+    app = create_facade(Settings(
+        rpc_secret="another", logging_url=str(guarded_logging.make_url("")).rstrip("/")))
+    facade = await aiohttp_client(app)
+    misconfigured = {"status": "failure", "message": "logging service refused the call (Unauthorized): "
+                                                     "the services are misconfigured"}
     with capture_logs() as logs:
-        resp = await facade.post("/facade", json={"msg": "refused"})
-    assert resp.status == 502
-    assert await resp.json() == {"status": "failure", "message": "logging service failed (Unauthorized)"}
+        for i in range(3 * Settings().breaker_min_calls):
+            resp = await facade.post("/facade", json={"msg": f"refused-{i}"})
+            assert (resp.status, await resp.json()) == (502, misconfigured)
     assert any(line["event"].endswith("misconfigured") and line["log_level"] == "error" for line in logs)
+    assert not any(line["event"] == "circuit breaker state changed" for line in logs)
     assert stored(guarded_logging) == []
 
 

@@ -215,5 +215,6 @@ async def test_logging_url_pointing_at_messages_is_a_502_misconfiguration(
     with capture_logs() as logs:
         resp = await facade.post("/facade", json={"msg": "x"})
     assert resp.status == 502
-    assert await resp.json() == {"status": "failure", "message": "logging service failed (MethodNotFound)"}
+    assert await resp.json() == {"status": "failure", "message": (
+        "logging service refused the call (MethodNotFound): the services are misconfigured")}
     assert [line["downstream"] for line in logs if line["event"].endswith("misconfigured")] == ["logging"]
