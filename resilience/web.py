@@ -154,6 +154,9 @@ def reply_budget(max_bytes: int, send_timeout: float,
     it, a large reply is refused 503 with ``Retry-After`` instead of held)
     and at most ``send_timeout`` seconds to leave: a reply not taken by then
     has its connection aborted, and its buffer freed (``on_cut`` counts it).
+    Once written, a reply's body is let go: aiohttp keeps a keep-alive
+    connection's last response until the next request comes, which a client
+    that never reads never sends.
     """
     writing = 0
 
@@ -176,6 +179,8 @@ def reply_budget(max_bytes: int, send_timeout: float,
                 request.transport.abort()  # drops what the client did not take
         finally:
             writing -= size
+        if isinstance(response, web.Response):
+            response.body = None
         return response
 
     return bounded_reply
