@@ -61,9 +61,8 @@ async def test_a_reply_not_taken_in_time_has_its_connection_cut(aiohttp_server: 
     port = await app_with_budget(aiohttp_server, max_bytes=4 * BIG, send_timeout=0.3, sent=sent, cut=cut)
     sock = await non_reader(port)
     try:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{port}/small") as resp:
-                assert (resp.status, await resp.text()) == (200, "ok")
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/small") as resp:
+            assert (resp.status, await resp.text()) == (200, "ok")
         await wait_for(lambda: bool(cut))
         assert [response.body for response in sent] == [None]
     finally:
