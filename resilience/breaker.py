@@ -116,14 +116,13 @@ class BreakerRule:
             return f"{slow} of {calls} calls took {self.slow_call_duration} s or more"
         return None
 
-    def fast_verdict(self, calls: int, failures: int, slow: int, span: float | None = None) -> str | None:
-        """Why these counts over the newest ``span`` seconds (default ``fast_window``) open the
-        breaker beyond reasonable doubt, or ``None``."""
-        span = self.fast_window if span is None else span
+    def fast_verdict(self, calls: int, failures: int, slow: int) -> str | None:
+        """Why these counts over the newest seconds open the breaker, or ``None``."""
         if wilson_lower_bound(failures, calls) >= self.failure_rate:
-            return f"{failures} of {calls} calls failed in the last {span} s"
+            return f"{failures} of {calls} calls failed in the last {self.fast_window} s"
         if wilson_lower_bound(slow, calls) >= self.slow_call_rate:
-            return f"{slow} of {calls} calls took {self.slow_call_duration} s or more in the last {span} s"
+            return (f"{slow} of {calls} calls took {self.slow_call_duration} s or more "
+                    f"in the last {self.fast_window} s")
         return None
 
 
@@ -183,6 +182,7 @@ class AsyncCircuitBreaker:
         self._reason = ""
         self._trials_in_flight = 0
         self._trial_failures = 0
+        self._failures_in_a_row = 0
         self._breaker = pybreaker.CircuitBreaker(
             # The rate rule opens it, never pybreaker's consecutive count (it is never fed).
             fail_max=sys.maxsize,
@@ -289,6 +289,7 @@ class AsyncCircuitBreaker:
             else:
                 slow = self._clock() - guard.started >= self.rule.slow_call_duration
                 self._window.add(1, failed, slow)
+                self._failures_in_a_row = self._failures_in_a_row + 1 if failed else 0
                 if failed:
                     self._check_rate()
 
@@ -298,8 +299,14 @@ class AsyncCircuitBreaker:
         reason = rule.fast_verdict(calls, failures, slow)
         if reason is None:
             calls, failures, slow = self._window.sums()
-            reason = rule.verdict(calls, failures, slow) or rule.fast_verdict(calls, failures, slow,
-                                                                               rule.window)
+            reason = rule.verdict(calls, failures, slow)
+        if reason is None and wilson_lower_bound(self._failures_in_a_row,
+                                                 self._failures_in_a_row) >= rule.failure_rate:
+            # Successes from before a fault dilute both windows: a downstream that went slow
+            # fails a few tries a timeout, too few for the fast window, too few against the
+            # long window's earlier successes. The failures since the last success are a span
+            # of their own, judged by the same bound: ten in a row at a rate of one half.
+            reason = f"{self._failures_in_a_row} calls in a row failed"
         if reason is not None:
             self._trip(reason)
 
@@ -324,6 +331,7 @@ class AsyncCircuitBreaker:
         self._epoch += 1
         self._trials_in_flight = 0
         self._trial_failures = 0
+        self._failures_in_a_row = 0
         self._window.clear()
         details: dict[str, Any] = {}
         if new == OPEN:

@@ -90,6 +90,8 @@ class PolicyCollector(Collector):
                                       labels=["name", "kind"])
         refused = CounterMetricFamily("retry_budget_refused",
                                       "Retries the retry budget refused", labels=["downstream"])
+        hedges = CounterMetricFamily("hedge_calls", "Hedged tries: sent, won (answered first), "
+                                     "refused by the hedge budget", labels=["name", "kind"])
         shed = CounterMetricFamily("downstream_calls_shed",
                                    "Calls refused at once: too many in flight to the downstream",
                                    labels=["downstream"])
@@ -104,11 +106,14 @@ class PolicyCollector(Collector):
                 rate.add_metric([breaker.name], -1.0 if failure_rate is None else failure_rate)
             for kind in RETRY_OUTCOMES:
                 retries.add_metric([policy.name, kind], policy.outcomes[kind])
+            if policy.hedging is not None:
+                for kind in ("sent", "won", "refused"):
+                    hedges.add_metric([policy.name, kind], getattr(policy.hedging, kind))
             for part, family in ((policy.budget, refused), (policy.limit, shed)):
                 if part is not None and id(part) not in seen:
                     seen.add(id(part))
                     family.add_metric([policy.service], part.refused)
-        yield from (state, calls, rate, retries, refused, shed)
+        yield from (state, calls, rate, retries, hedges, refused, shed)
 
 
 class CountsCollector(Collector):

@@ -331,3 +331,103 @@ def test_transitions_are_logged_with_their_reason(breaker: AsyncCircuitBreaker,
     opened = next(e for e in logs if e.get("new_state") == "open")
     assert (opened["breaker"], opened["downstream"], opened["reason"], opened["open_for"]) == (
         "logging.write", "logging", "10 of 10 calls failed in the last 1.0 s", 5.0)
+
+
+class Probe:
+    """A health probe whose answers the test sets; it records each time it is asked."""
+
+    def __init__(self, healthy: bool) -> None:
+        self.healthy = healthy
+        self.asked = 0
+
+    async def __call__(self) -> bool:
+        self.asked += 1
+        return self.healthy
+
+
+def probed_breaker(clock: FakeClock, probe: Probe) -> AsyncCircuitBreaker:
+    return AsyncCircuitBreaker("logging.write", service="logging", rule=RULE, clock=clock, probe=probe,
+                               probe_interval=0.5)
+
+
+async def test_an_open_breaker_probes_and_half_opens_when_the_probe_succeeds(clock: FakeClock) -> None:
+    """A refused call starts a probe; the probe answers healthy: half-open at once, long before the
+    open duration, and trials close it."""
+    probe = Probe(healthy=True)
+    breaker = probed_breaker(clock, probe)
+    trip(breaker)
+    with pytest.raises(CircuitOpen):
+        breaker.guard()
+    await asyncio.sleep(0)  # the probe runs
+    assert probe.asked == 1
+    assert breaker.state == "half-open"
+    succeed(breaker, RULE.trial_successes_to_close)
+    assert breaker.state == "closed"
+
+
+async def test_a_failing_probe_leaves_it_open_and_probes_again_after_the_interval(clock: FakeClock) -> None:
+    """An unhealthy answer keeps it open; refusals within the probe interval send no probe, the
+    first one after it does."""
+    probe = Probe(healthy=False)
+    breaker = probed_breaker(clock, probe)
+    trip(breaker)
+    for _ in range(3):
+        assert breaker.refusing()
+        await asyncio.sleep(0)
+    assert (probe.asked, breaker.state) == (1, "open")
+    clock.advance(0.5)
+    assert breaker.refusing()
+    await asyncio.sleep(0)
+    assert probe.asked == 2
+    probe.healthy = True
+    clock.advance(0.5)
+    breaker.refusing()
+    await asyncio.sleep(0)
+    assert breaker.state == "half-open"
+
+
+async def test_a_probe_that_answers_after_the_state_changed_has_no_say(clock: FakeClock) -> None:
+    """A probe started under one opening that answers after the breaker moved on changes nothing."""
+    gate = asyncio.Event()
+
+    async def slow_probe() -> bool:
+        await gate.wait()
+        return True
+
+    breaker = AsyncCircuitBreaker("logging.write", service="logging", rule=RULE, clock=clock,
+                                  probe=slow_probe)
+    trip(breaker)
+    assert breaker.refusing()
+    await asyncio.sleep(0)
+    clock.advance(RULE.open_duration)
+    fail(breaker, RULE.trial_failures_to_reopen)  # half-open, trials fail: open again
+    assert breaker.state == "open"
+    gate.set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert breaker.state == "open"
+    await breaker.aclose()
+
+
+def test_failures_in_a_row_open_it_whatever_came_before(breaker: AsyncCircuitBreaker,
+                                                         clock: FakeClock) -> None:
+    """After 100 successes, ten failures in a row (each burst of five older than the fast window
+    by the next) open it: earlier successes no longer hide a downstream gone bad."""
+    succeed(breaker, 100)
+    fail(breaker, 5)
+    clock.advance(RULE.fast_window + 0.1)
+    fail(breaker, 4)
+    assert breaker.state == "closed"
+    fail(breaker)
+    assert breaker.state == "open"
+    assert breaker._reason == "10 calls in a row failed"
+
+
+def test_a_success_between_failures_breaks_the_row(breaker: AsyncCircuitBreaker, clock: FakeClock) -> None:
+    """Nine failures, a success, nine failures (apart in time, among many successes): closed."""
+    succeed(breaker, 100)
+    fail(breaker, 9)
+    clock.advance(RULE.fast_window + 0.1)
+    succeed(breaker)
+    fail(breaker, 9)
+    assert breaker.state == "closed"

@@ -169,8 +169,8 @@ class FaultProxy:
         self.counts.forwarded += 1
         if drop:
             self.counts.dropped += 1
-            assert request.transport is not None
-            request.transport.close()  # the service acted; its reply never arrives
+            if request.transport is not None:  # None: the caller gave up on it already
+                request.transport.close()  # the service acted; its reply never arrives
         if swallow:
             self.counts.swallowed += 1
             await self._silence.wait()  # the service acted; the caller hears nothing, ever
