@@ -259,6 +259,7 @@ class AsyncCircuitBreaker:
             if self.refusing():
                 self.calls["not_permitted"] += 1
                 raise CircuitOpen(self.service, "circuit breaker open", retry_after=self.retry_after())
+            self._reason = "the open duration passed"
             self._breaker.half_open()
         decided = self._trial_failures + self._breaker.success_counter
         if self._trials_in_flight + decided >= self.rule.trial_calls:
@@ -337,6 +338,8 @@ class AsyncCircuitBreaker:
         if new == OPEN:
             details = {"reason": self._reason,
                        "open_for": round(self._open_until - self._clock(), 3)}
+        elif new == HALF_OPEN:
+            details = {"reason": self._reason or "the open duration passed"}
         elif new == CLOSED:
             self._openings_in_a_row = 0
         log.warning("circuit breaker state changed", breaker=self.name, downstream=self.service,

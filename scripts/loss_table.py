@@ -9,8 +9,8 @@ silent) and logging slower than the per-attempt timeout. For each it prints
 the POST rate as a share of the no-fault rate, the share of POSTs
 acknowledged, the 99th-percentile POST latency, how often a breaker opened,
 and the exactly-once count (every acknowledged message stored once, nothing
-twice). For the slow row it also says when the breaker opened and, once
-logging is fast again, when it closed.
+twice). Where a breaker opened, it says after how long, and how soon after
+the fault ended a POST was acknowledged again.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import argparse
 import asyncio
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from statistics import quantiles
 
@@ -124,22 +126,26 @@ async def read_all(facade_url: str) -> Counter[str]:
     return stored
 
 
-async def wait_for_breakers_closed(cluster: Cluster, since: int, timeout: float = 30.0) -> float | None:
-    """Seconds until every breaker that opened after log line ``since`` closed again (None: not in time)."""
+async def until_acknowledged(facade_url: str, timeout: float = 30.0) -> float | None:
+    """Seconds until a POST is acknowledged again, trying every 20 ms (None: not within ``timeout``)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    while loop.time() - started < timeout:
-        state: dict[str, str] = {}
-        for line in cluster.log_lines("facade")[since:]:
-            if "new_state" in line:
-                state[str(line["breaker"])] = str(line["new_state"])
-        if all(value == "closed" for value in state.values()):
-            return loop.time() - started
-        await asyncio.sleep(0.05)
+    async with aiohttp.ClientSession() as session:
+        while loop.time() - started < timeout:
+            async with session.post(facade_url + "/facade", json={"msg": f"back-{loop.time():.6f}"}) as resp:
+                if resp.status == 200:
+                    return loop.time() - started
+            await asyncio.sleep(0.02)
     return None
 
 
-async def measure(faults: list[Fault], seconds: float, clients: int, seed: int, log_dir: Path) -> list[str]:
+def seconds_since(line: dict[str, object], started: float) -> float:
+    """When a log line was written, in seconds after the wall-clock time ``started``."""
+    return datetime.fromisoformat(str(line["timestamp"])).timestamp() - started
+
+
+async def measure(faults: list[Fault], seconds: float, clients: int, seed: int, log_dir: Path,
+                  warmup: float = 5.0) -> list[str]:
     rows = []
     base_rate = 0.0
     with Cluster(log_dir) as cluster:
@@ -149,20 +155,21 @@ async def measure(faults: list[Fault], seconds: float, clients: int, seed: int, 
             cluster.start("messages")
             cluster.start("facade", wait=False)
             await asyncio.to_thread(cluster.wait_until_serving, "facade")
+            await run_clients(cluster.facade_url, warmup, clients)  # not measured
             for fault in faults:
                 seen = len(cluster.log_lines("facade"))
                 fault.apply(proxy)
+                started = time.time()
                 run = await run_clients(cluster.facade_url, seconds, clients)
                 heal(proxy)
+                back = await until_acknowledged(cluster.facade_url)
                 lines = cluster.log_lines("facade")[seen:]
                 openings = [line for line in lines if line.get("new_state") == "open"]
                 note = ""
-                if fault.group == "slow" and openings:
-                    closed = await wait_for_breakers_closed(cluster, seen)
-                    note = (f" (closed {closed:.1f} s after logging was fast again)" if closed is not None
-                            else " (still open 30 s after logging was fast again)")
-                else:
-                    await wait_for_breakers_closed(cluster, seen)
+                if openings:
+                    note = f" (after {seconds_since(openings[0], started):.1f} s"
+                    note += (f"; acknowledging again {back:.1f} s after the fault ended)" if back is not None
+                             else "; not acknowledging 30 s after the fault ended)")
                 stored = await read_all(cluster.facade_url)
                 if fault.group == "none":
                     base_rate = run.rate
@@ -182,6 +189,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="load per fault (20)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients (16)")
     parser.add_argument("--seed", type=int, default=1, help="the fault proxy's random seed (1)")
+    parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured load before the rows (5)")
     parser.add_argument("--only", choices=("drop", "swallow", "slow"),
                         help="only these faults (after the no-fault row)")
     args = parser.parse_args()
@@ -189,7 +197,8 @@ def main() -> None:
         parser.error("--seconds and --clients must be positive")
     faults = [f for f in FAULTS if args.only is None or f.group in ("none", args.only)]
     with tempfile.TemporaryDirectory(prefix="loss-table-") as log_dir:
-        rows = asyncio.run(measure(faults, args.seconds, args.clients, args.seed, Path(log_dir)))
+        rows = asyncio.run(measure(faults, args.seconds, args.clients, args.seed, Path(log_dir),
+                                   args.warmup))
     print("\n".join([HEADER, *rows]))
 
 

@@ -14,6 +14,7 @@ and set its knobs at any time:
 - ``drop_next``: the next that many requests are dropped so, whatever ``drop_rate`` says;
 - ``swallow_rate``: share of requests forwarded, answered by the service, and then never
   answered: the connection stays open and silent (a gray failure: only a timeout tells);
+- ``swallow_next``: the next that many requests are swallowed so;
 - ``hold()`` / ``release()``: requests that arrive in between wait, unforwarded, until
   ``release()`` (a request held on the wire for as long as a test needs, not for a time;
   a hung service); ``hold("/rpc/messages")`` holds those paths only.
@@ -68,6 +69,7 @@ class FaultProxy:
         self.drop_rate = 0.0
         self.drop_next = 0
         self.swallow_rate = 0.0
+        self.swallow_next = 0
         self._silence = asyncio.Event()  # set on stop: swallowed replies end with the proxy
         self.retry_after = retry_after
         self.counts = FaultCounts()
@@ -154,7 +156,9 @@ class FaultProxy:
                                  headers={"Retry-After": str(self.retry_after)})
         drop = self.rng.random() < self.drop_rate or self.drop_next > 0
         self.drop_next = max(0, self.drop_next - 1)
-        swallow = not drop and self.swallow_rate > 0 and self.rng.random() < self.swallow_rate
+        swallow = not drop and (self.swallow_next > 0 or (self.swallow_rate > 0
+                                                           and self.rng.random() < self.swallow_rate))
+        self.swallow_next = max(0, self.swallow_next - (not drop))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
         try:
             async with self._session.request(request.method, self.upstream + request.path_qs,
