@@ -73,6 +73,7 @@ class Run:
     outcomes: Counter[str] = field(default_factory=Counter)
     acknowledged: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    refused_latencies: list[float] = field(default_factory=list)  # of the 503s
     seconds: float = 0.0
 
     @property
@@ -83,8 +84,9 @@ class Run:
     def rate(self) -> float:
         return self.posts / self.seconds
 
-    def p99(self) -> float:
-        return quantiles(self.latencies, n=100)[98] if len(self.latencies) > 1 else 0.0
+    def p99(self, refused: bool = False) -> float:
+        latencies = self.refused_latencies if refused else self.latencies
+        return quantiles(latencies, n=100)[98] if len(latencies) > 1 else 0.0
 
 
 async def run_clients(facade_url: str, seconds: float, clients: int) -> Run:
@@ -103,6 +105,8 @@ async def run_clients(facade_url: str, seconds: float, clients: int) -> Run:
             async with session.post(facade_url + "/facade", json={"msg": text}) as resp:
                 await resp.read()
             run.latencies.append(loop.time() - sent)
+            if resp.status == 503:
+                run.refused_latencies.append(loop.time() - sent)
             run.outcomes[str(resp.status)] += 1
             if resp.status == 200:
                 run.acknowledged.append(text)
@@ -167,7 +171,8 @@ async def measure(faults: list[Fault], seconds: float, clients: int, seed: int, 
                 openings = [line for line in lines if line.get("new_state") == "open"]
                 note = ""
                 if openings:
-                    note = f" (after {seconds_since(openings[0], started):.1f} s"
+                    note = (f" (after {seconds_since(openings[0], started):.1f} s; 503s in p99 "
+                            f"{run.p99(refused=True) * 1000:,.0f} ms")
                     note += (f"; acknowledging again {back:.1f} s after the fault ended)" if back is not None
                              else "; not acknowledging 30 s after the fault ended)")
                 stored = await read_all(cluster.facade_url)
