@@ -27,7 +27,7 @@ import orjson
 import uvloop
 from aiohttp import web
 
-from resilience.testing.cluster import free_port, wait_until_healthy
+from scripts.cluster import free_port, wait_until_healthy
 
 STATIC_MESSAGE = "not implemented yet"
 MESSAGES = web.AppKey("messages", list[str])

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import uvloop
 
-from resilience.testing.cluster import Cluster
+from scripts.cluster import Cluster
 
 from .load import TOOLS, LoadError, drive, pick_tool
 from .results import SMALL_STORE

@@ -35,10 +35,10 @@ import orjson
 import psutil
 import uvloop
 
-from resilience.settings import MEMORY_STORE
-from resilience.testing.cluster import Cluster, poll_until
+from logging_service.settings import MEMORY_STORE
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
+from scripts.cluster import Cluster, poll_until
 
 from .bare import bare_server
 from .load import drive, percentile

@@ -20,9 +20,9 @@ import aiohttp
 import orjson
 import psutil
 
-from resilience.paging import MAX_PAGE
-from resilience.testing.cluster import poll_until
+from logging_service.paging import MAX_PAGE
 from resilience.testing.redis_server import RedisServer
+from scripts.cluster import poll_until
 
 from .results import StoreResult
 

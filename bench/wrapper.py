@@ -23,9 +23,10 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from resilience import CallPolicy, RpcProxy, Settings, downstream_policies
-from resilience.access import OBSERVERS
-from resilience.metrics import setup_metrics
+from facade.settings import FacadeSettings
+from resilience import CallPolicy, RpcProxy, downstream_policies
+from resilience.observability.access import OBSERVERS
+from resilience.observability.metrics import setup_metrics
 
 from .results import WrapperResult
 
@@ -75,7 +76,7 @@ async def _timed(call: Call, message_id: str, msg: str) -> tuple[int, int]:
 
 async def measure_wrapper(logging_url: str, calls: int) -> WrapperResult:
     """Time ``calls`` raw and ``calls`` wrapped calls, interleaved, each storing a new message."""
-    settings = Settings(logging_url=logging_url)
+    settings = FacadeSettings(logging_url=logging_url)
     # The facade's own session settings: unlimited keep-alive connections.
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
     async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:

@@ -12,26 +12,27 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import Counter
 
-from resilience import RpcProxy, Settings, build_service
-from resilience.access import access_log_middleware
-from resilience.auth import signer_for
-from resilience.contract import KeyUuids
-from resilience.correlation import correlation_middleware
-from resilience.lag import LoopLag
-from resilience.metrics import PolicyCollector, setup_metrics
-from resilience.policy import downstream_policies
-from resilience.proxy import readiness_probe
-from resilience.runner import run_main
-from resilience.web import CLOSE_ON_UNREAD_BODY, body_deadline, reply_budget
-from resilience.window import Clock
+from facade.ids import KeyUuids
+from resilience import RpcProxy, build_service
+from resilience.observability.access import access_log_middleware
+from resilience.observability.correlation import correlation_middleware
+from resilience.observability.metrics import PolicyCollector, setup_metrics
+from resilience.policies.pipeline import downstream_policies
+from resilience.policies.window import Clock
+from resilience.rpc.signing import signer_for
+from resilience.rpc.transport import readiness_probe
+from resilience.runtime.lag import LoopLag
+from resilience.runtime.runner import run_main
+from resilience.runtime.web import CLOSE_ON_UNREAD_BODY, body_deadline, reply_budget
 
 from .keys import LOOP_LAG, POLICIES, SERVICE, SETTINGS
 from .middlewares import failure, json_errors, shed_load
 from .routes import setup_routes
 from .service import FacadeService
+from .settings import FacadeSettings
 
 
-def create_app(settings: Settings, clock: Clock = time.monotonic,
+def create_app(settings: FacadeSettings, clock: Clock = time.monotonic,
                loop_lag: LoopLag | None = None) -> web.Application:
     """The facade: validates, mints UUIDs and fans out to logging and messages.
 
@@ -49,9 +50,9 @@ def create_app(settings: Settings, clock: Clock = time.monotonic,
     cut = Counter("http_replies_cut", "Replies whose client did not take them within "
                   "REPLY_SEND_TIMEOUT: the connection was cut", registry=registry)
     app.middlewares.append(shed_load(settings.max_in_flight, on_shed=shed.inc, lag=lag))
-    # Inside the shedding: a reply being written still counts as a request in flight.
-    app.middlewares.append(reply_budget(settings.max_reply_bytes, settings.reply_send_timeout,
-                                        failure, on_cut=cut.inc))
+    # First of all: it writes the reply as the others finished it (their headers included).
+    app.middlewares.insert(0, reply_budget(settings.max_reply_bytes, settings.reply_send_timeout,
+                                           failure, on_cut=cut.inc))
     app.cleanup_ctx.append(measure_loop_lag)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(functools.partial(downstream_clients, clock=clock))
@@ -103,4 +104,4 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
 
 def main() -> None:
     """``facade-service``: serve on ``FACADE_PORT`` (default 5000)."""
-    run_main("facade", create_app, lambda s: s.facade_port)
+    run_main("facade", FacadeSettings, create_app, lambda s: s.facade_port)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from resilience import CallPolicy, Settings
-from resilience.lag import LoopLag
+from resilience import CallPolicy
+from resilience.runtime.lag import LoopLag
 
 from .service import FacadeService
+from .settings import FacadeSettings
 
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", FacadeSettings)
 SERVICE = web.AppKey("service", FacadeService)
 # Every call policy the facade uses (their breakers, limits and budgets), for tests and metrics.
 POLICIES = web.AppKey("policies", list[CallPolicy])

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from resilience.lag import LoopLag
-from resilience.logs import get_logger
-from resilience.web import BadRequest, Handler, json_response
+from resilience.observability.logs import get_logger
+from resilience.runtime.lag import LoopLag
+from resilience.runtime.web import BadRequest, Handler, json_response
 
 log = get_logger("facade")
 

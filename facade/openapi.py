@@ -19,14 +19,14 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from resilience import Settings
-from resilience.contract import MESSAGE_UUID, NOT_BLANK
-from resilience.correlation import HEADER as CORRELATION_HEADER
-from resilience.correlation import TRACEPARENT, TRACESTATE, VALID_ID
-from resilience.paging import MAX_PAGE
-from resilience.web import json_response
+from logging_service.contract import MESSAGE_UUID, NOT_BLANK
+from logging_service.paging import MAX_PAGE
+from resilience.observability.correlation import HEADER as CORRELATION_HEADER
+from resilience.observability.correlation import TRACEPARENT, TRACESTATE, VALID_ID
+from resilience.runtime.web import json_response
 
 from .keys import SETTINGS
+from .settings import FacadeSettings
 from .validation import IDEMPOTENCY_KEY, MAX_OFFSET
 
 JSON = dict[str, Any]
@@ -50,7 +50,7 @@ def template() -> JSON:
     return document
 
 
-def document_values(settings: Settings) -> dict[str, Value]:
+def document_values(settings: FacadeSettings) -> dict[str, Value]:
     """What each placeholder stands for under ``settings``: every value from where it is enforced."""
     try:
         version = importlib.metadata.version("resilient-microservices")
@@ -100,7 +100,7 @@ def _as_text(value: Value) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def build_openapi(settings: Settings) -> JSON:
+def build_openapi(settings: FacadeSettings) -> JSON:
     """The OpenAPI 3.1 description of the facade's public API under ``settings``."""
     document: JSON = fill(template(), document_values(settings))
     return document

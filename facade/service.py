@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from facade.ids import KeyUuids, new_uuid
+from logging_service.paging import MAX_PAGE, MalformedPage, splice
 from resilience import Conflict, Dependency, ExpectedError, RemoteError, RpcProxy, ServiceUnavailable
-from resilience.contract import KeyUuids, new_uuid
-from resilience.logs import get_logger
-from resilience.paging import MAX_PAGE, MalformedPage, splice
+from resilience.observability.logs import get_logger
 
 log = get_logger("facade")
 

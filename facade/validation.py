@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from resilience.contract import text_problem
-from resilience.paging import MAX_PAGE
-from resilience.web import BadRequest
+from logging_service.contract import text_problem
+from logging_service.paging import MAX_PAGE
+from resilience.runtime.web import BadRequest
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 MAX_OFFSET = 1_000_000_000

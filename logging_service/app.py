@@ -6,15 +6,16 @@ import contextlib
 
 from aiohttp import web
 
-from resilience import ServiceUnavailable, Settings, build_service, rpc_app
-from resilience.metrics import CountsCollector, ValueCollector
-from resilience.runner import run_main
+from resilience import ServiceUnavailable, build_service, rpc_app
+from resilience.observability.metrics import CountsCollector, ValueCollector
+from resilience.runtime.runner import run_main
 
 from .service import LoggingService
+from .settings import LoggingSettings
 from .store import open_store
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: LoggingSettings) -> web.Application:
     """The logging service as an RPC app, on the store ``LOGGING_STORE`` names (fresh memory by default).
 
     ``/ready`` answers whether that store is reachable; the store's connections close with the app.
@@ -40,4 +41,4 @@ def create_app(settings: Settings) -> web.Application:
 
 def main() -> None:
     """``logging-service``: serve on ``LOGGING_PORT`` (default 5001)."""
-    run_main("logging", create_app, lambda s: s.logging_port)
+    run_main("logging", LoggingSettings, create_app, lambda s: s.logging_port)

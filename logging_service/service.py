@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from logging_service.contract import is_message_uuid, text_problem
+from logging_service.paging import MAX_PAGE, encode_page
 from resilience import Config, Conflict, Dependency, InvalidArgument, rpc
-from resilience.contract import is_message_uuid, text_problem
-from resilience.logs import get_logger
-from resilience.paging import MAX_PAGE, encode_page
+from resilience.observability.logs import get_logger
 
+from .settings import LoggingSettings
 from .store import MemoryStore, MessageStore, UuidConflict
 
 logger = get_logger("logging_service")
@@ -26,7 +27,7 @@ class LoggingService:
 
     name = "logging"
     store = Dependency[MessageStore](MemoryStore)
-    config = Config()
+    config = Config(LoggingSettings)
     #: What ``log`` did, by outcome (stored, duplicate, conflict): the metrics read it.
     tally = Dependency[Counter[str]](Counter)
 

@@ -1,10 +1,22 @@
-"""Shared by the three services: Nameko-style RPC over HTTP, the retry and
-circuit-breaker policy, correlation IDs and log configuration."""
+"""A small library for resilient aiohttp services: Nameko-style RPC over HTTP, call policies
+(retry, circuit breaker, budgets, hedging, limits), observability and the shared HTTP runtime.
 
-from .breaker import AsyncCircuitBreaker, BreakerRule
-from .budget import RetryBudget
-from .bulkhead import ConcurrencyLimit
-from .errors import (
+Its rooms, one per job:
+
+- ``resilience.rpc``: service classes, ``@rpc``, dependencies and ``Config``, the server,
+  the client proxy with group commit, request signing;
+- ``resilience.policies``: retry strategies, the breaker and its window, the retry budget,
+  hedging, the concurrency limit, the balancer, and the pipeline that composes them;
+- ``resilience.observability``: structlog configuration, correlation and trace context, the
+  access log, Prometheus metrics;
+- ``resilience.runtime``: bodies read in time, JSON, bounded replies, loop lag, the runner;
+- ``resilience.settings``: settings pieces read from the environment;
+- ``resilience.testing``: helpers to test services built on it.
+
+The names below are its public API.
+"""
+
+from resilience.errors import (
     CircuitOpen,
     Conflict,
     ExpectedError,
@@ -14,34 +26,63 @@ from .errors import (
     RemoteError,
     ServiceUnavailable,
 )
-from .policy import CallPolicy, downstream_policies
-from .proxy import RpcProxy
-from .rpc import Config, Dependency, build_service, dispatch, rpc
-from .server import rpc_app
-from .settings import Settings, SettingsError
+from resilience.observability.access import access_log_middleware
+from resilience.observability.correlation import correlation_middleware
+from resilience.observability.logs import configure_logging, get_logger
+from resilience.observability.metrics import PolicyCollector, setup_metrics
+from resilience.policies.balancer import Balancer, Target
+from resilience.policies.breaker import AsyncCircuitBreaker, BreakerRule
+from resilience.policies.budget import RetryBudget
+from resilience.policies.hedging import Hedging, LatencyTracker
+from resilience.policies.limit import ConcurrencyLimit
+from resilience.policies.pipeline import CallPolicy, downstream_policies
+from resilience.rpc.proxy import RpcProxy
+from resilience.rpc.server import rpc_app
+from resilience.rpc.service import Config, Dependency, build_service, dispatch, rpc
+from resilience.rpc.transport import readiness_probe
+from resilience.runtime.runner import run_main
+from resilience.runtime.web import body_deadline, json_response, reply_budget
+from resilience.settings import CallPolicySettings, EnvSettings, ServerSettings, SettingsError
 
 __all__ = [
     "AsyncCircuitBreaker",
+    "Balancer",
     "BreakerRule",
     "CallPolicy",
+    "CallPolicySettings",
     "CircuitOpen",
     "ConcurrencyLimit",
     "Config",
     "Conflict",
     "Dependency",
+    "EnvSettings",
     "ExpectedError",
+    "Hedging",
     "InvalidArgument",
+    "LatencyTracker",
     "MethodNotFound",
     "Overloaded",
+    "PolicyCollector",
     "RemoteError",
     "RetryBudget",
     "RpcProxy",
+    "ServerSettings",
     "ServiceUnavailable",
-    "Settings",
     "SettingsError",
+    "Target",
+    "access_log_middleware",
+    "body_deadline",
     "build_service",
+    "configure_logging",
+    "correlation_middleware",
     "dispatch",
     "downstream_policies",
+    "get_logger",
+    "json_response",
+    "readiness_probe",
+    "reply_budget",
     "rpc",
     "rpc_app",
+    "run_main",
+    "setup_metrics",
 ]

@@ -1,4 +1,5 @@
-"""Settings: read once from the environment into one frozen, typed object."""
+"""Settings read once from the environment into frozen, typed objects: the pieces a service's
+settings are built from, and the rules every value obeys."""
 
 from __future__ import annotations
 
@@ -7,20 +8,14 @@ import math
 import os
 import re
 import typing
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
-from .window import MAX_SLICES
+from resilience.policies.window import MAX_SLICES
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
-
-#: ``LOGGING_STORE`` for the in-memory store; anything else is a Redis URL of these schemes.
-MEMORY_STORE = "memory"
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-
 
 class SettingsError(ValueError):
     """An environment variable holds a value the services cannot use."""
@@ -74,30 +69,81 @@ def share(default: float) -> float:
     return field(default=default, metadata={_BOUNDS: Bounds(maximum=1.0, positive=True)})
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything the three services read from the environment.
+class EnvSettings:
+    """Settings read once from the environment into a frozen dataclass: the mixin of every piece.
 
-    Each field is read from the environment variable of the same name in
-    upper case (``facade_port`` from ``FACADE_PORT``); see the README's
-    configuration table. honcho's ``PORT`` is deliberately not read, so the
-    assignment's ports hold under ``honcho start``. Every number must be
-    written in ASCII, finite and, unless its field says otherwise
-    (``at_least``, ``between``), positive.
+    Each field is read from the environment variable of the same name in upper
+    case (``rpc_timeout`` from ``RPC_TIMEOUT``). A service's settings are a
+    frozen dataclass that inherits the pieces it needs (``ServerSettings``,
+    ``CallPolicySettings``) and adds its own fields; each piece's ``validate``
+    checks its own fields and calls the next. Every number must be written in
+    ASCII, finite and, unless its field says otherwise (``at_least``,
+    ``between``), positive.
     """
 
+    @classmethod
+    def from_env(cls: type[S], environ: Mapping[str, str] | None = None) -> S:
+        """Build settings from ``environ`` (default: ``os.environ``); unset names keep defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, parser in _parsers(cls).items():
+            variable = name.upper()
+            if variable in env:
+                values[name] = _parse(variable, env[variable], parser)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise SettingsError when a value is out of its bounds or values make no sense together."""
+        parsers = _parsers(type(self))
+        for spec in fields(self):  # type: ignore[arg-type]
+            if parsers[spec.name] in (int, float):
+                spec.metadata.get(_BOUNDS, POSITIVE).check(spec.name.upper(), getattr(self, spec.name))
+
+
+S = TypeVar("S", bound=EnvSettings)
+
+
+@dataclass(frozen=True)
+class ServerSettings(EnvSettings):
+    """What every service built on ``resilience`` reads: where it binds, how it logs, the limits
+    of the requests it accepts, the RPC secret and its shutdown grace."""
+
     host: str = "127.0.0.1"
-    facade_port: int = between(5000, 0, 65535)
-    logging_port: int = between(5001, 0, 65535)
-    messages_port: int = between(5002, 0, 65535)
-    logging_url: str = "http://127.0.0.1:5001"
-    messages_url: str = "http://127.0.0.1:5002"
-    # Replicas of logging, comma-separated; when set, LOGGING_URL is not used.
-    logging_urls: str = ""
-    logging_store: str = MEMORY_STORE
     log_format: str = "auto"
     log_level: str = "info"
-    # Retry (facade -> logging): bounded attempts AND a bounded total time.
+    # Request limits: a body this large at most, arrived this many seconds after its headers.
+    max_body_bytes: int = 64 * 1024
+    body_read_timeout: float = 5.0
+    # Group commit: at most this many calls, in at most this many bytes, per batch request
+    # (what an RPC client sends and an RPC server accepts).
+    rpc_batch_max_calls: int = 64
+    rpc_batch_max_bytes: int = 1 << 20
+    # Shared by the services to authenticate RPC; empty: loopback only. Never in a repr.
+    rpc_secret: str = field(default="", repr=False)
+    # aiohttp waits this long for in-flight requests, then cancels their bodies and may
+    # wait as long again: twice it stays under honcho's 5 s grace before SIGKILL.
+    shutdown_timeout: float = at_least(2.0, 0)
+
+    def validate(self) -> None:
+        super().validate()
+        if not _is_host(self.host):
+            raise SettingsError(f"HOST must be an IP address or a host name, not {self.host!r} "
+                                "(0.0.0.0 binds every IPv4 interface)")
+        if self.log_format not in ("auto", "json", "console"):
+            raise SettingsError(f"LOG_FORMAT must be auto, json or console, not {self.log_format!r}")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise SettingsError("LOG_LEVEL must be debug, info, warning, error or critical, "
+                                f"not {self.log_level!r}")
+
+
+@dataclass(frozen=True)
+class CallPolicySettings(EnvSettings):
+    """How a client calls its downstream services: retry, budget, breaker, hedging and limits
+    (``resilience.policies.pipeline.downstream_policies`` builds the policies from them)."""
+
+    # Retry: bounded attempts AND a bounded total time.
     retry_attempts: int = 5
     retry_deadline: float = 3.0
     retry_backoff_base: float = at_least(0.05, 0)
@@ -134,51 +180,9 @@ class Settings:
     # Requests in flight to one downstream (and calls queued for batches: this x
     # rpc_batch_max_calls); past it, 503 at once.
     max_calls_in_flight: int = 64
-    # Group commit: at most this many calls, in at most this many bytes, per batch request.
-    rpc_batch_max_calls: int = 64
-    rpc_batch_max_bytes: int = 1 << 20
-    # Input limits, the same on the public side and on the RPC side.
-    max_body_bytes: int = 64 * 1024
-    max_msg_chars: int = 10_000
-    # A request body must have arrived this many seconds after its headers.
-    body_read_timeout: float = 5.0
-    # The facade answers 503 at once past this many requests in flight.
-    max_in_flight: int = 256
-    # ... and while its event loop has been more than this many seconds behind for a second.
-    max_loop_lag: float = 0.5
-    # Replies being written to clients: at most this many bytes at once (past it, a large reply
-    # is refused 503), each sent within this many seconds (past it, its connection is cut).
-    max_reply_bytes: int = 64 * 1024 * 1024
-    reply_send_timeout: float = 10.0
-    # A GET /facade page holds at most this many bytes of messages (JSON-encoded).
-    max_page_bytes: int = 1024 * 1024
-    # Shared by the services to authenticate RPC; empty: loopback only. Never in a repr.
-    rpc_secret: str = field(default="", repr=False)
-    # Maps Idempotency-Keys to UUIDs; empty: derived from rpc_secret (see resilience/contract.py).
-    idempotency_secret: str = field(default="", repr=False)
-    # aiohttp waits this long for in-flight requests, then cancels their bodies and may
-    # wait as long again: twice it stays under honcho's 5 s grace before SIGKILL.
-    shutdown_timeout: float = at_least(2.0, 0)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``environ`` (default: ``os.environ``); unset names keep defaults."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, parser in _parsers(cls).items():
-            variable = name.upper()
-            if variable in env:
-                values[name] = _parse(variable, env[variable], parser)
-        settings = cls(**values)
-        settings.validate()
-        return settings
 
     def validate(self) -> None:
-        """Raise SettingsError when values are present but make no sense together."""
-        parsers = _parsers(type(self))
-        for spec in fields(self):
-            if parsers[spec.name] in (int, float):
-                spec.metadata.get(_BOUNDS, POSITIVE).check(spec.name.upper(), getattr(self, spec.name))
+        super().validate()
         for short, long in (("breaker_fast_window", "breaker_window"),
                             ("breaker_open_duration", "breaker_open_duration_max"),
                             ("hedge_delay_min", "hedge_delay_max"),
@@ -193,39 +197,11 @@ class Settings:
                                 f"BREAKER_FAST_WINDOW ({longest:g} s), not {self.breaker_window:g}: "
                                 "the breaker counts calls in slices of half BREAKER_FAST_WINDOW and "
                                 f"keeps at most {MAX_SLICES} of them")
-        if not _is_host(self.host):
-            raise SettingsError(f"HOST must be an IP address or a host name, not {self.host!r} "
-                                "(0.0.0.0 binds every IPv4 interface)")
-        if self.log_format not in ("auto", "json", "console"):
-            raise SettingsError(f"LOG_FORMAT must be auto, json or console, not {self.log_format!r}")
-        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
-            raise SettingsError("LOG_LEVEL must be debug, info, warning, error or critical, "
-                                f"not {self.log_level!r}")
-        for name in ("logging_url", "messages_url"):
-            if not getattr(self, name).startswith(("http://", "https://")):
-                raise SettingsError(f"{name.upper()} must be an http:// or https:// URL")
-        replicas = self.logging_replicas()
-        if not all(url.startswith(("http://", "https://")) for url in replicas):
-            raise SettingsError("LOGGING_URLS must be a comma-separated list of http:// or https:// URLs")
-        if len(set(replicas)) != len(replicas):
-            raise SettingsError("LOGGING_URLS names a replica twice")
-        if self.logging_store != MEMORY_STORE and not _is_redis_url(self.logging_store):
-            # The value is not echoed: a Redis URL may hold a password.
-            raise SettingsError(f"LOGGING_STORE must be {MEMORY_STORE} or a redis://host:port/db URL")
-
-    def logging_replicas(self) -> tuple[str, ...]:
-        """The logging replicas the facade balances over: ``LOGGING_URLS``, else ``LOGGING_URL``."""
-        listed = tuple(url.strip().rstrip("/") for url in self.logging_urls.split(",") if url.strip())
-        return listed or (self.logging_url.rstrip("/"),)
 
 
-def _is_redis_url(value: str) -> bool:
-    try:
-        parts = urllib.parse.urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
-    except ValueError:
-        return False
-    return parts.scheme in REDIS_SCHEMES and bool(parts.hostname or parts.path)
+def is_http_url(value: str) -> bool:
+    """Whether ``value`` is an http:// or https:// URL."""
+    return value.startswith(("http://", "https://"))
 
 
 def _parse(name: str, raw: str, parser: Callable[[str], T]) -> T:
@@ -240,7 +216,7 @@ def _parse(name: str, raw: str, parser: Callable[[str], T]) -> T:
         raise SettingsError(f"{name}={raw!r} is not a valid {parser.__name__}") from None
 
 
-def _parsers(cls: type[Settings]) -> dict[str, Callable[[str], Any]]:
+def _parsers(cls: type[EnvSettings]) -> dict[str, Callable[[str], Any]]:
     """Each field's parser, by the field's type: a field added later is parsed and checked too."""
     return {name: hint if hint in (int, float) else str
             for name, hint in typing.get_type_hints(cls).items() if not name.startswith("_")}

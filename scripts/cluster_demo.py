@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resilience.correlation import HEADER
-from resilience.testing.cluster import Cluster, poll_until
+from resilience.observability.correlation import HEADER
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
+from scripts.cluster import Cluster, poll_until
 
 TEXTS = tuple(f"msg{i}" for i in range(1, 11))
 #: The replicas the demo SIGKILLs once every message is stored.

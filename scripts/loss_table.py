@@ -29,8 +29,8 @@ from statistics import quantiles
 
 import aiohttp
 
-from resilience.testing.cluster import Cluster
 from resilience.testing.faults import FaultProxy
+from scripts.cluster import Cluster
 
 HEADER = ("| fault | POSTs | rate (of no fault) | acknowledged | 503 | p99 | breaker opened | lost | "
           "duplicated |\n|---|---|---|---|---|---|---|---|---|")

@@ -26,11 +26,11 @@ from typing import Any
 
 import aiohttp
 
-from resilience.breaker import BreakerRule
-from resilience.correlation import HEADER
-from resilience.settings import Settings
-from resilience.testing.cluster import Cluster, wait_until_healthy
+from facade.settings import FacadeSettings
+from resilience.observability.correlation import HEADER
+from resilience.policies.pipeline import breaker_rule
 from resilience.testing.faults import FaultProxy
+from scripts.cluster import Cluster, wait_until_healthy
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "retry-protocol.md"
 SETTINGS = {"BREAKER_OPEN_DURATION": "2", "RETRY_DEADLINE": "3"}
@@ -144,7 +144,7 @@ async def steps(p: Protocol, cluster: Cluster, proxy: FaultProxy) -> None:
     await p.request("GET", "/facade")
     p.show_logs("logging", STORE_EVENTS)
 
-    rule = BreakerRule.from_settings(Settings.from_env(SETTINGS))
+    rule = breaker_rule(FacadeSettings.from_env(SETTINGS))
     p.say("## 2. logging stopped: retries, then 503 with Retry-After")
     cluster.stop("logging")
     await proxy.refuse()

@@ -27,8 +27,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 
-from resilience import Settings
-from resilience.testing.cluster import Cluster
+from facade.settings import FacadeSettings
+from scripts.cluster import Cluster
 
 MIB = 1024 * 1024
 ANNOUNCED = 60_000
@@ -122,7 +122,7 @@ async def attack(cluster: Cluster, count: int) -> Figures:
     return figures
 
 
-def report(figures: Figures, settings: Settings) -> str:
+def report(figures: Figures, settings: FacadeSettings) -> str:
     statuses: dict[str, int] = {}
     for outcome in figures.outcomes:
         key = "cut without a reply" if outcome.status is None else f"HTTP {outcome.status}"
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as logs, Cluster(Path(logs)) as cluster:
         cluster.start_all()
         figures = asyncio.run(attack(cluster, args.connections))
-    print(report(figures, Settings.from_env()))
+    print(report(figures, FacadeSettings.from_env()))
 
 
 if __name__ == "__main__":

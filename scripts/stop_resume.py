@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
-from resilience.testing.cluster import Cluster
+from scripts.cluster import Cluster
 from scripts.loss_table import read_all
 
 HEADER = ("| logging stopped | POSTs | acknowledged (all) | acknowledged from 1.5 s after resume | "

@@ -14,10 +14,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from facade.app import create_app as create_facade
+from facade.settings import FacadeSettings
 from logging_service.app import create_app as create_logging
+from logging_service.settings import LoggingSettings
 from messages.app import create_app as create_messages
-from resilience import Settings, logs
-from resilience.server import SERVICE_KEY
+from messages.settings import MessagesSettings
+from resilience.observability import logs
+from resilience.rpc.server import SERVICE_KEY
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
 
@@ -53,13 +56,13 @@ def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 async def logging_server(aiohttp_server: AiohttpServer) -> TestServer:
     """The real logging RPC app on a free port."""
-    return await aiohttp_server(create_logging(Settings()))
+    return await aiohttp_server(create_logging(LoggingSettings()))
 
 
 @pytest.fixture
 async def messages_server(aiohttp_server: AiohttpServer) -> TestServer:
     """The real messages RPC app on a free port."""
-    return await aiohttp_server(create_messages(Settings()))
+    return await aiohttp_server(create_messages(MessagesSettings()))
 
 
 def stored(server: TestServer) -> list[str]:
@@ -101,7 +104,7 @@ def make_facade(aiohttp_client: AiohttpClient, logging_server: TestServer,
     with the shipped settings unless a test of a setting overrides one."""
 
     async def make(**overrides: object) -> TestClient[web.Request, web.Application]:
-        settings = Settings(
+        settings = FacadeSettings(
             logging_url=str(logging_server.make_url("")).rstrip("/"),
             messages_url=str(messages_server.make_url("")).rstrip("/"),
         )

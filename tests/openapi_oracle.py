@@ -22,7 +22,7 @@ from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
 from facade.openapi import JSON, build_openapi
-from resilience import Settings
+from facade.settings import FacadeSettings
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,13 @@ class Contract:
         return cls(spec, OpenAPI.from_dict(spec))
 
 
-def contract(settings: Settings | None = None) -> Contract:
+def contract(settings: FacadeSettings | None = None) -> Contract:
     """The contract the facade serves under ``settings`` (default: the shipped settings)."""
-    return _contract(settings or Settings())
+    return _contract(settings or FacadeSettings())
 
 
 @functools.cache
-def _contract(settings: Settings) -> Contract:
+def _contract(settings: FacadeSettings) -> Contract:
     return Contract.of(build_openapi(settings))
 
 

@@ -17,10 +17,10 @@ from hypothesis import assume, event
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from facade.ids import KeyUuids
 from facade.openapi import CORRELATION_ID_PATTERN
-from resilience.contract import KeyUuids
-from resilience.correlation import HEADER
-from resilience.paging import MAX_PAGE
+from logging_service.paging import MAX_PAGE
+from resilience.observability.correlation import HEADER
 from tests.conftest import stored
 from tests.openapi_oracle import contract, reply_errors
 from tests.strategies import FuzzRequest

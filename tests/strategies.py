@@ -16,16 +16,16 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from facade.openapi import CORRELATION_ID_PATTERN
-from resilience import Settings
-from resilience.correlation import HEADER
+from facade.settings import FacadeSettings
+from resilience.observability.correlation import HEADER
 
 # Examples per property; raise it for a longer campaign (FUZZ_EXAMPLES=5000 pytest tests/test_fuzz_*.py).
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "250"))
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
-MAX_MSG = Settings().max_msg_chars
-MAX_BODY = Settings().max_body_bytes
+MAX_MSG = FacadeSettings().max_msg_chars
+MAX_BODY = FacadeSettings().max_body_bytes
 # Methods the HTTP parser knows; any other token is refused by the parser (a plain-text 400).
 PARSER_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "PROPFIND",
                   "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH", "PURGE", "REPORT")

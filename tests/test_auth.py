@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -14,10 +15,13 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
 from facade.app import create_app as create_facade
+from facade.settings import FacadeSettings
 from logging_service.app import create_app as create_logging
+from logging_service.settings import LoggingSettings
 from messages.app import create_app as create_messages
-from resilience import Settings, SettingsError
-from resilience.auth import HEADER, WINDOW, Signer, Verifier
+from messages.settings import MessagesSettings
+from resilience import ServerSettings, SettingsError
+from resilience.rpc.signing import HEADER, WINDOW, Signer, Verifier
 from tests.conftest import AiohttpClient, AiohttpServer, stored
 
 SECRET = "correct horse battery staple"
@@ -99,7 +103,7 @@ def test_a_malformed_header_is_refused_for_its_form(case: str) -> None:
 @pytest.fixture
 async def guarded_logging(aiohttp_server: AiohttpServer) -> TestServer:
     """The real logging app with RPC_SECRET set."""
-    return await aiohttp_server(create_logging(Settings(rpc_secret=SECRET)))
+    return await aiohttp_server(create_logging(LoggingSettings(rpc_secret=SECRET)))
 
 
 @pytest.mark.parametrize("auth", [None, "guess"], ids=["no signature", "wrong secret"])
@@ -144,8 +148,8 @@ async def test_a_facade_with_the_secret_works_end_to_end(
     aiohttp_server: AiohttpServer, aiohttp_client: AiohttpClient, guarded_logging: TestServer
 ) -> None:
     """With the same RPC_SECRET on all three, POST and GET work as without one."""
-    messages = await aiohttp_server(create_messages(Settings(rpc_secret=SECRET)))
-    facade = await aiohttp_client(create_facade(Settings(
+    messages = await aiohttp_server(create_messages(MessagesSettings(rpc_secret=SECRET)))
+    facade = await aiohttp_client(create_facade(FacadeSettings(
         rpc_secret=SECRET, logging_url=str(guarded_logging.make_url("")).rstrip("/"),
         messages_url=str(messages.make_url("")).rstrip("/"))))
     assert (await facade.post("/facade", json={"msg": "signed"})).status == 200
@@ -159,13 +163,13 @@ async def test_a_facade_with_another_secret_gets_502_and_a_misconfiguration_log(
     """A facade whose secret differs is refused by logging: every client gets 502 "misconfigured"
     (not its fault, not a transient outage: the breaker never opens on a refusal), the log says
     misconfiguration, and nothing is stored."""
-    app = create_facade(Settings(
+    app = create_facade(FacadeSettings(
         rpc_secret="another", logging_url=str(guarded_logging.make_url("")).rstrip("/")))
     facade = await aiohttp_client(app)
     misconfigured = {"status": "failure", "message": "logging service refused the call (Unauthorized): "
                                                      "the services are misconfigured"}
     with capture_logs() as logs:
-        for i in range(3 * Settings().breaker_min_calls):
+        for i in range(3 * FacadeSettings().breaker_min_calls):
             resp = await facade.post("/facade", json={"msg": f"refused-{i}"})
             assert (resp.status, await resp.json()) == (502, misconfigured)
     assert any(line["event"].endswith("misconfigured") and line["log_level"] == "error" for line in logs)
@@ -173,19 +177,22 @@ async def test_a_facade_with_another_secret_gets_502_and_a_misconfiguration_log(
     assert stored(guarded_logging) == []
 
 
-@pytest.mark.parametrize("create", [create_logging, create_messages], ids=["logging", "messages"])
-def test_an_rpc_port_beyond_loopback_needs_a_secret(create: Callable[[Settings], web.Application]) -> None:
+@pytest.mark.parametrize(("create", "settings"), [(create_logging, LoggingSettings),
+                                                   (create_messages, MessagesSettings)],
+                         ids=["logging", "messages"])
+def test_an_rpc_port_beyond_loopback_needs_a_secret(create: Callable[[Any], web.Application],
+                                                    settings: type[ServerSettings]) -> None:
     """Without RPC_SECRET an RPC app refuses a non-loopback HOST; with one it is built."""
     with pytest.raises(SettingsError, match=re.escape("HOST=0.0.0.0 would expose the RPC port")):
-        create(Settings(host="0.0.0.0"))
-    create(Settings(host="0.0.0.0", rpc_secret=SECRET))
+        create(settings(host="0.0.0.0"))
+    create(settings(host="0.0.0.0", rpc_secret=SECRET))
     for loopback in ("127.0.0.1", "127.8.0.1", "::1", "localhost"):
-        create(Settings(host=loopback))
+        create(settings(host=loopback))
 
 
 def test_the_facade_may_face_the_network_without_a_secret() -> None:
     """The facade serves no RPC: its public port beyond loopback needs no RPC secret."""
-    create_facade(Settings(host="0.0.0.0"))
+    create_facade(FacadeSettings(host="0.0.0.0"))
 
 
 def test_protected_mode_stops_the_process_with_one_line() -> None:

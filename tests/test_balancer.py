@@ -7,7 +7,7 @@ import random
 import pytest
 
 from resilience import AsyncCircuitBreaker, BreakerRule, CircuitOpen, ServiceUnavailable
-from resilience.balancer import Balancer, Target
+from resilience.policies.balancer import Balancer, Target
 from resilience.testing import FakeClock
 
 RULE = BreakerRule(min_calls=1, open_duration=5.0)

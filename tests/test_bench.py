@@ -25,7 +25,7 @@ from bench.results import (
     redis_system,
 )
 from bench.run import System, sequential, throughput
-from resilience.web import Handler
+from resilience.runtime.web import Handler
 from tests.conftest import AiohttpServer
 
 BARE_POST, BARE_GET = 1000.0, 2000.0

@@ -10,8 +10,9 @@ from aiohttp import web
 from aiohttp.test_utils import BaseTestServer, TestClient, TestServer
 from multidict import CIMultiDict
 
+from facade.settings import FacadeSettings
 from logging_service.app import create_app as create_logging
-from resilience import Settings
+from logging_service.settings import LoggingSettings
 from tests.conftest import AiohttpServer, stored, wait_for
 from tests.openapi_oracle import contract, reply_errors
 from tests.rawhttp import closed_by_server, open_connections, read_reply, request_head
@@ -44,7 +45,7 @@ async def test_a_stalled_body_gets_408_and_its_connection_closed(
     assert loop.time() - started >= DEADLINE
     assert reply.status == 408
     assert reply.json() == {"status": "failure", "message": "request body did not arrive within 0.5 s"}
-    assert reply_errors(contract(Settings(body_read_timeout=DEADLINE)), "POST", "/facade", 408,
+    assert reply_errors(contract(FacadeSettings(body_read_timeout=DEADLINE)), "POST", "/facade", 408,
                         CIMultiDict(reply.headers), reply.body) == []
     await wait_for(lambda: open_connections(facade.server) == 0)
     assert stored(logging_server) == []
@@ -79,7 +80,7 @@ async def test_an_endless_chunked_body_is_cut_at_the_deadline(make_facade: MakeF
 
 async def test_the_rpc_server_cuts_a_stalled_body_too(aiohttp_server: AiohttpServer) -> None:
     """logging (every RPC app) has the same deadline: 408 with an error body, nothing stored."""
-    logging_server = await aiohttp_server(create_logging(Settings(body_read_timeout=DEADLINE)))
+    logging_server = await aiohttp_server(create_logging(LoggingSettings(body_read_timeout=DEADLINE)))
     async with stalled(logging_server, "/rpc/log") as reader, asyncio.timeout(DEADLINE * 20):
         reply = await read_reply(reader)
         assert await closed_by_server(reader)

@@ -19,7 +19,7 @@ from resilience import (
     Overloaded,
     ServiceUnavailable,
 )
-from resilience.breaker import wilson_lower_bound
+from resilience.policies.breaker import wilson_lower_bound
 from resilience.testing import FakeClock
 
 # Small numbers keep the counts readable; the defaults are pinned in their own test.
@@ -345,66 +345,79 @@ class Probe:
         return self.healthy
 
 
-def probed_breaker(clock: FakeClock, probe: Probe) -> AsyncCircuitBreaker:
+class Ticks:
+    """An injected ``sleep`` whose sleeps end when the test says ``tick()``."""
+
+    def __init__(self) -> None:
+        self.waiting: list[asyncio.Future[None]] = []
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        await future
+
+    async def tick(self) -> None:
+        """End the sleep in progress and let the probe run."""
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.waiting.pop(0).set_result(None)
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+
+def probed_breaker(clock: FakeClock, probe: Probe, ticks: Ticks) -> AsyncCircuitBreaker:
     return AsyncCircuitBreaker("logging.write", service="logging", rule=RULE, clock=clock, probe=probe,
-                               probe_interval=0.5)
+                               probe_interval=0.5, sleep=ticks.sleep)
 
 
 async def test_an_open_breaker_probes_and_half_opens_when_the_probe_succeeds(clock: FakeClock) -> None:
-    """A refused call starts a probe; the probe answers healthy: half-open at once, long before the
-    open duration, and trials close it."""
-    probe = Probe(healthy=True)
-    breaker = probed_breaker(clock, probe)
+    """Open, the breaker probes after an interval, without any call; healthy: half-open at once,
+    long before the open duration, and trials close it."""
+    probe, ticks = Probe(healthy=True), Ticks()
+    breaker = probed_breaker(clock, probe, ticks)
     trip(breaker)
-    with pytest.raises(CircuitOpen):
-        breaker.guard()
-    await asyncio.sleep(0)  # the probe runs
+    assert probe.asked == 0
+    await ticks.tick()
     assert probe.asked == 1
     assert breaker.state == "half-open"
     succeed(breaker, RULE.trial_successes_to_close)
     assert breaker.state == "closed"
 
 
-async def test_a_failing_probe_leaves_it_open_and_probes_again_after_the_interval(clock: FakeClock) -> None:
-    """An unhealthy answer keeps it open; refusals within the probe interval send no probe, the
-    first one after it does."""
-    probe = Probe(healthy=False)
-    breaker = probed_breaker(clock, probe)
+async def test_a_failing_probe_leaves_it_open_and_probes_again(clock: FakeClock) -> None:
+    """An unhealthy answer keeps it open and refusing; the next interval probes again."""
+    probe, ticks = Probe(healthy=False), Ticks()
+    breaker = probed_breaker(clock, probe, ticks)
     trip(breaker)
-    for _ in range(3):
-        assert breaker.refusing()
-        await asyncio.sleep(0)
+    await ticks.tick()
     assert (probe.asked, breaker.state) == (1, "open")
-    clock.advance(0.5)
-    assert breaker.refusing()
-    await asyncio.sleep(0)
-    assert probe.asked == 2
+    with pytest.raises(CircuitOpen):
+        breaker.guard()
     probe.healthy = True
-    clock.advance(0.5)
-    breaker.refusing()
-    await asyncio.sleep(0)
-    assert breaker.state == "half-open"
+    await ticks.tick()
+    assert (probe.asked, breaker.state) == (2, "half-open")
+    await breaker.aclose()
 
 
 async def test_a_probe_that_answers_after_the_state_changed_has_no_say(clock: FakeClock) -> None:
-    """A probe started under one opening that answers after the breaker moved on changes nothing."""
+    """A probe of one opening that answers after the breaker moved on changes nothing, and stops."""
     gate = asyncio.Event()
 
     async def slow_probe() -> bool:
         await gate.wait()
         return True
 
+    ticks = Ticks()
     breaker = AsyncCircuitBreaker("logging.write", service="logging", rule=RULE, clock=clock,
-                                  probe=slow_probe)
+                                  probe=slow_probe, sleep=ticks.sleep)
     trip(breaker)
-    assert breaker.refusing()
-    await asyncio.sleep(0)
+    await ticks.tick()  # the first opening's probe is now waiting for its answer
     clock.advance(RULE.open_duration)
     fail(breaker, RULE.trial_failures_to_reopen)  # half-open, trials fail: open again
     assert breaker.state == "open"
     gate.set()
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    for _ in range(3):
+        await asyncio.sleep(0)
     assert breaker.state == "open"
     await breaker.aclose()
 

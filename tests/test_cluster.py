@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from resilience.testing.cluster import Cluster
+from scripts.cluster import Cluster
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,7 @@ import contextvars
 import pytest
 
 from resilience import Overloaded
-from resilience.coalesce import Coalescer, Pending
+from resilience.rpc.batching import Coalescer, Pending
 
 
 class FakeWire:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 
 import pytest
 
-from resilience.contract import NOT_BLANK, KeyUuids, is_message_uuid, new_uuid, text_problem
+from facade.ids import KeyUuids, new_uuid
+from logging_service.contract import NOT_BLANK, is_message_uuid, text_problem
 
 
 def test_blank_is_exactly_pythons_whitespace() -> None:
@@ -47,21 +47,3 @@ def test_both_minted_forms_are_accepted_and_nothing_else() -> None:
     for other in (str(uuid.uuid1()), str(uuid.uuid5(uuid.NAMESPACE_DNS, "k")), new_uuid().upper(),
                   uuid.uuid4().hex, f"{{{new_uuid()}}}"):
         assert not is_message_uuid(other)
-
-
-def test_a_forked_child_mints_uuids_of_its_own() -> None:
-    """After a fork the child draws fresh random bytes: its next UUID is not its parent's."""
-    read_end, write_end = os.pipe()
-    new_uuid()  # the parent now holds a pool of random bytes
-    pid = os.fork()
-    if pid == 0:  # the child: never back into the test run, whatever happens
-        try:
-            os.write(write_end, new_uuid().encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    child = os.read(read_end, 64).decode()
-    os.waitpid(pid, 0)
-    os.close(read_end)
-    assert is_message_uuid(child)
-    assert child != new_uuid()

@@ -11,11 +11,11 @@ import pytest
 import structlog
 from aiohttp.test_utils import BaseTestServer, TestServer
 
+from facade.ids import new_uuid
 from logging_service.app import create_app as create_logging
-from resilience import Settings
-from resilience.contract import new_uuid
-from resilience.correlation import HEADER
-from resilience.logs import configure_logging, write_held_lines
+from logging_service.settings import LoggingSettings
+from resilience.observability.correlation import HEADER
+from resilience.observability.logs import configure_logging, write_held_lines
 from tests.conftest import AiohttpServer, MakeFacade, stored
 from tests.rawhttp import Reply, exchange
 
@@ -72,7 +72,7 @@ async def test_a_non_utf8_id_on_the_facade_is_replaced(
 async def test_a_non_utf8_id_on_an_rpc_server_is_replaced(aiohttp_server: AiohttpServer,
                                                           json_log: io.StringIO) -> None:
     """The RPC server treats such an ID as the facade does: the call is served, under a minted ID."""
-    server = await aiohttp_server(create_logging(Settings()))
+    server = await aiohttp_server(create_logging(LoggingSettings()))
     reply = await post(server, "/rpc/log", {"uuid": new_uuid(), "msg": "café"})
     assert (reply.status, reply.json()) == (200, {"result": {"stored": True}})
     assert stored(server) == ["café"]

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from resilience import Settings
-from resilience.correlation import HEADER
-from resilience.testing.cluster import Cluster, free_port, poll_until, wait_until_healthy
+from facade.settings import FacadeSettings
+from resilience.observability.correlation import HEADER
 from scripts import REDIS_CONF
+from scripts.cluster import Cluster, free_port, poll_until, wait_until_healthy
 from tests.cases import BAD_BODIES
 from tests.conftest import wait_for
 
@@ -202,7 +202,7 @@ async def test_logging_down_then_back(tmp_path: Path) -> None:
         # One request's own retries do not open the breaker: the first 503 names the network error.
         assert body["message"].startswith("logging service unavailable (ClientConnectorError")
         assert int(headers["Retry-After"]) >= 1
-        assert first < Settings().retry_deadline + 1.0
+        assert first < FacadeSettings().retry_deadline + 1.0
 
         ids = [f"during-{i}" for i in range(1, 6)]
         replies = [post_msg(cluster.facade_url, cid, {HEADER: cid}) for cid in ids]

@@ -13,11 +13,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
 
 from facade.app import create_app as create_facade
+from facade.ids import KeyUuids
+from facade.settings import FacadeSettings
 from logging_service.app import create_app as create_logging
-from resilience import Settings
-from resilience.auth import Signer
-from resilience.contract import KeyUuids
-from resilience.correlation import HEADER
+from logging_service.settings import LoggingSettings
+from resilience.observability.correlation import HEADER
+from resilience.rpc.signing import Signer
 from tests.cases import BAD_BODIES
 from tests.conftest import AiohttpClient, AiohttpServer, stored
 
@@ -182,10 +183,10 @@ async def test_a_precomputed_idempotency_uuid_no_longer_collides(
     """Someone who can call logging (holds RPC_SECRET) but not IDEMPOTENCY_SECRET pre-stores every
     UUID they can compute for a client's key; the client's POST with that key is still stored."""
     rpc_secret, key = "shared rpc secret", "order-42"
-    logging = await aiohttp_server(create_logging(Settings(rpc_secret=rpc_secret)))
+    logging = await aiohttp_server(create_logging(LoggingSettings(rpc_secret=rpc_secret)))
     attacker = await aiohttp_client(logging)  # type: ignore[arg-type]
     guesses = [KeyUuids()(key),  # the public default
-               KeyUuids.from_settings(Settings(rpc_secret=rpc_secret))(key)]  # from RPC_SECRET
+               KeyUuids.from_settings(FacadeSettings(rpc_secret=rpc_secret))(key)]  # from RPC_SECRET
     for guess in guesses:
         body = orjson.dumps({"uuid": guess, "msg": "squatted"})
         resp = await attacker.post("/rpc/log", data=body,
@@ -197,7 +198,7 @@ async def test_a_precomputed_idempotency_uuid_no_longer_collides(
                                headers={**JSON, **Signer(rpc_secret).headers("/rpc/log", body)})
     assert resp.status == 400  # the old version-5 form is not one logging takes any more
 
-    facade = await aiohttp_client(create_facade(Settings(
+    facade = await aiohttp_client(create_facade(FacadeSettings(
         rpc_secret=rpc_secret, idempotency_secret="only the facades know this",
         logging_url=str(logging.make_url("")).rstrip("/"))))
     resp = await facade.post("/facade", json={"msg": "pay"}, headers={"Idempotency-Key": key})

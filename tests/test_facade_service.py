@@ -10,9 +10,9 @@ from unittest.mock import AsyncMock
 import orjson
 import pytest
 
+from facade.ids import KeyUuids
 from facade.service import FacadeService, IdempotencyKeyReused
 from resilience import CircuitOpen, Conflict, InvalidArgument, MethodNotFound, RemoteError, ServiceUnavailable
-from resilience.contract import KeyUuids
 from resilience.testing import worker_factory
 
 PAGE = b'{"logs":["msg1"]}'

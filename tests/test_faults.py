@@ -21,16 +21,18 @@ from structlog.testing import capture_logs
 
 from facade.app import create_app
 from facade.keys import SERVICE
+from facade.settings import FacadeSettings
 from logging_service.app import create_app as create_logging
-from resilience import AsyncCircuitBreaker, Settings
+from logging_service.settings import LoggingSettings
+from resilience import AsyncCircuitBreaker
+from resilience.runtime.web import Handler
 from resilience.testing import FakeClock
 from resilience.testing.faults import FaultProxy
-from resilience.web import Handler
 from tests.conftest import AiohttpClient, AiohttpServer, stored, wait_for
 
 Client = TestClient[web.Request, web.Application]
 MakeFacade = Callable[..., Awaitable[Client]]
-DEFAULTS = Settings()
+DEFAULTS = FacadeSettings()
 CLIENTS = 16
 
 
@@ -323,7 +325,7 @@ async def test_calls_a_batch_has_room_for_are_never_refused(
         await gate.wait()
         return await handler(request)
 
-    logging_app = create_logging(DEFAULTS)
+    logging_app = create_logging(LoggingSettings())
     logging_app.middlewares.append(hold)
     logging = await aiohttp_server(logging_app)
     settings = replace(DEFAULTS, logging_url=str(logging.make_url("")).rstrip("/"),

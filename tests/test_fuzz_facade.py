@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestServer
 from hypothesis import given
 from hypothesis import strategies as st
 
+from facade.ids import KeyUuids
 from facade.openapi import IDEMPOTENCY_KEY_PATTERN
-from resilience.contract import KeyUuids
 from tests.conftest import MakeFacade, stored
 from tests.oracle import Stack, check_reply
 from tests.strategies import BAD_KEYS, FUZZ, GOOD_KEYS, MESSAGE_TEXT, FuzzRequest, requests, weighted

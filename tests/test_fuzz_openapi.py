@@ -23,9 +23,11 @@ from hypothesis import HealthCheck, settings
 
 from facade.app import create_app as create_facade
 from facade.openapi import build_openapi
+from facade.settings import FacadeSettings
 from logging_service.app import create_app as create_logging
+from logging_service.settings import LoggingSettings
 from messages.app import create_app as create_messages
-from resilience import Settings
+from messages.settings import MessagesSettings
 
 #: Cases per operation: a few seconds in all, the same cases on every run.
 EXAMPLES = 40
@@ -68,9 +70,9 @@ class LiveStack:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
         runners: list[web.AppRunner] = []
         try:
-            logging_url = await _start(create_logging(Settings()), runners)
-            messages_url = await _start(create_messages(Settings()), runners)
-            facade = create_facade(replace(Settings(), logging_url=logging_url,
+            logging_url = await _start(create_logging(LoggingSettings()), runners)
+            messages_url = await _start(create_messages(MessagesSettings()), runners)
+            facade = create_facade(replace(FacadeSettings(), logging_url=logging_url,
                                            messages_url=messages_url))
             self.url = await _start(facade, runners)
             self._ready.set()
@@ -107,7 +109,7 @@ def _key_and_msg(case: schemathesis.Case) -> tuple[str, str] | None:
 
 # The document the facade serves under the shipped settings (tests/test_openapi.py pins that the
 # live facade serves exactly this one).
-schema = schemathesis.openapi.from_dict(build_openapi(Settings()))
+schema = schemathesis.openapi.from_dict(build_openapi(FacadeSettings()))
 
 
 @schema.parametrize()

@@ -1,7 +1,7 @@
 """Property-based fuzz of the internal RPC endpoints (logging and messages), plus their security basics.
 
 Each property runs its examples against one real logging (or messages) app on
-a real socket. Oracles: the wire contract of ``resilience.server`` (200
+a real socket. Oracles: the wire contract of ``resilience.rpc.server`` (200
 ``{"result": ...}``, else ``{"error": {"type", "message", "args"}}``, never a
 5xx) and a model of the logging store (only a valid, new ``log`` call adds a
 message; nothing else changes it).
@@ -22,9 +22,9 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from yarl import URL
 
+from facade.settings import FacadeSettings
+from logging_service.paging import MAX_PAGE
 from logging_service.service import LoggingService
-from resilience import Settings
-from resilience.paging import MAX_PAGE
 from tests.conftest import stored
 from tests.oracle import leaked_internals, own_words
 from tests.strategies import FUZZ, HEADER_TEXT, JSON_VALUES, MAX_MSG, TEXT, encode, weighted
@@ -286,7 +286,7 @@ async def test_wrong_http_method_and_path_are_json_errors(rpc: RpcStack) -> None
 
 async def test_body_over_the_limit_is_413(rpc: RpcStack, logging_server: TestServer) -> None:
     """A body over the logging app's limit is a 413 error body and stores nothing."""
-    limit = Settings().max_body_bytes + 6 * MAX_MSG
+    limit = FacadeSettings().max_body_bytes + 6 * MAX_MSG
     body = encode({"uuid": str(uuid.uuid4()), "msg": "x" * limit}, True)
     status, reply = await rpc.post(rpc.logging, "log", body, "application/json")
     assert (status, reply["error"]["type"]) == (413, "RequestEntityTooLarge")

@@ -19,15 +19,16 @@ from structlog.testing import capture_logs
 
 from facade.app import create_app
 from facade.keys import SERVICE
-from resilience import AsyncCircuitBreaker, Settings
-from resilience.policy import CallPolicy
-from resilience.testing.cluster import Cluster
+from facade.settings import FacadeSettings
+from resilience import AsyncCircuitBreaker
+from resilience.policies.pipeline import CallPolicy
 from resilience.testing.faults import FaultProxy
+from scripts.cluster import Cluster
 from scripts.stop_resume import SETTLE, stop_and_resume
 from tests.conftest import AiohttpClient, stored, wait_for
 
 Client = TestClient[web.Request, web.Application]
-DEFAULTS = Settings()
+DEFAULTS = FacadeSettings()
 CLIENTS = 16
 #: Later than the shipped RPC_TIMEOUT: every try times out.
 SLOW = DEFAULTS.rpc_timeout + 0.5

@@ -20,9 +20,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from facade.app import create_app
 from facade.keys import SERVICE
-from resilience import Settings
+from facade.settings import FacadeSettings
 from resilience.testing.faults import FaultProxy
-from tests.conftest import AiohttpClient, AiohttpServer, stored, wait_for
+from tests.conftest import AiohttpClient, stored, wait_for
 
 Client = TestClient[web.Request, web.Application]
 
@@ -36,7 +36,7 @@ async def proxy(logging_server: TestServer) -> AsyncIterator[FaultProxy]:
 @pytest.fixture
 async def facade(aiohttp_client: AiohttpClient, proxy: FaultProxy,
                  messages_server: TestServer) -> Client:
-    settings = replace(Settings(), logging_url=proxy.url,
+    settings = replace(FacadeSettings(), logging_url=proxy.url,
                        messages_url=str(messages_server.make_url("")).rstrip("/"))
     return await aiohttp_client(create_app(settings))
 
@@ -126,31 +126,3 @@ async def test_a_read_never_shares_a_request_that_started_before_it(
     for resp in newer:
         assert (await resp.json())["logs"] == ["after the first read"]
     assert (reads.calls, reads.requests) == (6, 2)
-
-
-async def test_a_server_without_batches_is_called_one_by_one(
-    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, messages_server: TestServer,
-) -> None:
-    """A logging that answers 404 to ``POST /rpc`` still gets every write, each on its own request."""
-    received: list[dict[str, Any]] = []
-    gate = asyncio.Event()
-
-    async def log(request: web.Request) -> web.Response:
-        received.append(await request.json())
-        await gate.wait()
-        return web.json_response({"result": {"stored": True}})
-
-    old = web.Application()
-    old.router.add_post("/rpc/log", log)
-    server = await aiohttp_server(old)
-    settings = replace(Settings(), logging_url=str(server.make_url("")).rstrip("/"),
-                       messages_url=str(messages_server.make_url("")).rstrip("/"))
-    facade = await aiohttp_client(create_app(settings))
-    first = asyncio.create_task(post(facade, "m0"))
-    await wait_for(lambda: len(received) == 1)
-    rest = [asyncio.create_task(post(facade, f"m{i}")) for i in range(1, 5)]
-    await wait_for(lambda: facade.app[SERVICE].logging_rpc.writes.pending == 5)
-    gate.set()
-    replies = await asyncio.gather(first, *rest)
-    assert [status for status, _ in replies] == [200] * 5
-    assert sorted(item["msg"] for item in received) == [f"m{i}" for i in range(5)]

@@ -11,9 +11,9 @@ import math
 import pytest
 
 from resilience import CircuitOpen, ServiceUnavailable
-from resilience.budget import RetryBudget
-from resilience.hedging import Hedging, LatencyTracker
-from resilience.policy import is_transient
+from resilience.policies.budget import RetryBudget
+from resilience.policies.hedging import Hedging, LatencyTracker
+from resilience.policies.retry import is_transient
 from resilience.testing import FakeClock
 
 

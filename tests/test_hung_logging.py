@@ -16,13 +16,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from resilience import Settings
-from resilience.testing.cluster import Cluster
+from facade.settings import FacadeSettings
+from scripts.cluster import Cluster
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
-DEFAULTS = Settings()
+DEFAULTS = FacadeSettings()
 # More clients than the facade admits at once: the extra ones are shed while logging hangs.
 CLIENTS = DEFAULTS.max_in_flight + 36
 

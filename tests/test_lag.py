@@ -3,7 +3,7 @@ injected clock, no sleeps."""
 
 from __future__ import annotations
 
-from resilience.lag import LoopLag
+from resilience.runtime.lag import LoopLag
 from resilience.testing import FakeClock
 
 

@@ -9,9 +9,9 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from resilience import Settings
-from resilience.paging import MAX_PAGE
-from resilience.server import SERVICE_KEY
+from facade.settings import FacadeSettings
+from logging_service.paging import MAX_PAGE
+from resilience.rpc.server import SERVICE_KEY
 
 Client = TestClient[web.Request, web.Application]
 MILLION = 1_000_000
@@ -55,7 +55,7 @@ async def test_a_million_messages_come_back_page_by_page(
     assert len(texts) == MILLION
     assert (texts[0], texts[-1]) == ("m0", f"m{MILLION - 1}")
     assert len(sizes) == MILLION // MAX_PAGE
-    assert max(sizes) <= Settings().max_page_bytes + REPLY_OVERHEAD
+    assert max(sizes) <= FacadeSettings().max_page_bytes + REPLY_OVERHEAD
 
     resp = await facade.get("/facade", params={"offset": str(MILLION - 3), "limit": "10"})
     assert (await resp.json())["logs"] == [f"m{MILLION - 3}", f"m{MILLION - 2}", f"m{MILLION - 1}"]
@@ -71,5 +71,5 @@ async def test_large_messages_are_paged_by_bytes(
     facade = await make_facade()
     texts, sizes = await read_all(facade, limit=MAX_PAGE)
     assert [text[:5] for text in texts] == [f"{i:05d}" for i in range(2_000)]
-    assert max(sizes) <= Settings().max_page_bytes + REPLY_OVERHEAD
-    assert len(sizes) > 2_000 * 10_000 // Settings().max_page_bytes
+    assert max(sizes) <= FacadeSettings().max_page_bytes + REPLY_OVERHEAD
+    assert len(sizes) > 2_000 * 10_000 // FacadeSettings().max_page_bytes

@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from facade.app import create_app
-from resilience import Settings
-from resilience.lag import LoopLag
+from facade.settings import FacadeSettings
+from resilience.runtime.lag import LoopLag
 from resilience.testing import FakeClock
 from tests.conftest import AiohttpClient, AiohttpServer, stored, wait_for
 from tests.openapi_oracle import contract, reply_errors
@@ -56,7 +56,7 @@ async def test_past_the_limit_a_request_is_shed_at_once(make_facade: MakeFacade,
     assert shed.headers["Retry-After"] == "1"
     assert await shed.json() == {"status": "failure", "message": "the facade is at its limit of 2 "
                                                                  "requests in flight; retry in 1 s"}
-    assert reply_errors(contract(Settings(max_in_flight=2)), "POST", "/facade", 503,
+    assert reply_errors(contract(FacadeSettings(max_in_flight=2)), "POST", "/facade", 503,
                         shed.headers, await shed.read()) == []
     assert (await facade.get("/health")).status == 200
     assert not any(task.done() for task in held)
@@ -107,7 +107,7 @@ async def test_a_loop_that_has_fallen_behind_sheds_new_requests(
     at once, stores nothing, and /health still answers; once a wake-up is on time, POSTs are served."""
     clock = FakeClock()
     sleep = HandWokenSleep(clock)
-    settings = replace(Settings(), logging_url=str(logging_server.make_url("")).rstrip("/"),
+    settings = replace(FacadeSettings(), logging_url=str(logging_server.make_url("")).rstrip("/"),
                        messages_url=str(messages_server.make_url("")).rstrip("/"))
     lag = LoopLag(settings.max_loop_lag, clock=clock, sleep=sleep)
     facade = await aiohttp_client(create_app(settings, loop_lag=lag))

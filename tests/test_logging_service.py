@@ -13,11 +13,12 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from facade.ids import KeyUuids
+from logging_service.paging import MAX_PAGE
 from logging_service.service import LoggingService
+from logging_service.settings import LoggingSettings
 from logging_service.store import MemoryStore, MessageStore, RedisStore
-from resilience import Conflict, InvalidArgument, Settings
-from resilience.contract import KeyUuids
-from resilience.paging import MAX_PAGE
+from resilience import Conflict, InvalidArgument
 from resilience.testing import call_entrypoint, worker_factory
 
 
@@ -119,7 +120,7 @@ async def test_messages_can_be_read_in_pages(service: LoggingService) -> None:
 async def test_a_page_stops_at_the_byte_budget() -> None:
     """A page holds no more JSON bytes than MAX_PAGE_BYTES, but always at least one message."""
     service = worker_factory(LoggingService, store=MemoryStore(),
-                             config=Settings(max_page_bytes=20))
+                             config=LoggingSettings(max_page_bytes=20))
     for text in ("a" * 5, "b" * 5, "c" * 5, "d" * 30):
         await call_entrypoint(service, "log", uuid=new_id(), msg=text)
     first = await page(service)
@@ -143,7 +144,7 @@ async def test_full_read_does_not_copy_the_store() -> None:
 
 async def test_message_limit_comes_from_the_injected_config() -> None:
     """The longest message logging accepts is the injected settings' ``max_msg_chars``."""
-    service = worker_factory(LoggingService, config=Settings(max_msg_chars=3))
+    service = worker_factory(LoggingService, config=LoggingSettings(max_msg_chars=3))
     assert await call_entrypoint(service, "log", uuid=str(uuid.uuid4()), msg="abc") == {"stored": True}
     with pytest.raises(InvalidArgument, match="longer than 3 characters"):
         await call_entrypoint(service, "log", uuid=str(uuid.uuid4()), msg="abcd")

@@ -11,11 +11,12 @@ import pytest
 import structlog
 from aiohttp import web
 
+from facade.ids import new_uuid
 from logging_service.app import create_app as create_logging
-from resilience import Settings, logs
-from resilience.contract import new_uuid
-from resilience.correlation import correlated
-from resilience.logs import Stamp, TurnBuffer, configure_logging
+from logging_service.settings import LoggingSettings
+from resilience.observability import logs
+from resilience.observability.correlation import correlated
+from resilience.observability.logs import Stamp, TurnBuffer, configure_logging
 from tests.conftest import AiohttpClient
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -151,7 +152,7 @@ async def test_an_rpc_reply_leaves_after_the_lines_of_what_it_answers(
     configure_logging("logging", "json", "info", stream=out)
     # The services' module loggers must not keep this configuration after the test.
     structlog.configure(cache_logger_on_first_use=False)
-    app = create_logging(Settings())
+    app = create_logging(LoggingSettings())
     written_at_reply: list[str] = []
 
     async def record(request: web.Request, response: web.StreamResponse) -> None:

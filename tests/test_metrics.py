@@ -14,8 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from facade.app import create_app
+from facade.settings import FacadeSettings
 from logging_service.app import create_app as create_logging
-from resilience import Settings
+from logging_service.settings import LoggingSettings
 from resilience.testing import FakeClock
 from resilience.testing.faults import FaultProxy
 from tests.conftest import AiohttpClient
@@ -48,7 +49,7 @@ async def proxy(logging_server: TestServer) -> AsyncIterator[FaultProxy]:
 
 async def facade_via(aiohttp_client: AiohttpClient, proxy: FaultProxy, messages_server: TestServer,
                      clock: FakeClock | None = None) -> Client:
-    settings = replace(Settings(), logging_url=proxy.url,
+    settings = replace(FacadeSettings(), logging_url=proxy.url,
                        messages_url=str(messages_server.make_url("")).rstrip("/"))
     return await aiohttp_client(create_app(settings, clock=clock) if clock else create_app(settings))
 
@@ -105,7 +106,7 @@ async def test_an_open_breaker_moves_the_state_gauge(
 
 async def test_logging_counts_what_it_stored(aiohttp_client: AiohttpClient) -> None:
     """logging's scrape counts stored, duplicate and conflicting messages and the store's size."""
-    client = await aiohttp_client(create_logging(Settings()))
+    client = await aiohttp_client(create_logging(LoggingSettings()))
     uuid = "12345678-1234-4678-9234-567812345678"
     for msg in ("first", "first", "other"):
         await client.post("/rpc/log", json={"uuid": uuid, "msg": msg})

@@ -20,9 +20,9 @@ from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from facade.keys import SETTINGS
 from facade.openapi import PLACEHOLDER, build_openapi, document_values, template
-from resilience import Settings
-from resilience.server import error_body
-from resilience.web import json_response
+from facade.settings import FacadeSettings
+from resilience.rpc.server import error_body
+from resilience.runtime.web import json_response
 from tests.conftest import MakeFacade
 from tests.openapi_oracle import Contract, contract, reply_errors
 
@@ -78,7 +78,7 @@ async def test_document_lists_exactly_the_routes_the_router_has(
 
 def test_operation_ids_are_unique() -> None:
     """Every operation has its own operationId, as OpenAPI requires."""
-    doc = build_openapi(Settings())
+    doc = build_openapi(FacadeSettings())
     ids = [operation["operationId"] for item in doc["paths"].values()
            for method, operation in item.items() if method in HTTP_METHODS]
     assert len(ids) == len(set(ids)) == len(_operations(doc))
@@ -86,7 +86,7 @@ def test_operation_ids_are_unique() -> None:
 
 def test_document_states_the_configured_limits() -> None:
     """Body and message limits come from the settings the facade runs with."""
-    doc = build_openapi(Settings(max_msg_chars=50, max_body_bytes=1000, body_read_timeout=2.5,
+    doc = build_openapi(FacadeSettings(max_msg_chars=50, max_body_bytes=1000, body_read_timeout=2.5,
                                  max_page_bytes=4096, max_in_flight=7))
     msg = doc["components"]["schemas"]["PostMessageRequest"]["properties"]["msg"]
     assert (msg["minLength"], msg["maxLength"]) == (1, 50)
@@ -111,7 +111,7 @@ def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 def test_errors_headers_and_parameters_are_documented() -> None:
     """All the error statuses, Retry-After, Allow, Idempotency-Key and X-Correlation-ID are described."""
-    doc = build_openapi(Settings())
+    doc = build_openapi(FacadeSettings())
     post = doc["paths"]["/facade"]["post"]
     assert {"200", "400", "408", "413", "415", "422", "502", "503"} <= set(post["responses"])
     responses = doc["components"]["responses"]
@@ -124,17 +124,17 @@ def test_errors_headers_and_parameters_are_documented() -> None:
     assert names == {"Idempotency-Key", "X-Correlation-ID", "traceparent", "tracestate"}
 
 
-@pytest.mark.parametrize("settings", [Settings(), Settings(max_msg_chars=50, max_body_bytes=1000,
+@pytest.mark.parametrize("settings", [FacadeSettings(), FacadeSettings(max_msg_chars=50, max_body_bytes=1000,
                                                            body_read_timeout=2.5, max_in_flight=7)],
                          ids=["shipped", "configured"])
-def test_document_is_valid_openapi_3_1(settings: Settings) -> None:
+def test_document_is_valid_openapi_3_1(settings: FacadeSettings) -> None:
     """openapi-spec-validator accepts the document as OpenAPI 3.1, under shipped and changed settings."""
     validate(build_openapi(settings))
 
 
 def test_spec_validator_refuses_a_broken_document() -> None:
     """The validator is no rubber stamp: a parameter in a place OpenAPI 3.1 has no such thing is refused."""
-    doc = build_openapi(Settings())
+    doc = build_openapi(FacadeSettings())
     doc["components"]["parameters"]["Offset"]["in"] = "body"
     with pytest.raises(OpenAPIValidationError):
         validate(doc)
@@ -155,13 +155,13 @@ def _placeholders(node: Any) -> Iterator[str]:
 def test_every_placeholder_is_filled_and_every_value_used() -> None:
     """The file's placeholders are exactly the values the code fills in: none left, none unused."""
     used = set(_placeholders(template()))
-    assert used == set(document_values(Settings()))
-    assert not set(_placeholders(build_openapi(Settings())))
+    assert used == set(document_values(FacadeSettings()))
+    assert not set(_placeholders(build_openapi(FacadeSettings())))
 
 
 def test_filled_numbers_keep_their_type() -> None:
     """A value that is a placeholder alone becomes the number itself; inside prose, its text."""
-    doc = build_openapi(replace(Settings(), max_msg_chars=77))
+    doc = build_openapi(replace(FacadeSettings(), max_msg_chars=77))
     msg = doc["components"]["schemas"]["PostMessageRequest"]["properties"]["msg"]
     assert msg["maxLength"] == 77
     assert "1 to 77 characters" in msg["description"]

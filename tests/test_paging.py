@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from resilience.paging import MalformedPage, encode_page, splice
+from logging_service.paging import MalformedPage, encode_page, splice
 
 
 def encoded(page: dict[str, object]) -> bytes:

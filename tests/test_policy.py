@@ -8,6 +8,7 @@ import pytest
 from structlog.testing import capture_logs
 from tenacity import RetryCallState
 
+from facade.settings import FacadeSettings
 from resilience import (
     AsyncCircuitBreaker,
     BreakerRule,
@@ -19,11 +20,11 @@ from resilience import (
     RemoteError,
     RetryBudget,
     ServiceUnavailable,
-    Settings,
     downstream_policies,
 )
-from resilience.balancer import Balancer, Target
-from resilience.policy import is_transient, wait_full_jitter_or_retry_after
+from resilience.policies.balancer import Balancer, Target
+from resilience.policies.pipeline import breaker_rule
+from resilience.policies.retry import is_transient, wait_full_jitter_or_retry_after
 from resilience.testing import FakeClock
 
 
@@ -177,7 +178,7 @@ async def test_every_retry_is_logged_with_attempt_delay_and_error() -> None:
 
 def test_downstream_policies_use_every_setting() -> None:
     """Each kind of call gets its own breaker; the kinds share one limit and one budget, as configured."""
-    settings = Settings(retry_attempts=7, retry_deadline=9.0, rpc_timeout=0.3,
+    settings = FacadeSettings(retry_attempts=7, retry_deadline=9.0, rpc_timeout=0.3,
                         retry_backoff_base=0.2, retry_backoff_max=2.0, breaker_min_calls=4,
                         breaker_open_duration=12.0, max_calls_in_flight=9, retry_budget_ratio=0.25,
                         retry_budget_floor=2.0, retry_budget_window=4.0)
@@ -190,7 +191,7 @@ def test_downstream_policies_use_every_setting() -> None:
     assert write_breaker is not read_breaker
     assert (write_breaker.name, read_breaker.name, write_breaker.service) == (
         "logging.write", "logging.read", "logging")
-    assert write_breaker.rule == BreakerRule.from_settings(settings)
+    assert write_breaker.rule == breaker_rule(settings)
     assert (write_breaker.rule.min_calls, write_breaker.rule.open_duration) == (4, 12.0)
     assert write.limit is read.limit
     assert write.limit is not None

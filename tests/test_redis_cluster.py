@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from logging_service.store.redis import IN_ORDER
-from resilience.testing.cluster import Cluster
 from resilience.testing.redis_server import RedisServer
+from scripts.cluster import Cluster
 from scripts.soak.readback import read_via_facade
 from tests.conftest import wait_for
 

@@ -22,11 +22,11 @@ from aiohttp.test_utils import TestClient
 from structlog.testing import capture_logs
 
 from logging_service.app import create_app as create_logging
+from logging_service.settings import LoggingSettings
 from logging_service.store import RedisStore
 from logging_service.store.base import UuidConflict
 from logging_service.store.redis import CHUNK, IN_ORDER
-from resilience import Settings
-from resilience.server import SERVICE_KEY
+from resilience.rpc.server import SERVICE_KEY
 from resilience.testing.redis_server import RedisServer
 from tests.conftest import REDIS_CONF, AiohttpClient, wait_for
 
@@ -43,7 +43,7 @@ def make_replica(aiohttp_client: AiohttpClient) -> MakeReplica:
     """Start a logging replica (the real app on a free port) whose store is the Redis at ``url``."""
 
     async def make(url: str) -> Client:
-        return await aiohttp_client(create_logging(Settings(logging_store=url)))
+        return await aiohttp_client(create_logging(LoggingSettings(logging_store=url)))
 
     return make
 
@@ -292,8 +292,8 @@ async def test_a_full_redis_is_503_with_one_warning_until_a_write_succeeds(
 async def test_memory_store_stays_the_default(make_replica: MakeReplica, aiohttp_client: AiohttpClient
                                               ) -> None:
     """Without LOGGING_STORE, logging keeps messages in memory and is always ready."""
-    assert Settings.from_env({}).logging_store == "memory"
-    replica = await aiohttp_client(create_logging(Settings()))
+    assert LoggingSettings.from_env({}).logging_store == "memory"
+    replica = await aiohttp_client(create_logging(LoggingSettings()))
     assert await call(replica, "log", uuid=new_id(), msg="here") == (200, {"result": {"stored": True}})
     resp = await replica.get("/ready")
     assert (resp.status, await resp.json()) == (200, {"status": "ready", "service": "logging"})

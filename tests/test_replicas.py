@@ -17,9 +17,10 @@ from structlog.testing import capture_logs
 
 from facade.app import create_app as create_facade
 from facade.keys import SERVICE
+from facade.settings import FacadeSettings
 from logging_service.app import create_app as create_logging
-from resilience import Settings
-from resilience.correlation import add_correlation_id
+from logging_service.settings import LoggingSettings
+from resilience.observability.correlation import add_correlation_id
 from resilience.testing.faults import FaultProxy
 from tests.conftest import AiohttpClient, AiohttpServer, stored
 
@@ -32,7 +33,7 @@ def url_of(server: TestServer) -> str:
 
 @pytest.fixture
 async def replicas(aiohttp_server: AiohttpServer) -> list[TestServer]:
-    return [await aiohttp_server(create_logging(Settings())) for _ in range(2)]
+    return [await aiohttp_server(create_logging(LoggingSettings())) for _ in range(2)]
 
 
 @pytest.fixture
@@ -45,7 +46,7 @@ async def refusing(replicas: list[TestServer]) -> AsyncIterator[FaultProxy]:
 
 async def facade_over(aiohttp_client: AiohttpClient, messages_server: TestServer,
                       *urls: str) -> Client:
-    settings = replace(Settings(), logging_urls=",".join(urls), messages_url=url_of(messages_server))
+    settings = replace(FacadeSettings(), logging_urls=",".join(urls), messages_url=url_of(messages_server))
     return await aiohttp_client(create_facade(settings))
 
 
@@ -107,7 +108,7 @@ async def test_with_two_replicas_down_no_post_retries_a_replica_twice(
 ) -> None:
     """Two of three replicas refuse connections: every POST is stored by the third, and no POST
     sends two attempts to the same dead replica (every replica a call failed on is avoided)."""
-    healthy = await aiohttp_server(create_logging(Settings()))
+    healthy = await aiohttp_server(create_logging(LoggingSettings()))
     async with FaultProxy(url_of(healthy)) as dead1, FaultProxy(url_of(healthy)) as dead2:
         await dead1.refuse()
         await dead2.refuse()

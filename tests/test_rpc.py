@@ -27,9 +27,9 @@ from resilience import (
     rpc,
     rpc_app,
 )
-from resilience.balancer import Balancer, Target
-from resilience.correlation import HEADER, correlated
 from resilience.errors import ExpectedError, error_path, registered_error, remote_error
+from resilience.observability.correlation import HEADER, correlated
+from resilience.policies.balancer import Balancer, Target
 from resilience.testing import FakeClock, call_entrypoint, worker_factory
 from tests.conftest import AiohttpServer, wait_for
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
-from resilience.runner import YOUNG_COLLECTION_THRESHOLD, tune_garbage_collection
+from resilience.runtime.runner import YOUNG_COLLECTION_THRESHOLD, tune_garbage_collection
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ import facade.app
 import logging_service.app
 import messages.app
 from facade.service import FacadeService
-from resilience import Settings
-from resilience.correlation import HEADER
-from resilience.server import error_body
-from resilience.web import json_response
+from facade.settings import FacadeSettings
+from resilience.observability.correlation import HEADER
+from resilience.rpc.server import error_body
+from resilience.runtime.web import json_response
 from tests.conftest import MakeFacade, stored
 from tests.oracle import leaked_internals
 from tests.strategies import MAX_BODY, MAX_MSG
@@ -30,10 +30,10 @@ def test_services_listen_on_loopback_by_default(monkeypatch: pytest.MonkeyPatch,
     for name in ("HOST", "FACADE_PORT", "LOGGING_PORT", "MESSAGES_PORT", "LOG_FORMAT", "LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr("resilience.runner.configure_logging", lambda *args, **kwargs: None)
-    monkeypatch.setattr("resilience.runner.serve", lambda app, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr("resilience.runtime.runner.configure_logging", lambda *args, **kwargs: None)
+    monkeypatch.setattr("resilience.runtime.runner.serve", lambda app, **kwargs: calls.append(kwargs))
     main()
-    assert Settings().host == "127.0.0.1"
+    assert FacadeSettings().host == "127.0.0.1"
     assert [call["host"] for call in calls] == ["127.0.0.1"]
 
 

@@ -24,7 +24,7 @@ import aiohttp
 import orjson
 import pytest
 
-from resilience.testing.cluster import Cluster
+from scripts.cluster import Cluster
 from scripts.soak import PostOp, SoakProxy, logged_uuids, post_message, read_store, tally
 from tests.conftest import wait_for
 

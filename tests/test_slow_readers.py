@@ -12,8 +12,8 @@ import psutil
 import pytest
 from aiohttp import web
 
-from resilience.testing.cluster import Cluster
-from resilience.web import reply_budget
+from resilience.runtime.web import reply_budget
+from scripts.cluster import Cluster
 from tests.conftest import AiohttpServer, wait_for
 
 BIG = 32 * 1024 * 1024  # more than the kernel buffers for a client that does not read

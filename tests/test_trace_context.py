@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from resilience.correlation import HEADER, parse_traceparent
+from resilience.observability.correlation import HEADER, parse_traceparent
 from tests.conftest import AiohttpServer, MakeFacade
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from resilience.policies.window import MAX_SLICES, SlidingWindow
 from resilience.testing import FakeClock
-from resilience.window import MAX_SLICES, SlidingWindow
 
 
 def test_sums_every_series_over_the_window() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from resilience.settings import MEMORY_STORE
+from logging_service.settings import MEMORY_STORE
 
 from .base import MessageStore, UuidConflict
 from .memory import MemoryStore

@@ -13,7 +13,7 @@ replicas that send the same UUID at the same moment, one stores it and the
 other is told it is a duplicate. Each text is held twice (hash and list), so
 that reads never touch the hash; the README gives the memory per message.
 
-Adds are group-committed (``resilience.coalesce``): the adds made in one
+Adds are group-committed (``resilience.rpc.batching``): the adds made in one
 turn of the loop (an RPC batch's, which the server runs together) go to Redis
 at once as one pipeline; those that come while it is on the wire leave
 together as the next when it returns. A pipeline is one write and one read on
@@ -38,8 +38,8 @@ from redis.exceptions import NoScriptError, OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from resilience import ServiceUnavailable
-from resilience.coalesce import Coalescer, Pending
-from resilience.logs import get_logger
+from resilience.observability.logs import get_logger
+from resilience.rpc.batching import Coalescer, Pending
 
 from .base import UuidConflict
 

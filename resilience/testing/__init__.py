@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 from unittest.mock import AsyncMock
 
-from ..rpc import build_service, dependencies, dispatch
+from resilience.rpc.service import build_service, dependencies, dispatch
 
 S = TypeVar("S")
 

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from ..server import error_body
-from ..web import json_response
+from resilience.rpc.server import error_body
+from resilience.runtime.web import json_response
 
 _HOP_HEADERS = frozenset({"host", "content-length", "connection", "keep-alive",
                           "transfer-encoding"})

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from resilience.settings import Settings, SettingsError
+from facade.settings import FacadeSettings
+from logging_service.settings import LoggingSettings
+from resilience.settings import SettingsError
 
 #: The states the logging network path cycles through, each held for a random while.
 PHASES = ("clean", "refuse", "slow", "errors", "drops", "mixed")
@@ -102,7 +104,8 @@ class SoakConfig:
         if self.cluster:
             self._validate_cluster()
         try:
-            Settings.from_env(dict(self.service_env))
+            for settings_type in (FacadeSettings, LoggingSettings):
+                settings_type.from_env(dict(self.service_env))
         except SettingsError as exc:
             raise ValueError(f"service environment: {exc}") from None
 

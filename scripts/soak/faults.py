@@ -10,8 +10,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from resilience.testing.cluster import Cluster
 from resilience.testing.redis_server import RedisServer
+from scripts.cluster import Cluster
 
 from .config import KILL_JITTER, LOGGING_KILLS_UNTIL, MIN_REPLICA_ROUNDS, PAIR_ROUND_EVERY, SoakConfig
 from .proxy import SoakProxy

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from resilience.paging import MAX_PAGE
-from resilience.testing.cluster import Cluster
+from logging_service.paging import MAX_PAGE
+from scripts.cluster import Cluster
 
 from .proxy import SoakProxy
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import aiohttp
 
-from resilience.settings import Settings
-from resilience.testing.cluster import Cluster
+from facade.settings import FacadeSettings
+from scripts.cluster import Cluster
 
 from .config import REPLICAS, SoakConfig
 from .faults import REDIS, ChaosState, missing_faults, wait_for_stop
@@ -39,7 +39,7 @@ async def run_soak(config: SoakConfig) -> Report:
     log_dir = config.log_dir if config.log_dir is not None else Path(tempfile.mkdtemp(prefix="soak-"))
     topology = topology_for(config, log_dir)
     cluster = topology.cluster
-    settings = Settings.from_env(cluster.env())
+    settings = FacadeSettings.from_env(cluster.env())
     rng = random.Random(config.seed)
     state = LoadState()
     chaos = ChaosState(started=started)  # restarted when the load starts

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from resilience.breaker import CLOSED, HALF_OPEN, OPEN
+from resilience.policies.breaker import CLOSED, HALF_OPEN, OPEN
 
 from .load import PostOp
 from .readback import breaker_label

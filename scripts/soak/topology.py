@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from logging_service.store.redis import BY_UUID
-from resilience.testing.cluster import Cluster, stopped
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
+from scripts.cluster import Cluster, stopped
 
 from .config import REPLICAS, SoakConfig
 from .faults import (

@@ -14,10 +14,10 @@ from contextvars import ContextVar
 
 from aiohttp import web
 
-from .logs import get_logger
-from .web import Handler
+from resilience.observability.logs import get_logger
+from resilience.runtime.web import Handler
 
-log = get_logger("resilience.access")
+log = get_logger("resilience.observability.access")
 
 #: Called with the request, its status (None if cancelled) and the seconds it took.
 Observer = Callable[[web.Request, int | None, float], None]

@@ -23,80 +23,28 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
-from tenacity.stop import stop_base
-from tenacity.wait import wait_base
 from yarl import URL
 
-from .balancer import Balancer, Target
-from .breaker import AsyncCircuitBreaker, BreakerRule
-from .budget import RetryBudget
-from .bulkhead import ConcurrencyLimit
-from .errors import CircuitOpen, Overloaded, ServiceUnavailable
-from .hedging import Hedging
-from .logs import get_logger
-from .settings import Settings
-from .window import Clock
+from resilience.observability.logs import get_logger
+from resilience.policies.balancer import Balancer, Target
+from resilience.policies.breaker import AsyncCircuitBreaker, BreakerRule
+from resilience.policies.budget import RetryBudget
+from resilience.policies.hedging import Hedging
+from resilience.policies.limit import ConcurrencyLimit
+from resilience.policies.retry import (
+    is_transient,
+    stop_before_deadline,
+    stop_unless_budget_allows,
+    wait_full_jitter_or_retry_after,
+)
+from resilience.policies.window import Clock
+from resilience.settings import CallPolicySettings
 
 T = TypeVar("T")
 log = get_logger("resilience.retry")
 # Calls by whether they were retried and how they ended, as resilience4j's Retry counts them.
 RETRY_OUTCOMES = ("successful_without_retry", "successful_with_retry", "failed_without_retry",
                   "failed_with_retry")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth another attempt: the service was unreachable, slow or overloaded, but not refused by
-    an open breaker or the concurrency limit (retrying those would only spin)."""
-    return isinstance(exc, ServiceUnavailable) and not isinstance(exc, (CircuitOpen, Overloaded))
-
-
-class wait_full_jitter_or_retry_after(wait_base):
-    """Full-jitter exponential backoff, or the server's Retry-After if that is longer.
-
-    delay = uniform(0, min(cap, base * 2 ** (attempt - 1))), the "Full Jitter" of
-    https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/;
-    a Retry-After hint (``ServiceUnavailable.retry_after``) raises it, capped at ``cap``.
-    """
-
-    def __init__(self, base: float, cap: float, rng: Callable[[float, float], float]) -> None:
-        self.base = base
-        self.cap = cap
-        self.rng = rng
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        ceiling = min(self.cap, self.base * 2 ** (retry_state.attempt_number - 1))
-        delay = self.rng(0.0, ceiling)
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        hint = getattr(exc, "retry_after", None)
-        if hint is not None:
-            delay = max(delay, min(float(hint), self.cap))
-        return delay
-
-
-class stop_before_deadline(stop_base):
-    """Stop when the next attempt would start at or after ``deadline`` on ``clock``."""
-
-    def __init__(self, deadline: float, clock: Clock) -> None:
-        self.deadline = deadline
-        self.clock = clock
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return self.clock() + retry_state.upcoming_sleep >= self.deadline
-
-
-class stop_unless_budget_allows(stop_base):
-    """Stop when the retry budget refuses the retry (checked last: it spends a retry)."""
-
-    def __init__(self, budget: RetryBudget, service: str) -> None:
-        self.budget = budget
-        self.service = service
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        if self.budget.try_retry():
-            return False
-        log.warning("retry refused by the retry budget", downstream=self.service,
-                    attempt=retry_state.attempt_number)
-        return True
 
 
 @dataclass
@@ -150,19 +98,6 @@ class CallPolicy:
             deadline = self.clock() + self.deadline
         if self.budget is not None:
             self.budget.record_call()
-        # Fast path: most calls succeed at once, and building a tenacity loop costs
-        # more than a breaker and a timeout. Only a transient failure enters the loop,
-        # which replays it as its first attempt, so numbering, waits and stops agree.
-        try:
-            result = await self._attempt(attempt, deadline, failed_on)
-        except Exception as exc:
-            if self.attempts == 1 or not is_transient(exc):
-                self.outcomes["failed_without_retry"] += 1
-                raise
-            first_failure: Exception | None = exc
-        else:
-            self.outcomes["successful_without_retry"] += 1
-            return result
         stop = stop_after_attempt(self.attempts) | stop_before_deadline(deadline, self.clock)
         if self.budget is not None:
             stop = stop | stop_unless_budget_allows(self.budget, self.service)
@@ -175,19 +110,16 @@ class CallPolicy:
             reraise=True,
         )
         try:
-            async for attempt_state in retrying:
-                with attempt_state:
-                    if first_failure is not None:
-                        replayed, first_failure = first_failure, None
-                        raise replayed
-                    result = await self._attempt(attempt, deadline, failed_on)
-                    self.outcomes["successful_with_retry"] += 1
-                    return result
+            result: T = await retrying(self._attempt, attempt, deadline, failed_on)
         except Exception:
-            retried = retrying.statistics.get("attempt_number", 1) > 1
-            self.outcomes["failed_with_retry" if retried else "failed_without_retry"] += 1
+            self._count(retrying, "failed")
             raise
-        raise AssertionError("unreachable: tenacity reraises the last error")
+        self._count(retrying, "successful")
+        return result
+
+    def _count(self, retrying: AsyncRetrying, outcome: str) -> None:
+        retried = retrying.statistics.get("attempt_number", 1) > 1
+        self.outcomes[f"{outcome}_with_retry" if retried else f"{outcome}_without_retry"] += 1
 
     def late_after(self) -> float:
         """How long an attempt may take before it is late (the hedge delay; the timeout unhedged)."""
@@ -243,7 +175,22 @@ class CallPolicy:
         )
 
 
-def downstream_policies(service: str, urls: Sequence[str], settings: Settings,
+def breaker_rule(settings: CallPolicySettings) -> BreakerRule:
+    """The breakers' rule as configured (``BREAKER_*``)."""
+    return BreakerRule(
+        failure_rate=settings.breaker_failure_rate,
+        slow_call_rate=settings.breaker_slow_call_rate,
+        slow_call_duration=settings.breaker_slow_call_duration,
+        window=settings.breaker_window,
+        min_calls=settings.breaker_min_calls,
+        fast_window=settings.breaker_fast_window,
+        open_duration=settings.breaker_open_duration,
+        open_duration_max=settings.breaker_open_duration_max,
+        trial_calls=settings.breaker_trial_calls,
+    )
+
+
+def downstream_policies(service: str, urls: Sequence[str], settings: CallPolicySettings,
                         kinds: tuple[str, ...], *, attempts: int | None = None,
                         clock: Clock = time.monotonic,
                         probe: Callable[[str], Callable[[], Awaitable[bool]]] | None = None,
@@ -261,7 +208,7 @@ def downstream_policies(service: str, urls: Sequence[str], settings: Settings,
                          settings.retry_budget_window, clock)
     hedge_budget = RetryBudget(settings.hedge_budget_ratio, settings.hedge_budget_floor,
                                settings.retry_budget_window, clock)
-    rule = BreakerRule.from_settings(settings)
+    rule = breaker_rule(settings)
 
     def breaker(kind: str, url: str) -> AsyncCircuitBreaker:
         name = f"{service}.{kind}" if len(urls) == 1 else f"{service}.{kind}@{URL(url).authority}"

@@ -17,8 +17,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .breaker import AsyncCircuitBreaker, _Guard
-from .errors import CircuitOpen, ServiceUnavailable
+from resilience.errors import CircuitOpen, ServiceUnavailable
+from resilience.policies.breaker import AsyncCircuitBreaker, _Guard
 
 
 @dataclass(eq=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from .errors import Overloaded
+from resilience.errors import Overloaded
 
 
 class ConcurrencyLimit:

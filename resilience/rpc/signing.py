@@ -34,8 +34,8 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .settings import Settings, SettingsError
-from .web import Handler
+from resilience.runtime.web import Handler
+from resilience.settings import ServerSettings, SettingsError
 
 HEADER = "Authorization"
 SCHEME = "RPC-HMAC-SHA256"
@@ -114,12 +114,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def signer_for(settings: Settings) -> Signer | None:
+def signer_for(settings: ServerSettings) -> Signer | None:
     """The caller's signer, or None when no secret is configured."""
     return Signer(settings.rpc_secret) if settings.rpc_secret else None
 
 
-def verifier_for(settings: Settings) -> Verifier | None:
+def verifier_for(settings: ServerSettings) -> Verifier | None:
     """The server's verifier; None (no checks) only on loopback.
 
     Raises SettingsError for an RPC port bound beyond loopback without a secret.

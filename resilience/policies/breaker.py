@@ -37,12 +37,11 @@ from typing import Any
 
 import pybreaker
 
-from .errors import CircuitOpen, ExpectedError, Overloaded, RemoteError
-from .logs import get_logger
-from .settings import Settings
-from .window import Clock, SlidingWindow
+from resilience.errors import CircuitOpen, ExpectedError, Overloaded, RemoteError
+from resilience.observability.logs import get_logger
+from resilience.policies.window import Clock, SlidingWindow
 
-log = get_logger("resilience.breaker")
+log = get_logger("resilience.policies.breaker")
 
 CLOSED, OPEN, HALF_OPEN = pybreaker.STATE_CLOSED, pybreaker.STATE_OPEN, pybreaker.STATE_HALF_OPEN
 STATES = (CLOSED, OPEN, HALF_OPEN)
@@ -80,21 +79,6 @@ class BreakerRule:
     open_duration: float = 5.0
     open_duration_max: float = 60.0
     trial_calls: int = 3
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> BreakerRule:
-        """The rule as configured (``BREAKER_*``)."""
-        return cls(
-            failure_rate=settings.breaker_failure_rate,
-            slow_call_rate=settings.breaker_slow_call_rate,
-            slow_call_duration=settings.breaker_slow_call_duration,
-            window=settings.breaker_window,
-            min_calls=settings.breaker_min_calls,
-            fast_window=settings.breaker_fast_window,
-            open_duration=settings.breaker_open_duration,
-            open_duration_max=settings.breaker_open_duration_max,
-            trial_calls=settings.breaker_trial_calls,
-        )
 
     @property
     def trial_failures_to_reopen(self) -> int:
@@ -159,17 +143,20 @@ class AsyncCircuitBreaker:
     fault), ``Overloaded`` (refused before any network) and a refusal by the
     downstream (``is_refusal``) are no outcome, and so is a cancellation. A
     call admitted under one state has no say in the next: its outcome is
-    ignored once the state has changed.
+    ignored once the state has changed. With a ``probe``, an open breaker asks
+    it every ``probe_interval`` (on ``sleep``) whether the downstream is
+    healthy, and half-opens at the first yes.
     """
 
     def __init__(self, name: str, *, service: str | None = None, rule: BreakerRule | None = None,
                  clock: Clock = time.monotonic, probe: Callable[[], Awaitable[bool]] | None = None,
-                 probe_interval: float = 0.5) -> None:
+                 probe_interval: float = 0.5,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.name = name
         self.probe = probe
         self.probe_interval = probe_interval
+        self._sleep = sleep
         self._probing: asyncio.Task[None] | None = None
-        self._probed_at = -math.inf
         self.service = service or name
         self.rule = rule or BreakerRule()
         self.calls = dict.fromkeys(OUTCOMES, 0)
@@ -209,41 +196,33 @@ class AsyncCircuitBreaker:
         return max(0.0, self._open_until - self._clock())
 
     def refusing(self) -> bool:
-        """Whether the breaker refuses calls now (open, not yet due for trials).
-
-        While it refuses, asking starts a health probe of the downstream at most
-        every ``probe_interval`` (Envoy's active health checking): one that
-        succeeds half-opens the breaker at once, so a downstream that is back is
-        noticed within a probe, not after the open duration.
-        """
-        if self.state != OPEN or self._clock() >= self._open_until:
-            return False
-        self._start_probe()
-        return True
+        """Whether the breaker refuses calls now (open, not yet due for trials)."""
+        return self.state == OPEN and self._clock() < self._open_until
 
     async def aclose(self) -> None:
-        """Stop a probe still in flight."""
+        """Stop the health probes, if any are running."""
         if self._probing is not None:
             self._probing.cancel()
             await asyncio.gather(self._probing, return_exceptions=True)
 
-    def _start_probe(self) -> None:
-        now = self._clock()
-        if self.probe is None or self._probing is not None or now < self._probed_at + self.probe_interval:
-            return
-        self._probed_at = now
-        self._probing = asyncio.get_running_loop().create_task(self._run_probe(self.probe, self._epoch))
-
-    async def _run_probe(self, probe: Callable[[], Awaitable[bool]], epoch: int) -> None:
-        try:
-            healthy = await probe()
-        except Exception:
-            healthy = False
-        finally:
-            self._probing = None
-        if healthy and epoch == self._epoch and self.state == OPEN:
-            self._reason = "a health probe succeeded"
-            self._breaker.half_open()
+    async def _probe_while_open(self, probe: Callable[[], Awaitable[bool]], epoch: int) -> None:
+        """Every ``probe_interval`` while this opening lasts, ask the downstream whether it is
+        healthy (Envoy's active health checking); at the first yes, half-open: a downstream
+        that is back is noticed within a probe, not after the open duration."""
+        while True:
+            await self._sleep(self.probe_interval)
+            if epoch != self._epoch:
+                return
+            try:
+                healthy = await probe()
+            except Exception:
+                healthy = False
+            if epoch != self._epoch:
+                return
+            if healthy:
+                self._reason = "a health probe succeeded"
+                self._breaker.half_open()
+                return
 
     def guard(self) -> _Guard:
         """Admit one call, or raise ``CircuitOpen``; on exit the guard records the outcome."""
@@ -335,9 +314,14 @@ class AsyncCircuitBreaker:
         self._failures_in_a_row = 0
         self._window.clear()
         details: dict[str, Any] = {}
+        if self._probing is not None and self._probing is not asyncio.current_task():
+            self._probing.cancel()  # a probe speaks for the opening it started under only
         if new == OPEN:
             details = {"reason": self._reason,
                        "open_for": round(self._open_until - self._clock(), 3)}
+            if self.probe is not None:
+                self._probing = asyncio.get_running_loop().create_task(
+                    self._probe_while_open(self.probe, self._epoch))
         elif new == HALF_OPEN:
             details = {"reason": self._reason or "the open duration passed"}
         elif new == CLOSED:

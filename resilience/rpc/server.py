@@ -31,15 +31,14 @@ from typing import Any
 from aiohttp import web
 from prometheus_client.registry import Collector
 
-from . import auth
-from .access import access_log_middleware
-from .correlation import VALID_ID, correlated, correlation_middleware
-from .errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
-from .logs import get_logger, write_held_lines
-from .metrics import setup_metrics
-from .rpc import dispatch, entrypoints
-from .settings import Settings
-from .web import (
+from resilience.errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
+from resilience.observability.access import access_log_middleware
+from resilience.observability.correlation import VALID_ID, correlated, correlation_middleware
+from resilience.observability.logs import get_logger, write_held_lines
+from resilience.observability.metrics import setup_metrics
+from resilience.rpc import signing as auth
+from resilience.rpc.service import dispatch, entrypoints
+from resilience.runtime.web import (
     CLOSE_ON_UNREAD_BODY,
     BadRequest,
     Handler,
@@ -48,8 +47,9 @@ from .web import (
     read_json,
     retry_after_header,
 )
+from resilience.settings import ServerSettings
 
-log = get_logger("resilience.server")
+log = get_logger("resilience.rpc.server")
 # A batch item without a valid correlation ID of its own logs under the batch request's.
 _UNCHANGED = contextlib.nullcontext()
 
@@ -57,18 +57,6 @@ SERVICE_KEY = web.AppKey("service", object)
 #: Bytes an RPC body may hold beyond ``MAX_BODY_BYTES``: the arguments a caller adds around a
 #: message (``"uuid"`` and its value), so a message the facade accepted always fits.
 ENVELOPE_BYTES = 64
-
-
-#: How every 200 reply starts: orjson writes ``{"result": value}`` as exactly this, the
-#: value's JSON and ``}``, which lets a caller take the value's bytes without decoding them.
-RESULT_START = b'{"result":'
-
-
-def result_bytes(reply: bytes) -> memoryview | None:
-    """The JSON bytes of the ``result`` in a 200 reply body, or None if it is not one."""
-    if reply.startswith(RESULT_START) and reply.endswith(b"}"):
-        return memoryview(reply)[len(RESULT_START):-1]
-    return None
 
 
 def error_body(error_type: str, message: str, args: list[Any] | None = None,
@@ -141,7 +129,7 @@ async def _lines_before_reply(_request: web.Request, _response: web.StreamRespon
     write_held_lines()
 
 
-def rpc_app(service: Any, settings: Settings | None = None, *,
+def rpc_app(service: Any, settings: ServerSettings | None = None, *,
             ready: Readiness | None = None, collectors: Iterable[Collector] = (),
             refresh: Callable[[], Awaitable[None]] | None = None) -> web.Application:
     """An aiohttp app that exposes ``service``'s ``@rpc`` methods, batches of them, a liveness and
@@ -155,7 +143,7 @@ def rpc_app(service: Any, settings: Settings | None = None, *,
     runs before each scrape; see ``metrics.py``).
     Raises SettingsError when ``settings`` bind beyond loopback without ``RPC_SECRET``.
     """
-    settings = Settings() if settings is None else settings
+    settings = ServerSettings() if settings is None else settings
     verifier = auth.verifier_for(settings)
     max_body_bytes = settings.max_body_bytes + ENVELOPE_BYTES
     max_batch_calls = settings.rpc_batch_max_calls

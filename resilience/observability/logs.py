@@ -30,7 +30,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import RequestPayloadError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from .correlation import add_correlation_id
+from resilience.observability.correlation import add_correlation_id
 
 
 class _MalformedRequestsWithoutTraceback(logging.Filter):

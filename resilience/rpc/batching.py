@@ -113,7 +113,6 @@ class Coalescer(Generic[K]):
         self._collect_turn = collect_turn
         self._lanes: dict[K, _Lane] = {}
         self._drains: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.pending = 0  # calls sent or queued, not yet answered
         self.requests = 0  # requests sent, for tests and metrics
         self.calls = 0
@@ -126,7 +125,7 @@ class Coalescer(Generic[K]):
         """
         if self.pending >= self._max_pending:
             raise self._refuse()
-        loop = self._running_loop()
+        loop = asyncio.get_running_loop()
         item = Pending(payload, loop.create_future())
         self.calls += 1
         self.pending += 1
@@ -152,14 +151,6 @@ class Coalescer(Generic[K]):
         finally:
             self.pending -= 1
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        """The loop of the first call, kept: on Python 3.11 each ``get_running_loop()`` is a
-        system call (getpid), and this runs on every call. A coalescer serves one loop."""
-        loop = self._loop
-        if loop is None:
-            loop = self._loop = asyncio.get_running_loop()
-        return loop
-
     async def aclose(self) -> None:
         """Wait for the requests still being sent for queued calls."""
         while self._drains:
@@ -181,19 +172,19 @@ class Coalescer(Generic[K]):
 
     def _started(self, lane: _Lane) -> None:
         lane.in_flight += 1
-        lane.newest = self._running_loop().time()
+        lane.newest = asyncio.get_running_loop().time()
 
     def _late(self, key: K, lane: _Lane) -> bool:
         """Whether another request may leave beside those in flight: they are all late."""
         return (self._late_after is not None and lane.in_flight < self._max_in_flight
-                and self._running_loop().time() >= lane.newest + self._late_after(key))
+                and asyncio.get_running_loop().time() >= lane.newest + self._late_after(key))
 
     def _arm_late(self, key: K, lane: _Lane) -> None:
         """Send the queue when the newest request in flight becomes late (if more may leave)."""
         if (self._late_after is None or lane.late_timer is not None
                 or lane.in_flight >= self._max_in_flight):
             return
-        lane.late_timer = self._running_loop().call_at(lane.newest + self._late_after(key),
+        lane.late_timer = asyncio.get_running_loop().call_at(lane.newest + self._late_after(key),
                                                        self._on_late, key, lane)
 
     def _on_late(self, key: K, lane: _Lane) -> None:
@@ -231,7 +222,7 @@ class Coalescer(Generic[K]):
     def _arm(self, lane: _Lane, when: float) -> None:
         if lane.timer is not None:
             lane.timer.cancel()
-        lane.timer = self._running_loop().call_at(when, self._expire, lane)
+        lane.timer = asyncio.get_running_loop().call_at(when, self._expire, lane)
         lane.timer_at = when
 
     def _expire(self, lane: _Lane) -> None:
@@ -239,7 +230,7 @@ class Coalescer(Generic[K]):
         then left out of the next request); the timer moves to the next deadline."""
         lane.timer, lane.timer_at = None, math.inf
         # Within the loop's clock resolution: a timer may fire a hair before its time.
-        now = self._running_loop().time() + _CLOCK_RESOLUTION
+        now = asyncio.get_running_loop().time() + _CLOCK_RESOLUTION
         for item in lane.queue:
             if item.deadline <= now:
                 item.fail(TimeoutError())
@@ -267,7 +258,7 @@ class Coalescer(Generic[K]):
         batch = self._take_batch(lane)
         self._started(lane)
         # A fresh context: the drain must not carry the log context of the caller that ended.
-        task = self._running_loop().create_task(self._drain(key, lane, batch),
+        task = asyncio.get_running_loop().create_task(self._drain(key, lane, batch),
                                                 context=contextvars.Context())
         self._drains.add(task)
         task.add_done_callback(self._drains.discard)

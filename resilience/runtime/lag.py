@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from .window import Clock
+from resilience.policies.window import Clock
 
 #: How often the monitor wakes, and how long the lateness must last to count.
 INTERVAL = 0.05

@@ -31,7 +31,7 @@ import structlog
 from aiohttp import web
 from structlog.typing import EventDict, WrappedLogger
 
-from .web import Handler
+from resilience.runtime.web import Handler
 
 HEADER = "X-Correlation-ID"
 TRACEPARENT = "traceparent"
@@ -47,7 +47,7 @@ _MAX_TRACESTATE = 8192
 
 # structlog's own proxy, not logs.get_logger: the log configuration imports this module for
 # add_correlation_id. Its one line is for a refused client ID, not for every request.
-log = structlog.get_logger("resilience.correlation")
+log = structlog.get_logger("resilience.observability.correlation")
 
 
 class Propagation(NamedTuple):

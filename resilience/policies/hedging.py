@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .budget import RetryBudget
+from resilience.policies.budget import RetryBudget
 
 T = TypeVar("T")
 

@@ -148,9 +148,9 @@ def reply_budget(max_bytes: int, send_timeout: float,
     aiohttp writes a reply after the handler returns, into the transport's
     buffer, and keeps it there for as long as the client does not read: a
     thousand clients that ask for a large page and never read would hold a
-    thousand pages. Here the reply is written inside the middleware (so the
-    in-flight count of the middlewares before it covers the writing too),
-    with ``max_bytes`` of bodies being written at once across the app (past
+    thousand pages. Here the reply is written inside the middleware, which
+    goes first in the app's list (the others have finished the reply by
+    then), with ``max_bytes`` of bodies being written at once across the app (past
     it, a large reply is refused 503 with ``Retry-After`` instead of held)
     and at most ``send_timeout`` seconds to leave: a reply not taken by then
     has its connection aborted, and its buffer freed (``on_cut`` counts it).

@@ -20,9 +20,9 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .access import OBSERVERS
-from .breaker import OUTCOMES, STATES
-from .policy import RETRY_OUTCOMES, CallPolicy
+from resilience.observability.access import OBSERVERS
+from resilience.policies.breaker import OUTCOMES, STATES
+from resilience.policies.pipeline import RETRY_OUTCOMES, CallPolicy
 
 REGISTRY = web.AppKey("metrics_registry", CollectorRegistry)
 # Request latency buckets, in seconds: a millisecond to the retry deadline and past it.

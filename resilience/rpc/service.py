@@ -23,8 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
-from .errors import ExpectedError, InvalidArgument, MethodNotFound
-from .settings import Settings
+from resilience.errors import ExpectedError, InvalidArgument, MethodNotFound
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,14 +69,15 @@ class Dependency(Generic[T]):
         raise LookupError(f"{owner.__name__}.{self.name} was not injected: use build_service()")
 
 
-class Config(Dependency[Settings]):
-    """The service's settings, declared like any dependency (nameko's ``Config``).
+class Config(Dependency[T]):
+    """The service's settings, declared like any dependency (nameko's ``Config``):
+    ``config = Config(MySettings)``.
 
-    ``build_service(cls, config=settings)`` injects them; without, the defaults.
+    ``build_service(cls, config=settings)`` injects them; without, ``MySettings()``, the defaults.
     """
 
-    def __init__(self) -> None:
-        super().__init__(Settings)
+    def __init__(self, settings_type: type[T]) -> None:
+        super().__init__(settings_type)
 
 
 def dependencies(cls: type) -> dict[str, Dependency[Any]]:

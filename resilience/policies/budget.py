@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .window import Clock, SlidingWindow
+from resilience.policies.window import Clock, SlidingWindow
 
 _CALLS, _RETRIES = 0, 1
 

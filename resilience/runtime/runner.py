@@ -8,22 +8,25 @@ import gc
 import socket
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 from aiohttp import web
 
-from .logs import configure_logging, get_logger
-from .settings import Settings, SettingsError
+from resilience.observability.logs import configure_logging, get_logger
+from resilience.settings import ServerSettings, SettingsError
 
-log = get_logger("resilience.runner")
+log = get_logger("resilience.runtime.runner")
 
 #: Blocks this large or larger come from their own memory mapping (glibc's M_MMAP_THRESHOLD).
+S = TypeVar("S", bound=ServerSettings)
 LARGE_BLOCK = 32 * 1024
 _M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 
 
-def run_main(name: str, create_app: Callable[[Settings], web.Application],
-             port: Callable[[Settings], int]) -> None:
-    """Entry point of a service process: serve ``create_app(settings)`` until SIGINT or SIGTERM.
+def run_main(name: str, settings_type: type[S], create_app: Callable[[S], web.Application],
+             port: Callable[[S], int]) -> None:
+    """Entry point of a service process: serve ``create_app(settings)`` until SIGINT or SIGTERM,
+    ``settings`` read from the environment as ``settings_type``.
 
     Bad configuration (a bad value, a ``HOST`` that names no address, an RPC
     port exposed without ``RPC_SECRET``) ends the process with a one-line
@@ -31,7 +34,7 @@ def run_main(name: str, create_app: Callable[[Settings], web.Application],
     use, with exit status 1. Never a traceback.
     """
     try:
-        settings = Settings.from_env()
+        settings = settings_type.from_env()
         check_host(settings.host)
         app = create_app(settings)
     except SettingsError as exc:

@@ -1,0 +1,2 @@
+"""What a service tells about itself: structlog configuration, correlation and trace context, the
+access log and Prometheus metrics."""
