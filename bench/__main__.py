@@ -9,10 +9,20 @@ import tempfile
 from pathlib import Path
 from types import FrameType
 
-from .load import ROOT, TOOLS, LoadError, describe_tool, pick_tool
-from .report import checks, document, tables
-from .results import Machine, Plan
-from .run import run
+#: What the benchmark needs beyond the services; the test extra installs them.
+TEST_EXTRA = ("psutil", "tabulate")
+
+try:
+    from .load import ROOT, TOOLS, LoadError, describe_tool, pick_tool
+    from .report import checks, document, tables
+    from .results import Machine, Plan
+    from .run import run
+except ModuleNotFoundError as missing:
+    if missing.name not in TEST_EXTRA:
+        raise
+    # One line instead of a traceback: the run install (`pip install -e .`) leaves these out.
+    raise SystemExit(f"python -m bench needs {missing.name}: install the test extra, "
+                     "pip install -e '.[test]'") from None
 
 DOCUMENT = ROOT / "docs" / "benchmark.md"
 

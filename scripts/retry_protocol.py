@@ -19,7 +19,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,11 @@ SETTINGS = {"BREAKER_OPEN_DURATION": "2", "RETRY_DEADLINE": "3"}
 
 #: At most this many POSTs are sent to open the breaker before the run gives up.
 MAX_POSTS_TO_OPEN = 20
+#: Seconds to wait for a log line a step must show. A service writes its lines once per turn
+#: of its event loop, so a line written as a reply leaves can reach the log after the reply.
+LOG_WAIT = 5.0
+
+LogLine = dict[str, object]
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,15 @@ class Protocol:
         picked = [line for line in lines[start:] if events is None or line.get("event") in events]
         return [json.dumps(line) for line in picked]
 
+    async def wait_for_line(self, name: str, wanted: Callable[[LogLine], bool], what: str) -> None:
+        """Wait until ``name`` has logged, since the lines last taken, a line ``wanted`` accepts."""
+        deadline = time.monotonic() + LOG_WAIT
+        start = self.log_marks.get(name, 0)
+        while not any(wanted(line) for line in self.cluster.log_lines(name)[start:]):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} logged no {what} within {LOG_WAIT:g} s")
+            await asyncio.sleep(0.05)
+
     def show_logs(self, name: str, events: set[str]) -> list[str]:
         lines = self.new_log_lines(name, events)
         if lines:
@@ -115,6 +129,11 @@ class Protocol:
 BREAKER_EVENTS = {"circuit breaker state changed"}
 RETRY_EVENTS = {"retrying call", *BREAKER_EVENTS}
 STORE_EVENTS = {"message stored", "duplicate message ignored"}
+
+
+def breaker_became(state: str) -> Callable[[LogLine], bool]:
+    """Whether a log line says a breaker changed to ``state``."""
+    return lambda line: line.get("event") in BREAKER_EVENTS and line.get("new_state") == state
 
 
 async def run(workdir: Path) -> str:
@@ -167,6 +186,7 @@ async def steps(p: Protocol, cluster: Cluster, proxy: FaultProxy) -> None:
     else:
         raise RuntimeError(f"the breaker did not open within {MAX_POSTS_TO_OPEN} POSTs")
     p.block(tried, "text")
+    await p.wait_for_line("facade", breaker_became("open"), "breaker opening")
     p.show_logs("facade", BREAKER_EVENTS)
     p.say("While the breaker is open, a POST fails fast without touching the network:")
     await p.request("POST", "/facade", {"msg": "msg5"})
@@ -182,6 +202,7 @@ async def steps(p: Protocol, cluster: Cluster, proxy: FaultProxy) -> None:
     await asyncio.sleep(rule.open_duration)
     for text in ("msg6", "msg7", "msg8"):
         await p.request("POST", "/facade", {"msg": text})
+    await p.wait_for_line("facade", breaker_became("closed"), "breaker closing")
     p.show_logs("facade", RETRY_EVENTS)
     p.new_log_lines("logging")
 
@@ -219,9 +240,9 @@ async def steps(p: Protocol, cluster: Cluster, proxy: FaultProxy) -> None:
     if not lines:
         raise RuntimeError(f"no service logged a line with correlation_id {first_post}")
     p.say("Every line a request causes carries its `correlation_id`. With the services "
-          "under honcho, the README's recipe shows them (`--no-prefix` leaves just the JSON, "
-          "`fromjson?` skips honcho's own lines):")
-    p.block(["honcho start --no-prefix | tee run.log",
+          "under honcho, [the jq recipe](observability.md#reading-logs-with-jq) shows them "
+          "(`--no-prefix` leaves just the JSON, `fromjson?` skips honcho's own lines):")
+    p.block(["LOG_FORMAT=json honcho start --no-prefix | tee run.log",
              f"jq -cR 'fromjson? | select(.correlation_id == \"{first_post}\")' run.log"], "sh")
     p.say(f"For the first POST above (`{first_post}`):")
     p.block(lines, "json")

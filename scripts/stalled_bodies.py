@@ -10,7 +10,7 @@ the facade that each announce ``Content-Length: 60000`` and send 59,999
 bytes (the attack of issue "Hardening the edges"). It samples the facade's
 resident memory all along, times a normal POST while the connections are
 open, waits until the facade has cut every one (408 within
-``BODY_READ_TIMEOUT``) and reports the figures the README quotes.
+``BODY_READ_TIMEOUT``) and reports the figures docs/reliability.md quotes.
 """
 
 from __future__ import annotations

@@ -267,7 +267,8 @@ def test_honcho_start_runs_the_procfile_and_stops_cleanly(tmp_path: Path) -> Non
     """`honcho start` brings all three up; on SIGINT (Ctrl-C) each service gets honcho's SIGTERM itself
     and exits 0 within the 5 s grace (honcho never needs its SIGKILL), without a traceback."""
     ports = Cluster(tmp_path)  # only to pick free ports and build the environment
-    with honcho(REPO, ports.env(), "start") as proc:
+    # The Procfile logs to the console unless told otherwise; the checks below read JSON.
+    with honcho(REPO, {**ports.env(), "LOG_FORMAT": "json"}, "start") as proc:
         for name in ("logging", "messages", "facade"):
             wait_until_healthy(ports.url(name))
         assert post_msg(ports.facade_url, "via honcho")[0] == 200
