@@ -41,13 +41,14 @@ LOOP_FRAMES = ("run_app (aiohttp/web.py", "run_forever (", "run_until_complete (
 ACTIVITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("log lines (structlog: processors, JSON, write)", ("structlog/",)),
     ("stdlib logging", ("logging/__init__.py",)),
-    ("RPC client attempt (RpcProxy._post, aiohttp client)", ("RpcProxy._post",)),
+    ("RPC client attempt (resilience/rpc/transport.py, aiohttp client)", ("resilience/rpc/transport.py",)),
     ("retry loop (tenacity)", ("tenacity/",)),
-    ("circuit breaker (resilience/breaker.py, pybreaker)", ("resilience/breaker.py", "pybreaker/")),
-    ("RPC dispatch (resilience/rpc.py)", ("resilience/rpc.py",)),
+    ("circuit breaker (resilience/policies/breaker.py, pybreaker)",
+     ("resilience/policies/breaker.py", "pybreaker/")),
+    ("RPC dispatch (resilience/rpc/service.py)", ("resilience/rpc/service.py",)),
     ("correlation ID mint/check", ("accept_or_mint",)),
     ("uuid module", ("uuid.py",)),
-    ("JSON body read (resilience/web.py read_json)", ("read_json",)),
+    ("JSON body read (resilience/runtime/web.py read_json)", ("read_json",)),
     ("response building (json_response)", ("json_response",)),
 )
 

@@ -38,7 +38,7 @@ Call = Callable[[str, str], Awaitable[Any]]
 
 async def _metrics_only_us(count: int) -> float:
     """Microseconds the request metrics add to one request: the access log's observer that counts
-    it and times it (``resilience/metrics.py``), called on a real routed request, no network."""
+    it and times it (``resilience/observability/metrics.py``), called on a real routed request, no network."""
     app = web.Application()
     app.router.add_post("/facade", _never_called)
     setup_metrics(app)

@@ -57,7 +57,7 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
 def shed_load(limit: int, on_shed: Callable[[], object] = lambda: None,
               lag: LoopLag | None = None) -> Middleware:
     """A middleware that answers 503 with Retry-After at once past ``limit`` requests in flight,
-    or while the event loop has been overloaded (``lag``, see ``resilience/lag.py``).
+    or while the event loop has been overloaded (``lag``, see ``resilience/runtime/lag.py``).
 
     Past the limit each extra request would only slow every other one (and
     keep its memory) until all time out; a fast 503 tells the client to come

@@ -64,7 +64,7 @@ class LoggingService:
 
         At most ``limit`` messages and ``MAX_PAGE_BYTES`` of them, so no reply
         is ever larger than that however large the store; ``next_offset`` is
-        there while messages remain (see ``resilience/paging.py``).
+        there while messages remain (see ``logging_service/paging.py``).
         """
         if offset < 0:
             raise InvalidArgument("offset must be 0 or more")

@@ -148,6 +148,8 @@ def expected_log(stack: RpcStack, kwargs: Any) -> tuple[int, str | dict[str, boo
         minted = str(parsed) == uid and parsed.variant == uuid.RFC_4122 and parsed.version in (4, 8)
     if not minted or not 1 <= len(msg) <= MAX_MSG or msg.isspace():
         return 400, "InvalidArgument"
+    if any(0xD800 <= ord(char) <= 0xDFFF for char in msg):  # a lone surrogate is not JSON text
+        return 400, "InvalidArgument"
     known = stack.acknowledged.get(uid)
     if known is None:
         return 200, {"stored": True}
