@@ -4,7 +4,6 @@
 - ``call_entrypoint``: call an ``@rpc`` method the way the HTTP server would, without a network.
 - ``FakeClock``: a monotonic clock and ``sleep`` that advance only when told to.
 - ``faults.FaultProxy``: an HTTP proxy that refuses, delays, fails or drops replies.
-- ``cluster.Cluster``: the real service processes on free ports, with one logging replica or several.
 - ``redis_server.RedisServer``: a real redis-server on a free port, in a folder of its own.
 """
 
