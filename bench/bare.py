@@ -27,7 +27,7 @@ import orjson
 import uvloop
 from aiohttp import web
 
-from scripts.cluster import free_port, wait_until_healthy
+from resilience.testing.processes import free_port, wait_until_healthy
 
 STATIC_MESSAGE = "not implemented yet"
 MESSAGES = web.AppKey("messages", list[str])

@@ -36,9 +36,10 @@ import psutil
 import uvloop
 
 from logging_service.settings import MEMORY_STORE
+from resilience.testing.processes import poll_until
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
-from scripts.cluster import Cluster, poll_until
+from scripts.cluster import Cluster
 
 from .bare import bare_server
 from .load import drive, percentile

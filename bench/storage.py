@@ -21,8 +21,8 @@ import orjson
 import psutil
 
 from logging_service.paging import MAX_PAGE
+from resilience.testing.processes import poll_until
 from resilience.testing.redis_server import RedisServer
-from scripts.cluster import poll_until
 
 from .results import StoreResult
 

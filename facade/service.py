@@ -71,23 +71,11 @@ class FacadeService:
         budget) and is passed on without being decoded, so the facade holds
         about two copies of one page, not several of the whole store.
         """
-        # The messages call in a task of its own, logging's in this one: half the tasks of a
-        # gather, on every GET.
-        asked = asyncio.ensure_future(self.messages_rpc.message())
         page: Any
         message: Any
-        try:
-            page = await self.logging_rpc.call("messages", {"offset": offset, "limit": limit},
-                                               undecoded=True)
-        except asyncio.CancelledError:
-            asked.cancel()
-            raise
-        except Exception as exc:
-            page = exc
-        try:
-            message = await asked
-        except Exception as exc:
-            message = exc
+        page, message = await asyncio.gather(
+            self.logging_rpc.call("messages", {"offset": offset, "limit": limit}, undecoded=True),
+            self.messages_rpc.message(), return_exceptions=True)
         if isinstance(page, ExpectedError):
             raise refused("logging", page) from page
         if isinstance(page, BaseException):

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from resilience.observability.correlation import HEADER
+from resilience.testing.processes import poll_until
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
-from scripts.cluster import Cluster, poll_until
+from scripts.cluster import Cluster
 
 TEXTS = tuple(f"msg{i}" for i in range(1, 11))
 #: The replicas the demo SIGKILLs once every message is stored.

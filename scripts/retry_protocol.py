@@ -30,7 +30,8 @@ from facade.settings import FacadeSettings
 from resilience.observability.correlation import HEADER
 from resilience.policies.pipeline import breaker_rule
 from resilience.testing.faults import FaultProxy
-from scripts.cluster import Cluster, wait_until_healthy
+from resilience.testing.processes import wait_until_healthy
+from scripts.cluster import Cluster
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "retry-protocol.md"
 SETTINGS = {"BREAKER_OPEN_DURATION": "2", "RETRY_DEADLINE": "3"}

@@ -20,7 +20,7 @@ from logging_service.settings import LoggingSettings
 from messages.app import create_app as create_messages
 from messages.settings import MessagesSettings
 from resilience.observability import logs
-from resilience.rpc.server import SERVICE_KEY
+from resilience.rpc.server import ENDPOINT
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
 
@@ -67,7 +67,7 @@ async def messages_server(aiohttp_server: AiohttpServer) -> TestServer:
 
 def stored(server: TestServer) -> list[str]:
     """The messages a logging test server holds, read from its (in-memory) store."""
-    service = server.app[SERVICE_KEY]
+    service = server.app[ENDPOINT].service
     return list(service.store)  # type: ignore[attr-defined]
 
 

@@ -22,8 +22,9 @@ import pytest
 
 from facade.settings import FacadeSettings
 from resilience.observability.correlation import HEADER
+from resilience.testing.processes import free_port, poll_until, wait_until_healthy
 from scripts import REDIS_CONF
-from scripts.cluster import Cluster, free_port, poll_until, wait_until_healthy
+from scripts.cluster import Cluster
 from tests.cases import BAD_BODIES
 from tests.conftest import wait_for
 

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from facade.settings import FacadeSettings
 from logging_service.paging import MAX_PAGE
-from resilience.rpc.server import SERVICE_KEY
+from resilience.rpc.server import ENDPOINT
 
 Client = TestClient[web.Request, web.Application]
 MILLION = 1_000_000
@@ -20,7 +20,7 @@ REPLY_OVERHEAD = 100
 
 
 async def fill(server: TestServer, texts: Callable[[int], str], count: int) -> None:
-    store = server.app[SERVICE_KEY].store  # type: ignore[attr-defined]
+    store = server.app[ENDPOINT].service.store  # type: ignore[attr-defined]
     for i in range(count):
         await store.add(str(uuid.UUID(int=i, version=4)), texts(i))
 

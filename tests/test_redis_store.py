@@ -26,7 +26,7 @@ from logging_service.settings import LoggingSettings
 from logging_service.store import RedisStore
 from logging_service.store.base import UuidConflict
 from logging_service.store.redis import CHUNK, IN_ORDER
-from resilience.rpc.server import SERVICE_KEY
+from resilience.rpc.server import ENDPOINT
 from resilience.testing.redis_server import RedisServer
 from tests.conftest import REDIS_CONF, AiohttpClient, wait_for
 
@@ -147,7 +147,7 @@ async def test_an_rpc_batch_reaches_redis_as_one_pipeline_without_a_script_check
     SCRIPT EXISTS round trip precedes them."""
     a = await make_replica(redis_url)
     assert (await call(a, "log", uuid=new_id(), msg="warm"))[0] == 200  # the script is loaded
-    store = a.app[SERVICE_KEY].store  # type: ignore[attr-defined]
+    store = a.app[ENDPOINT].service.store  # type: ignore[attr-defined]
     requests = store.adds.requests
     with redis.Redis(port=shared_redis.port) as spy:
         spy.config_set("slowlog-log-slower-than", 0)  # log every command

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -53,7 +54,6 @@ log = get_logger("resilience.rpc.server")
 # A batch item without a valid correlation ID of its own logs under the batch request's.
 _UNCHANGED = contextlib.nullcontext()
 
-SERVICE_KEY = web.AppKey("service", object)
 #: Bytes an RPC body may hold beyond ``MAX_BODY_BYTES``: the arguments a caller adds around a
 #: message (``"uuid"`` and its value), so a message the facade accepted always fits.
 ENVELOPE_BYTES = 64
@@ -129,6 +129,94 @@ async def _lines_before_reply(_request: web.Request, _response: web.StreamRespon
     write_held_lines()
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """What the handlers of one RPC app serve: the service, its methods and its limits."""
+
+    service: Any
+    name: str
+    table: Mapping[str, Any]
+    ready: Readiness | None
+    max_body_bytes: int
+    max_batch_calls: int
+
+
+ENDPOINT = web.AppKey("rpc_endpoint", Endpoint)
+
+
+async def call(request: web.Request) -> web.Response:
+    """``POST /rpc/<method>``: one call, its result or its declared error."""
+    endpoint = request.app[ENDPOINT]
+    kwargs = await read_json(request, require_content_type=True)
+    size = len(await request.read())
+    if size > endpoint.max_body_bytes:  # the app's own limit is the batches' one
+        raise web.HTTPRequestEntityTooLarge(max_size=endpoint.max_body_bytes, actual_size=size)
+    try:
+        result = await dispatch(endpoint.service, request.match_info["method"], kwargs, endpoint.table)
+    except ExpectedError as exc:
+        return json_response(_declared_error(exc), status=exc.status)
+    return json_response({"result": result})
+
+
+async def batch(request: web.Request) -> web.Response:
+    """``POST /rpc``: every call of the batch at once, each answered in its place, in order.
+
+    The calls come from different callers (each one's own waits for its
+    answer), so they have no order among them to keep; run together, a store
+    can group their round trips instead of adding them up (the Redis store
+    sends what comes together as one pipeline). A transient failure (a store
+    that is down) fails the whole batch with 503 and cancels its calls still
+    running, so the caller retries it whole; logging deduplicates what was stored.
+    """
+    endpoint = request.app[ENDPOINT]
+    calls = await read_json(request, require_content_type=True)
+    if not isinstance(calls, list) or not 0 < len(calls) <= endpoint.max_batch_calls:
+        raise BadRequest(400, f"a batch is a JSON array of 1 to {endpoint.max_batch_calls} calls")
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_batch_item(endpoint, item)) for item in calls]
+    except* ServiceUnavailable as unavailable:
+        raise unavailable.exceptions[0] from None
+    return json_response([task.result() for task in tasks])
+
+
+async def _batch_item(endpoint: Endpoint, item: Any) -> dict[str, Any]:
+    """One call of a batch, logged with its own correlation ID: its result or its error."""
+    if not (isinstance(item, dict) and isinstance(item.get("method"), str)):
+        return _item_error(error_body(
+            InvalidArgument.__name__, 'each call must be {"method": ..., "kwargs": {...}}'), 400)
+    cid = item.get("correlation_id")
+    with correlated(cid) if isinstance(cid, str) and VALID_ID.fullmatch(cid) else _UNCHANGED:
+        try:
+            return {"result": await dispatch(endpoint.service, item["method"], item.get("kwargs", {}),
+                                             endpoint.table)}
+        except ExpectedError as exc:
+            return _item_error(_declared_error(exc), exc.status)
+        except ServiceUnavailable:
+            raise
+        except Exception:
+            log.exception("rpc batch item failed", method=item["method"])
+            return _item_error(error_body("InternalError", "internal error"), 500)
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /health``: the process is up."""
+    return json_response({"status": "ok", "service": request.app[ENDPOINT].name})
+
+
+async def readiness(request: web.Request) -> web.Response:
+    """``GET /ready``: the service can serve calls (what it depends on is reachable)."""
+    endpoint = request.app[ENDPOINT]
+    if endpoint.ready is not None:
+        try:
+            await endpoint.ready()
+        except ServiceUnavailable as exc:
+            return json_response({"status": "unavailable", "service": endpoint.name,
+                                  "reason": unavailable_reason(exc)},
+                                 status=503, headers=retry_after_header(exc.retry_after))
+    return json_response({"status": "ready", "service": endpoint.name})
+
+
 def rpc_app(service: Any, settings: ServerSettings | None = None, *,
             ready: Readiness | None = None, collectors: Iterable[Collector] = (),
             refresh: Callable[[], Awaitable[None]] | None = None) -> web.Application:
@@ -145,89 +233,16 @@ def rpc_app(service: Any, settings: ServerSettings | None = None, *,
     """
     settings = ServerSettings() if settings is None else settings
     verifier = auth.verifier_for(settings)
-    max_body_bytes = settings.max_body_bytes + ENVELOPE_BYTES
-    max_batch_calls = settings.rpc_batch_max_calls
-    table = entrypoints(type(service))
-    name = getattr(service, "name", type(service).__name__)
-
-    async def call(request: web.Request) -> web.Response:
-        method = request.match_info["method"]
-        kwargs = await read_json(request, require_content_type=True)
-        if len(await request.read()) > max_body_bytes:  # the app's limit is the batches' one
-            raise web.HTTPRequestEntityTooLarge(max_size=max_body_bytes,
-                                                actual_size=len(await request.read()))
-        try:
-            result = await dispatch(service, method, kwargs, table)
-        except ExpectedError as exc:
-            return json_response(_declared_error(exc), status=exc.status)
-        return json_response({"result": result})
-
-    async def one(item: Any) -> dict[str, Any]:
-        """One call of a batch, logged with its own correlation ID: its result or its error."""
-        if not (isinstance(item, dict) and isinstance(item.get("method"), str)):
-            return _item_error(error_body(
-                InvalidArgument.__name__, 'each call must be {"method": ..., "kwargs": {...}}'), 400)
-        cid = item.get("correlation_id")
-        with correlated(cid) if isinstance(cid, str) and VALID_ID.fullmatch(cid) else _UNCHANGED:
-            try:
-                return {"result": await dispatch(service, item["method"], item.get("kwargs", {}),
-                                                 table)}
-            except ExpectedError as exc:
-                return _item_error(_declared_error(exc), exc.status)
-            except ServiceUnavailable:
-                raise
-            except Exception:
-                log.exception("rpc batch item failed", method=item["method"])
-                return _item_error(error_body("InternalError", "internal error"), 500)
-
-    async def batch(request: web.Request) -> web.Response:
-        """Every call of the batch at once, each answered in its place, in order.
-
-        The calls come from different callers (each one's own waits for its
-        answer), so they have no order among them to keep; run together, a
-        store can group their round trips instead of adding them up (the
-        Redis store sends what comes together as one pipeline). A transient
-        failure (a store that is down) fails the whole batch with 503 and
-        cancels its calls still running, so the caller retries it whole;
-        logging deduplicates what was stored.
-        """
-        calls = await read_json(request, require_content_type=True)
-        if not isinstance(calls, list) or not 0 < len(calls) <= max_batch_calls:
-            raise BadRequest(400, f"a batch is a JSON array of 1 to {max_batch_calls} calls")
-        # A task per call, awaited in order: what gather does, without its callback per call
-        # (half the cost of a call that completes at once, as every call to the memory store does).
-        loop = asyncio.get_running_loop()
-        tasks = [loop.create_task(one(item)) for item in calls]
-        replies = []
-        try:
-            for task in tasks:
-                replies.append(await task)
-        except BaseException:  # a store that is down, or the request cancelled: stop the rest
-            for task in tasks:
-                task.cancel()  # (a call that failed too is then not reported as unretrieved)
-            raise
-        return json_response(replies)
-
-    async def health(request: web.Request) -> web.Response:
-        return json_response({"status": "ok", "service": name})
-
-    async def readiness(request: web.Request) -> web.Response:
-        if ready is not None:
-            try:
-                await ready()
-            except ServiceUnavailable as exc:
-                return json_response({"status": "unavailable", "service": name,
-                                      "reason": unavailable_reason(exc)},
-                                     status=503, headers=retry_after_header(exc.retry_after))
-        return json_response({"status": "ready", "service": name})
-
     middlewares = [correlation_middleware, access_log_middleware, rpc_errors,
                    body_deadline(settings.body_read_timeout, refusal)]
     if verifier is not None:
         middlewares.append(auth.require_signature(verifier, unauthorized))
+    max_body_bytes = settings.max_body_bytes + ENVELOPE_BYTES
     app = web.Application(client_max_size=max(max_body_bytes, settings.rpc_batch_max_bytes),
                           middlewares=middlewares, handler_args=CLOSE_ON_UNREAD_BODY)
-    app[SERVICE_KEY] = service
+    app[ENDPOINT] = Endpoint(service, getattr(service, "name", type(service).__name__),
+                             entrypoints(type(service)), ready, max_body_bytes,
+                             settings.rpc_batch_max_calls)
     app.on_response_prepare.append(_lines_before_reply)
     app.router.add_post("/rpc/{method}", call)
     app.router.add_post("/rpc", batch)

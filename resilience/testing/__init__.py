@@ -3,8 +3,9 @@
 - ``worker_factory``: build a service with fake dependencies (as nameko's does).
 - ``call_entrypoint``: call an ``@rpc`` method the way the HTTP server would, without a network.
 - ``FakeClock``: a monotonic clock and ``sleep`` that advance only when told to.
-- ``faults.FaultProxy``: an HTTP proxy that refuses, delays, fails or drops replies.
+- ``faults.FaultProxy``: an HTTP proxy that refuses, delays, fails, drops or swallows replies.
 - ``redis_server.RedisServer``: a real redis-server on a free port, in a folder of its own.
+- ``processes``: a free port, and waiting until a started service answers its health check.
 """
 
 from __future__ import annotations

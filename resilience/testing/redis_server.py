@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from scripts.cluster import free_port, poll_until
+from resilience.testing.processes import free_port, poll_until
 
 
 class RedisServer:
