@@ -27,6 +27,7 @@ pybreaker is never asked to decide anything on its own clock.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import sys
 import time
@@ -320,8 +321,9 @@ class AsyncCircuitBreaker:
             details = {"reason": self._reason,
                        "open_for": round(self._open_until - self._clock(), 3)}
             if self.probe is not None:
+                # A fresh context: the probes are not the request that opened the breaker.
                 self._probing = asyncio.get_running_loop().create_task(
-                    self._probe_while_open(self.probe, self._epoch))
+                    self._probe_while_open(self.probe, self._epoch), context=contextvars.Context())
         elif new == HALF_OPEN:
             details = {"reason": self._reason or "the open duration passed"}
         elif new == CLOSED:
