@@ -66,6 +66,21 @@ def hedging(timers: Timers, *, ratio: float = 10.0, floor: float = 0.0, **kwargs
     return Hedging(budget, sleep=timers.sleep, hedge_on=is_transient, **kwargs)  # type: ignore[arg-type]
 
 
+async def racing(**kwargs: object) -> tuple[Timers, Tries, Hedging, asyncio.Task[str]]:
+    """A race under way: its first try started, its first timer running."""
+    timers, tries = Timers(), Tries()
+    h = hedging(timers, **kwargs)
+    race = asyncio.create_task(h.race(tries.start))
+    await turns()
+    return timers, tries, h, race
+
+
+async def fire(timers: Timers) -> None:
+    """The hedge delay passes, and the race acts on it."""
+    timers.fire()
+    await turns()
+
+
 def down() -> ServiceUnavailable:
     return ServiceUnavailable("logging", "reset")
 
@@ -110,10 +125,7 @@ def test_the_delay_is_the_quantile_within_its_bounds() -> None:
 
 async def test_a_try_on_time_sends_no_hedge() -> None:
     """The first try answers before the delay: its result, no hedge, the timer cancelled."""
-    timers, tries = Timers(), Tries()
-    h = hedging(timers)
-    race = asyncio.create_task(h.race(tries.start))
-    await turns()
+    _timers, tries, h, race = await racing()
     tries.futures[0].set_result("first")
     assert await race == "first"
     assert (len(tries.futures), h.sent, h.won) == (1, 0, 0)
@@ -121,12 +133,8 @@ async def test_a_try_on_time_sends_no_hedge() -> None:
 
 async def test_a_late_try_gets_a_hedge_and_the_first_answer_wins() -> None:
     """Once the delay passes a hedge is sent; it answers first: its result, the late try cancelled."""
-    timers, tries = Timers(), Tries()
-    h = hedging(timers)
-    race = asyncio.create_task(h.race(tries.start))
-    await turns()
-    timers.fire()
-    await turns()
+    timers, tries, h, race = await racing()
+    await fire(timers)
     assert len(tries.futures) == 2
     tries.futures[1].set_result("hedge")
     assert await race == "hedge"
@@ -141,8 +149,7 @@ async def test_at_most_max_hedges_are_sent() -> None:
     race = asyncio.create_task(h.race(tries.start))
     for _ in range(2):
         await turns()
-        timers.fire()
-    await turns()
+        await fire(timers)
     assert len(tries.futures) == 3
     assert len(timers.delays) == 2  # no third timer
     tries.futures[0].set_result("first")
@@ -153,10 +160,7 @@ async def test_at_most_max_hedges_are_sent() -> None:
 
 async def test_a_failed_try_is_left_to_the_retry_loop() -> None:
     """A lone try that fails raises its error at once: hedging answers lateness, not failures."""
-    timers, tries = Timers(), Tries()
-    h = hedging(timers)
-    race = asyncio.create_task(h.race(tries.start))
-    await turns()
+    _timers, tries, h, race = await racing()
     tries.futures[0].set_exception(down())
     with pytest.raises(ServiceUnavailable, match="reset"):
         await race
@@ -165,12 +169,8 @@ async def test_a_failed_try_is_left_to_the_retry_loop() -> None:
 
 async def test_a_hedge_that_fails_leaves_the_late_try_running() -> None:
     """The hedge fails while the first try is in flight: the race waits for the first."""
-    timers, tries = Timers(), Tries()
-    h = hedging(timers, max_hedges=1)
-    race = asyncio.create_task(h.race(tries.start))
-    await turns()
-    timers.fire()
-    await turns()
+    timers, tries, _h, race = await racing(max_hedges=1)
+    await fire(timers)
     tries.futures[1].set_exception(down())
     await turns()
     assert not race.done()
@@ -180,12 +180,8 @@ async def test_a_hedge_that_fails_leaves_the_late_try_running() -> None:
 
 async def test_when_every_try_fails_the_first_failure_is_raised() -> None:
     """All tries failed: the first one's error, which says best what went wrong."""
-    timers, tries = Timers(), Tries()
-    h = hedging(timers, max_hedges=1)
-    race = asyncio.create_task(h.race(tries.start))
-    await turns()
-    timers.fire()
-    await turns()
+    timers, tries, _h, race = await racing(max_hedges=1)
+    await fire(timers)
     tries.futures[0].set_exception(ServiceUnavailable("logging", "first"))
     tries.futures[1].set_exception(ServiceUnavailable("logging", "second"))
     with pytest.raises(ServiceUnavailable, match="first"):
@@ -194,12 +190,8 @@ async def test_when_every_try_fails_the_first_failure_is_raised() -> None:
 
 async def test_a_refused_hedge_sends_no_more() -> None:
     """A hedge refused by a breaker ends hedging for the attempt; the late try still counts."""
-    timers, tries = Timers(), Tries()
-    h = hedging(timers, max_hedges=2)
-    race = asyncio.create_task(h.race(tries.start))
-    await turns()
-    timers.fire()
-    await turns()
+    timers, tries, h, race = await racing(max_hedges=2)
+    await fire(timers)
     tries.futures[1].set_exception(CircuitOpen("logging", "circuit breaker open", retry_after=1.0))
     await turns()
     with pytest.raises(AssertionError, match="no sleep"):
@@ -211,12 +203,8 @@ async def test_a_refused_hedge_sends_no_more() -> None:
 
 async def test_the_budget_bounds_the_hedges() -> None:
     """With no ratio and no floor the budget refuses every hedge: counted, and the try waited for."""
-    timers, tries = Timers(), Tries()
-    h = hedging(timers, ratio=0.0, floor=0.0)
-    race = asyncio.create_task(h.race(tries.start))
-    await turns()
-    timers.fire()
-    await turns()
+    timers, tries, h, race = await racing(ratio=0.0, floor=0.0)
+    await fire(timers)
     assert len(tries.futures) == 1
     tries.futures[0].set_result("first")
     assert await race == "first"
@@ -225,12 +213,8 @@ async def test_the_budget_bounds_the_hedges() -> None:
 
 async def test_a_cancelled_race_cancels_its_tries() -> None:
     """The caller gives up: every try in flight is cancelled, none left running."""
-    timers, tries = Timers(), Tries()
-    h = hedging(timers)
-    race = asyncio.create_task(h.race(tries.start))
-    await turns()
-    timers.fire()
-    await turns()
+    timers, tries, _h, race = await racing()
+    await fire(timers)
     race.cancel()
     with pytest.raises(asyncio.CancelledError):
         await race
