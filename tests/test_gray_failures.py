@@ -22,6 +22,7 @@ from facade.keys import SERVICE
 from facade.settings import FacadeSettings
 from resilience import AsyncCircuitBreaker
 from resilience.policies.pipeline import CallPolicy
+from resilience.testing import FakeClock
 from resilience.testing.faults import FaultProxy
 from scripts.cluster import Cluster
 from scripts.stop_resume import SETTLE, stop_and_resume
@@ -134,15 +135,19 @@ async def test_a_slow_logging_opens_the_breaker_and_is_noticed_when_fast_again(
 
 
 async def test_a_backlog_drained_after_a_stall_does_not_open_the_breaker(
-    facade: Client, proxy: FaultProxy,
+    aiohttp_client: AiohttpClient, proxy: FaultProxy, messages_server: TestServer,
 ) -> None:
     """logging stalls, then answers everything held at once (late replies: slow successes): the
     breaker stays closed and counts them as successes."""
+    clock = FakeClock()
+    facade = await aiohttp_client(create_app(replace(
+        DEFAULTS, logging_url=proxy.url, messages_url=str(messages_server.make_url("")).rstrip("/")),
+        clock=clock))
     breaker = write_breaker(facade)
     proxy.hold()
     held = [asyncio.create_task(post(facade, f"held-{i}")) for i in range(CLIENTS)]
     await wait_for(lambda: proxy.counts.received >= 2)
-    await asyncio.sleep(DEFAULTS.breaker_slow_call_duration)  # the held tries are slow by now
+    clock.advance(DEFAULTS.breaker_slow_call_duration)  # the held tries are slow by now
     proxy.release()
     assert [status for status, _ in await asyncio.gather(*held)] == [200] * CLIENTS
     assert breaker.state == "closed"

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from resilience.runtime.web import reply_budget
 from scripts.cluster import Cluster
-from tests.conftest import AiohttpServer, wait_for
+from tests.conftest import POLL_INTERVAL, AiohttpServer, wait_for
 
 BIG = 32 * 1024 * 1024  # more than the kernel buffers for a client that does not read
 
@@ -119,7 +119,7 @@ async def test_a_thousand_readers_that_never_read_cost_the_facade_little(tmp_pat
 
                 while await pages_answered() < 1 + len(readers):
                     peak = max(peak, facade.memory_info().rss)
-                    await asyncio.sleep(0.05)
+                    await asyncio.sleep(POLL_INTERVAL)
                 async with session.get(url + "/health") as resp:
                     assert resp.status == 200
                 async with session.post(url + "/facade", json={"msg": "meanwhile"}) as resp:
