@@ -1,13 +1,14 @@
-"""The call policy for one kind of call to one downstream: retry, breaker, limit, timeout.
+"""The call policy for one kind of call to one downstream: retry, hedging, breaker, limit, timeout.
 
 ::
 
     retry (tenacity: bounded attempts AND total deadline, full jitter, Retry-After,
            within the downstream's retry budget)
-      └─ circuit breaker (one per downstream and kind of call: reads, writes)
-           └─ concurrency limit (calls in flight to the downstream)
-                └─ per-attempt timeout, never past the deadline
-                     └─ the call
+      └─ hedging (a late try gets backup tries beside it, within the hedge budget)
+           └─ circuit breaker (one per downstream and kind of call and replica)
+                └─ concurrency limit (calls in flight to the downstream)
+                     └─ per-try timeout, never past the deadline
+                          └─ the call
 
 Clock, sleep and randomness are injected so tests never sleep.
 """
@@ -49,7 +50,7 @@ RETRY_OUTCOMES = ("successful_without_retry", "successful_with_retry", "failed_w
 
 @dataclass
 class CallPolicy:
-    """How the facade calls one downstream service.
+    """How a client calls one downstream service.
 
     ``attempts`` and ``deadline`` bound the retry loop (``attempts=1`` means
     no retry); ``timeout`` bounds each attempt and is cut to what is left of
