@@ -4,7 +4,9 @@ refused past MAX_REPLY_BYTES being written, let go once written. On real sockets
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import struct
 from pathlib import Path
 
 import aiohttp
@@ -129,3 +131,20 @@ async def test_a_thousand_readers_that_never_read_cost_the_facade_little(tmp_pat
                 for sock in readers:
                     sock.close()
     assert peak - before <= 300 * 1024 * 1024
+
+
+async def test_a_client_gone_mid_reply_is_no_error(aiohttp_server: AiohttpServer,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A client that resets its connection while a large reply is being written leaves no error
+    logged (the reply ends, by the reset or by the send timeout), and the app answers the next
+    request."""
+    sent: list[web.Response] = []
+    port = await app_with_budget(aiohttp_server, max_bytes=4 * BIG, send_timeout=1.0, sent=sent, cut=[])
+    sock = await non_reader(port)
+    await wait_for(lambda: bool(sent))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()  # with a zero linger: a reset
+    await wait_for(lambda: sent[0].body is None)
+    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/small") as resp:
+        assert resp.status == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -1,4 +1,4 @@
-"""Coalescing: at most one request per key on the wire; what arrives meanwhile leaves together next.
+"""Coalescing: one request per key on the wire while it is on time; what arrives meanwhile leaves next.
 
 Group commit, as databases flush concurrent commits at once and Kafka
 producers send what accumulated while the previous batch was in flight:
@@ -91,7 +91,8 @@ class _Lane:
 
 
 class Coalescer(Generic[K]):
-    """One request per key at a time; ``await coalescer.submit(key, payload)`` gives the call's result.
+    """One request per key at a time while it is on time; ``await coalescer.submit(key, payload)``
+    gives the call's result.
 
     ``take`` picks how many queued calls leave together (default: at most
     ``max_items``); the rest wait for the request after. ``collect_turn``: see

@@ -177,10 +177,12 @@ def reply_budget(max_bytes: int, send_timeout: float,
             on_cut()
             if request.transport is not None:
                 request.transport.abort()  # drops what the client did not take
+        except ConnectionError:
+            pass  # the client went away mid-reply: nobody is left to answer
         finally:
             writing -= size
-        if isinstance(response, web.Response):
-            response.body = None
+            if isinstance(response, web.Response):
+                response.body = None
         return response
 
     return bounded_reply
