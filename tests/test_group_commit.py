@@ -10,17 +10,31 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from facade.app import create_app
 from facade.keys import SERVICE
 from facade.settings import FacadeSettings
+from resilience import (
+    AsyncCircuitBreaker,
+    Balancer,
+    BreakerRule,
+    CallPolicy,
+    RpcProxy,
+    ServiceUnavailable,
+    Target,
+)
+from resilience.rpc.transport import Transport
+from resilience.testing import FakeClock
 from resilience.testing.faults import FaultProxy
 from tests.conftest import AiohttpClient, stored, wait_for
 
@@ -126,3 +140,45 @@ async def test_a_read_never_shares_a_request_that_started_before_it(
     for resp in newer:
         assert (await resp.json())["logs"] == ["after the first read"]
     assert (reads.calls, reads.requests) == (6, 2)
+
+
+class SplitWire(Transport):
+    """A transport whose first ``failing`` batch requests fail (transient), and whose single
+    calls on ``/rpc/log`` wait for ``gate``; it records the size of every request."""
+
+    def __init__(self, failing: int) -> None:
+        super().__init__(cast(aiohttp.ClientSession, None), "logging")
+        self.failing = failing
+        self.gate = asyncio.Event()
+        self.sizes: list[int] = []
+
+    async def post(self, url: URL, body: bytes, headers: Mapping[str, str],
+                   timeout: float) -> tuple[int, bytes]:
+        payload = orjson.loads(body)
+        if url.path == "/rpc":
+            self.sizes.append(len(payload))
+            if self.failing > 0:
+                self.failing -= 1
+                raise ServiceUnavailable("logging", "reset")
+            return 200, orjson.dumps([{"result": item["kwargs"]["msg"]} for item in payload])
+        self.sizes.append(1)
+        await self.gate.wait()
+        return 200, orjson.dumps({"result": payload["msg"]})
+
+
+async def test_a_batch_that_lost_every_attempt_goes_on_in_halves() -> None:
+    """A batch of 4 whose 2 attempts both fail is not failed whole: its halves are sent on their
+    own requests, and every call gets its result."""
+    clock = FakeClock()
+    policy = CallPolicy(balancer=Balancer([Target("http://logging", AsyncCircuitBreaker(
+        "logging.write", service="logging", rule=BreakerRule(min_calls=100), clock=clock))]),
+        attempts=2, clock=clock, sleep=clock.sleep)
+    proxy = RpcProxy(cast(aiohttp.ClientSession, None), "logging", policy, batched={"log"})
+    wire = proxy.transport = SplitWire(failing=2)
+    first = asyncio.create_task(proxy.log(msg="first"))
+    await wait_for(lambda: wire.sizes == [1])
+    rest = [asyncio.create_task(proxy.log(msg=f"m{i}")) for i in range(4)]
+    await wait_for(lambda: proxy.writes.pending == 5)
+    wire.gate.set()
+    assert await asyncio.gather(first, *rest) == ["first", "m0", "m1", "m2", "m3"]
+    assert wire.sizes == [1, 4, 4, 2, 2]

@@ -11,11 +11,14 @@ new calls wait and leave together as the next request. A batch is one
 a list of ``{"result"}``/``{"error"}`` in the same order (JSON-RPC 2.0's batch
 is the precedent); the policy sees one request (one breaker outcome, one
 retry decision, the whole batch resent with the same arguments), and each
-caller gets its own item's result or error.
+caller gets its own item's result or error. A batch that lost every attempt
+while its deadline still holds goes on as two halves, each under the policy
+again: a batch must not make its calls fail together.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +30,7 @@ from resilience.errors import Overloaded, ServiceUnavailable
 from resilience.observability.access import note
 from resilience.observability.correlation import Propagation, current_propagation, propagation_headers
 from resilience.policies.pipeline import CallPolicy
+from resilience.policies.retry import is_transient
 from resilience.rpc.batching import Coalescer, Pending
 from resilience.rpc.signing import Signer
 from resilience.rpc.transport import Transport
@@ -191,9 +195,18 @@ class RpcProxy:
                 call.replica = replica
             return replies
 
+        policy = self._policy(method)
+        deadline = min(c.deadline for c in calls)
         try:
-            replies = await self._policy(method).call(attempt, deadline=min(c.deadline for c in calls))
+            replies = await policy.call(attempt, deadline=deadline)
         except Exception as exc:
+            if is_transient(exc) and policy.clock() < deadline:
+                # The batch lost every attempt together: its calls go on in two halves, each on
+                # requests of its own, so one unlucky request cannot fail a whole group at once.
+                half = len(items) // 2
+                await asyncio.gather(self._send_batch(method, items[:half]),
+                                     self._send_batch(method, items[half:]))
+                return
             for item in items:
                 item.fail(exc)
             return
