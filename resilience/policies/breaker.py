@@ -63,6 +63,9 @@ class BreakerRule:
     about ``fast_window`` (ten failures in a row suffice; the long window alone
     would wait for its successes to age out), while the chance runs of a
     lossy link never do (at 30 % loss, 10 of 10 failed has odds of 6 in a million).
+    The failures since the last success are judged by the same bound
+    (``streak_verdict``). Only a failure is judged: a success, however slow,
+    never opens it.
 
     Open for ``open_duration`` seconds, times the number of openings in a
     row, at most ``open_duration_max`` (Envoy's ejection time grows alike).
@@ -99,6 +102,19 @@ class BreakerRule:
             return f"{failures} of {calls} calls failed"
         if slow >= self.slow_call_rate * calls:
             return f"{slow} of {calls} calls took {self.slow_call_duration} s or more"
+        return None
+
+    def streak_verdict(self, failures_in_a_row: int) -> str | None:
+        """Why the failures since the last success open the breaker, or ``None``.
+
+        Successes from before a fault dilute both windows: a downstream gone slow
+        fails a few tries per timeout, too few for the fast window and too few
+        against the long window's earlier successes. The failures since the last
+        success are a span of their own, judged by the same bound as the fast
+        window: ten in a row at a rate of one half.
+        """
+        if wilson_lower_bound(failures_in_a_row, failures_in_a_row) >= self.failure_rate:
+            return f"{failures_in_a_row} calls in a row failed"
         return None
 
     def fast_verdict(self, calls: int, failures: int, slow: int) -> str | None:
@@ -281,13 +297,8 @@ class AsyncCircuitBreaker:
         if reason is None:
             calls, failures, slow = self._window.sums()
             reason = rule.verdict(calls, failures, slow)
-        if reason is None and wilson_lower_bound(self._failures_in_a_row,
-                                                 self._failures_in_a_row) >= rule.failure_rate:
-            # Successes from before a fault dilute both windows: a downstream that went slow
-            # fails a few tries a timeout, too few for the fast window, too few against the
-            # long window's earlier successes. The failures since the last success are a span
-            # of their own, judged by the same bound: ten in a row at a rate of one half.
-            reason = f"{self._failures_in_a_row} calls in a row failed"
+        if reason is None:
+            reason = rule.streak_verdict(self._failures_in_a_row)
         if reason is not None:
             self._trip(reason)
 

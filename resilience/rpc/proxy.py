@@ -95,7 +95,7 @@ class RpcProxy:
             self._send_batch, max_pending=max_pending, refuse=self._overloaded, take=self._batch_size,
             max_in_flight=lane_requests, late_after=lambda method: self._policy(method).late_after())
         self.reads: Coalescer[tuple[str, bytes, bool]] = Coalescer(
-            self._send_shared, max_pending=max_pending, refuse=self._overloaded,
+            self._send_as_one, max_pending=max_pending, refuse=self._overloaded,
             max_in_flight=lane_requests, late_after=lambda key: self._policy(key[0]).late_after())
 
     def __getattr__(self, method: str) -> Callable[..., Awaitable[Any]]:
@@ -154,8 +154,9 @@ class RpcProxy:
 
         return await self._policy(call.method).call(attempt, deadline=call.deadline)
 
-    async def _send_shared(self, key: Any, items: list[Pending]) -> None:
-        """A shared read: one request, its result (or error) for every caller."""
+    async def _send_as_one(self, key: Any, items: list[Pending]) -> None:
+        """One request for these calls (a lone call, or callers sharing a read): its result, or
+        its error, for each of them."""
         first: Call = items[0].payload
         try:
             result = await self._call_one(first)
@@ -181,7 +182,7 @@ class RpcProxy:
         """Group commit: the calls that queued together as one batch, each settled with its own
         item's result or error (one call goes on its own request)."""
         if len(items) == 1:
-            await self._send_shared(method, items)
+            await self._send_as_one(method, items)
             return
         calls: list[Call] = [item.payload for item in items]
         body = orjson.dumps([{"method": c.method, "kwargs": orjson.Fragment(c.body),
