@@ -46,11 +46,10 @@ def restore_logging(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The log configuration as it was before the test, however the test configured its own."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    monkeypatch.setattr(logs, "_buffer", None)  # put back after the test: no stream outlives it
+    monkeypatch.setattr(logs, "CACHE_LOGGERS", False)  # no module logger keeps this test's stream
     yield
     root.handlers[:], root.level = handlers, level
     structlog.reset_defaults()
-    logs.forget_loggers()  # no module logger keeps this test's stream
 
 
 @pytest.fixture

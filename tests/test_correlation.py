@@ -8,14 +8,13 @@ import re
 
 import orjson
 import pytest
-import structlog
 from aiohttp.test_utils import BaseTestServer, TestServer
 
 from facade.ids import new_uuid
 from logging_service.app import create_app as create_logging
 from logging_service.settings import LoggingSettings
 from resilience.observability.correlation import HEADER
-from resilience.observability.logs import configure_logging, write_held_lines
+from resilience.observability.logs import configure_logging
 from tests.conftest import AiohttpServer, MakeFacade, stored
 from tests.rawhttp import Reply, exchange
 
@@ -29,14 +28,11 @@ def json_log(restore_logging: None) -> io.StringIO:
     """The log lines, rendered as JSON as the service processes render them."""
     out = io.StringIO()
     configure_logging("test", "json", "info", stream=out)
-    # structlog's own proxy (correlation.py's logger) must not keep this stream after the test.
-    structlog.configure(cache_logger_on_first_use=False)
     return out
 
 
 def lines(out: io.StringIO) -> list[dict[str, object]]:
-    """Every line logged so far, held ones included."""
-    write_held_lines()
+    """Every line logged so far."""
     return [json.loads(line) for line in out.getvalue().splitlines()]
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
+import re
 
 import pytest
 import structlog
@@ -16,7 +16,7 @@ from logging_service.app import create_app as create_logging
 from logging_service.settings import LoggingSettings
 from resilience.observability import logs
 from resilience.observability.correlation import correlated
-from resilience.observability.logs import Stamp, TurnBuffer, configure_logging
+from resilience.observability.logs import configure_logging
 from tests.conftest import AiohttpClient
 
 pytestmark = pytest.mark.usefixtures("restore_logging")
@@ -68,90 +68,43 @@ def test_standard_library_logs_are_json_too() -> None:
     assert (line["event"], line["level"], line["service"]) == ("something odd", "warning", "facade")
 
 
-class CountingStream(io.StringIO):
-    """A stream that counts the writes it gets."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-
-    def write(self, text: str) -> int:
-        self.writes += 1
-        return super().write(text)
-
-
-async def test_lines_of_one_loop_turn_leave_in_one_write() -> None:
-    """On the event loop, lines are held until the turn ends, then written together once."""
-    out = CountingStream()
-    configure_logging("facade", "json", "info", stream=out)
-    for i in range(50):
-        structlog.get_logger().info("line", n=i)
-    assert out.getvalue() == ""
-    await asyncio.sleep(0)  # the turn ends
-    assert [json.loads(x)["n"] for x in out.getvalue().splitlines()] == list(range(50))
-    assert out.writes == 1
-
-
-async def test_a_full_buffer_is_written_at_once() -> None:
-    """More than the buffer holds is written without waiting for the turn to end."""
-    out = io.StringIO()
-    buffer = TurnBuffer(out, max_chars=100)
-    buffer.write("x" * 60)
-    buffer.flush()
-    assert out.getvalue() == ""
-    buffer.write("y" * 60)
-    assert out.getvalue() == "x" * 60 + "y" * 60
-
-
-def test_a_turn_that_never_ends_strands_nothing() -> None:
-    """Lines held for a loop that closed before its turn ended are written with the next line
-    written off the loop, in order."""
-    out = io.StringIO()
-    buffer = TurnBuffer(out)
-
-    async def write_on_the_loop() -> None:
-        asyncio.get_running_loop().stop()  # this turn is the loop's last
-        buffer.write("first\n")
-        buffer.flush()  # held for the end of the next turn, which never comes
-
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(write_on_the_loop())
-    loop.close()
-    assert out.getvalue() == ""
-    buffer.write("second\n")
-    buffer.flush()
-    assert out.getvalue() == "first\nsecond\n"
-
-
 def test_timestamps_are_iso_utc_to_the_microsecond() -> None:
-    """Each line's time is ISO 8601 UTC with six digits of microseconds, the second's part
-    formatted anew when the second changes."""
-    clock = iter([1_796_121_763.000_001, 1_796_121_763.5, 1_796_121_764.25])
-    stamp = Stamp("facade", clock=lambda: next(clock))
-    assert [stamp(None, "info", {})["timestamp"] for _ in range(3)] == [
-        "2026-12-01T10:42:43.000001Z", "2026-12-01T10:42:43.500000Z", "2026-12-01T10:42:44.250000Z"]
+    """Each line's time is ISO 8601 in UTC with six digits of microseconds."""
+    out = io.StringIO()
+    configure_logging("facade", "json", "info", stream=out)
+    structlog.get_logger().info("stamped")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z",
+                        json.loads(out.getvalue())["timestamp"])
 
 
-def test_the_stamp_names_levels_as_structlog_does_and_keeps_a_lines_own_service() -> None:
-    """``warn`` is logged as warning and ``exception`` as error, other method names as they are;
-    ``service`` is the process's unless the line names its own."""
-    stamp = Stamp("facade", clock=lambda: 0.0)
-    levels = [stamp(None, name, {})["level"] for name in ("warn", "exception", "info", "critical")]
-    assert levels == ["warning", "error", "info", "critical"]
-    assert [stamp(None, "info", e)["service"] for e in ({}, {"service": "other"})] == [
-        "facade", "other"]
-    for name in ("warn", "exception", "debug", "info", "warning", "error", "critical"):
-        assert stamp(None, name, {})["level"] == structlog.stdlib.add_log_level(None, name, {})["level"]
+def test_levels_are_named_as_structlog_names_them_and_a_line_keeps_its_own_service() -> None:
+    """``warn`` is logged as warning and ``exception`` as error; ``service`` is the process's
+    unless the line names its own."""
+    out = io.StringIO()
+    configure_logging("facade", "json", "debug", stream=out)
+    log = structlog.get_logger()
+    log.warn("w")
+    log.exception("e")
+    log.critical("c")
+    log.info("other", service="other")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(line["level"], line["service"]) for line in lines] == [
+        ("warning", "facade"), ("error", "facade"), ("critical", "facade"), ("info", "other")]
+
+
+def test_a_process_caches_its_loggers_on_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside the test suite, structlog's fast path is on: a logger is assembled once."""
+    monkeypatch.setattr(logs, "CACHE_LOGGERS", True)
+    configure_logging("facade", "json", "info", stream=io.StringIO())
+    assert structlog.get_config()["cache_logger_on_first_use"] is True
 
 
 async def test_an_rpc_reply_leaves_after_the_lines_of_what_it_answers(
         aiohttp_client: AiohttpClient) -> None:
     """When logging's reply to a call is about to be sent, "message stored" and the access line
-    are already written, not held for the end of the loop's turn."""
+    are already written."""
     out = io.StringIO()
     configure_logging("logging", "json", "info", stream=out)
-    # The services' module loggers must not keep this configuration after the test.
-    structlog.configure(cache_logger_on_first_use=False)
     app = create_logging(LoggingSettings())
     written_at_reply: list[str] = []
 
@@ -177,10 +130,10 @@ def test_a_stream_that_cannot_be_written_drops_lines_and_says_so_once(
         capsys: pytest.CaptureFixture[str]) -> None:
     """Lines for a stream whose reader is gone are dropped without an error reaching the caller,
     and stderr says so once, however many lines follow."""
-    buffer = TurnBuffer(BrokenPipe())
+    configure_logging("facade", "json", "info", stream=BrokenPipe())
     for _ in range(3):
-        buffer.write("lost\n")
-        buffer.flush()
+        structlog.get_logger().info("lost")
+        logging.getLogger("aiohttp.server").warning("lost too")
     assert capsys.readouterr().err.count("log lines cannot be written") == 1
 
 
@@ -220,13 +173,12 @@ def test_a_line_carries_the_correlation_id_of_the_request_it_is_written_in() -> 
 
 
 def test_a_module_logger_follows_a_new_configuration() -> None:
-    """A module's logger keeps its methods while the configuration lasts, and writes where a new
-    ``configure_logging`` says once that is called (not to the stream it first wrote to)."""
+    """A module's logger writes where a new ``configure_logging`` says once that is called (not to
+    the stream it first wrote to)."""
     first, second = io.StringIO(), io.StringIO()
     log = logs.get_logger("tests.reconfigured")
     configure_logging("facade", "json", "info", stream=first)
     log.info("one")
-    assert "info" in vars(log)  # looked up once, then an attribute
     configure_logging("facade", "json", "warning", stream=second)
     log.info("two")  # below the new level
     log.warning("three")

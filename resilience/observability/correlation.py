@@ -46,8 +46,7 @@ _SHOWN_OF_REFUSED = 64
 # The longest tracestate passed on (the spec's 32 members of at most 256 bytes fit 8 KiB).
 _MAX_TRACESTATE = 8192
 
-# structlog's own proxy, not logs.get_logger: the log configuration imports this module for
-# add_correlation_id. Its one line is for a refused client ID, not for every request.
+# structlog's own (logs.get_logger is the same): logs.py imports this module for add_correlation_id.
 log = structlog.get_logger("resilience.observability.correlation")
 
 

@@ -35,7 +35,7 @@ from prometheus_client.registry import Collector
 from resilience.errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
 from resilience.observability.access import access_log_middleware
 from resilience.observability.correlation import VALID_ID, correlated, correlation_middleware
-from resilience.observability.logs import get_logger, write_held_lines
+from resilience.observability.logs import get_logger
 from resilience.observability.metrics import setup_metrics
 from resilience.rpc import signing as auth
 from resilience.rpc.service import dispatch, entrypoints
@@ -121,12 +121,6 @@ def unauthorized(reason: str) -> web.Response:
     """The 401 for a request without a good signature."""
     return json_response(error_body("Unauthorized", reason), status=401,
                          headers={"WWW-Authenticate": auth.SCHEME})
-
-
-async def _lines_before_reply(_request: web.Request, _response: web.StreamResponse) -> None:
-    """A reply leaves after the log lines of what it answers ("message stored"): a process
-    killed in between then never acknowledged a call its log does not show."""
-    write_held_lines()
 
 
 @dataclass(frozen=True)
@@ -243,7 +237,6 @@ def rpc_app(service: Any, settings: ServerSettings | None = None, *,
     app[ENDPOINT] = Endpoint(service, getattr(service, "name", type(service).__name__),
                              entrypoints(type(service)), ready, max_body_bytes,
                              settings.rpc_batch_max_calls)
-    app.on_response_prepare.append(_lines_before_reply)
     app.router.add_post("/rpc/{method}", call)
     app.router.add_post("/rpc", batch)
     app.router.add_get("/health", health)
