@@ -199,6 +199,36 @@ class CallPolicySettings(EnvSettings):
                                 f"keeps at most {MAX_SLICES} of them")
 
 
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True)
+class EventSettings(EnvSettings):
+    """Where a service's events go (``resilience.rpc.events``): the NATS servers, the JetStream
+    stream and how it keeps events."""
+
+    # NATS servers, comma-separated (nats://host:port,...); empty: the service has no events.
+    nats_urls: str = ""
+    events_stream: str = "events"
+    # Servers that hold a copy of every event; the stream acknowledges a publish once most have it.
+    events_replicas: int = between(3, 1, 5)
+    # An event published again with the same ID within this many seconds is absorbed by the stream.
+    events_duplicate_window: float = 120.0
+    # A delivered event not acknowledged within this many seconds is delivered again.
+    events_ack_wait: float = 30.0
+
+    def validate(self) -> None:
+        super().validate()
+        if not all(url.startswith(("nats://", "tls://")) for url in self.nats_servers()):
+            raise SettingsError("NATS_URLS must be a comma-separated list of nats:// URLs")
+        if not _STREAM_NAME.fullmatch(self.events_stream):
+            raise SettingsError("EVENTS_STREAM must be 1 to 64 of A-Z, a-z, 0-9, _ and -")
+
+    def nats_servers(self) -> tuple[str, ...]:
+        """The NATS servers of ``NATS_URLS`` (none: events are off)."""
+        return tuple(url.strip() for url in self.nats_urls.split(",") if url.strip())
+
+
 def is_http_url(value: str) -> bool:
     """Whether ``value`` is an http:// or https:// URL."""
     return value.startswith(("http://", "https://"))

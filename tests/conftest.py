@@ -21,6 +21,7 @@ from messages.app import create_app as create_messages
 from messages.settings import MessagesSettings
 from resilience.observability import logs
 from resilience.rpc.server import ENDPOINT
+from resilience.testing.nats_server import NatsCluster
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
 
@@ -110,3 +111,15 @@ def make_facade(aiohttp_client: AiohttpClient, logging_server: TestServer,
         return await aiohttp_client(create_facade(replace(settings, **overrides)))  # type: ignore[arg-type]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """Three real nats-server processes with JetStream, routed as a cluster, for the whole run.
+
+    Tests that kill servers start a cluster of their own; those that share this one use a
+    stream of their own each.
+    """
+    with NatsCluster(tmp_path_factory.mktemp("nats")) as cluster:
+        cluster.start_all()
+        yield cluster

@@ -1,0 +1,367 @@
+"""Nameko-style events over NATS JetStream: ``EventDispatcher`` publishes, ``@event_handler`` handles.
+
+::
+
+    class FacadeService:
+        dispatch: Dependency[EventDispatcher] = Dependency()
+
+        async def post(self, uuid: str, msg: str) -> None:
+            await self.dispatch("message_logged", {"uuid": uuid, "msg": msg}, event_id=uuid)
+
+    class MessagesService:
+        name = "messages"
+
+        @event_handler("facade", "message_logged", handler_type=BROADCAST)
+        def keep(self, payload: dict) -> None: ...
+
+Every event is a message on the subject ``<stream>.<source>.<event_type>`` of
+one JetStream stream, kept on ``replicas`` servers. A publish carries its
+``event_id`` as ``Nats-Msg-Id``, so the stream absorbs the same event
+published again within its duplicate window, and it is acknowledged once
+most of the stream's servers hold the event. The caller's correlation ID and
+trace context travel in the event's headers and are on its handler's lines.
+
+A handler's event is acknowledged after the handler returns; one that raises
+is delivered again a second later (and one whose payload is not JSON is
+dropped, with an error line). Handlers must therefore be idempotent, by the
+event's ID. ``SERVICE_POOL`` handlers (the default) share one durable
+consumer per service and handler: each event is handled by one instance.
+``BROADCAST`` handlers get a consumer per instance, from the stream's first
+event: every instance handles every event, so an instance that starts
+rebuilds what it keeps from the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+import orjson
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+
+from resilience.errors import RemoteError, ServiceUnavailable
+from resilience.observability.correlation import (
+    HEADER,
+    TRACEPARENT,
+    TRACESTATE,
+    accept_or_mint,
+    correlated,
+    current_propagation,
+    parse_traceparent,
+    propagation_headers,
+)
+from resilience.observability.logs import get_logger
+from resilience.policies.pipeline import CallPolicy
+
+log = get_logger("resilience.rpc.events")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Each event is handled by one instance of the service (a pool of competing consumers).
+SERVICE_POOL = "service_pool"
+#: Each event is handled by every instance of the service.
+BROADCAST = "broadcast"
+
+_HANDLER_ATTR = "__event_handler__"
+# Errors of a NATS connection or of JetStream that a later try may not meet.
+_UNAVAILABLE = (nats.errors.Error, nats.js.errors.ServiceUnavailableError, TimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class EventHandler:
+    """One ``@event_handler`` method: what it handles and how its instances share the events."""
+
+    source_service: str
+    event_type: str
+    handler_type: str
+    method: str
+
+
+def event_handler(source_service: str, event_type: str,
+                  handler_type: str = SERVICE_POOL) -> Callable[[F], F]:
+    """Mark a method as the handler of ``source_service``'s ``event_type`` events (nameko's)."""
+    if handler_type not in (SERVICE_POOL, BROADCAST):
+        raise ValueError(f"handler_type must be SERVICE_POOL or BROADCAST, not {handler_type!r}")
+
+    def mark(fn: F) -> F:
+        setattr(fn, _HANDLER_ATTR, (source_service, event_type, handler_type))
+        return fn
+
+    return mark
+
+
+def event_handlers(cls: type) -> list[EventHandler]:
+    """The ``@event_handler`` methods of ``cls``."""
+    found = []
+    for name, fn in inspect.getmembers(cls, inspect.isfunction):
+        if hasattr(fn, _HANDLER_ATTR):
+            source_service, event_type, handler_type = getattr(fn, _HANDLER_ATTR)
+            found.append(EventHandler(source_service, event_type, handler_type, name))
+    return found
+
+
+class EventBus:
+    """A service's NATS connection, and the stream its events go to (made on first connect).
+
+    ``start`` connects in the background, retrying until a server answers and
+    JetStream can hold the stream; ``ready`` is set then. NATS reconnects on
+    its own afterwards, to any server of ``servers``.
+    """
+
+    def __init__(self, servers: Sequence[str], stream: str, *, replicas: int = 3,
+                 duplicate_window: float = 120.0, name: str | None = None,
+                 retry_interval: float = 0.5) -> None:
+        self.servers = list(servers)
+        self.stream = stream
+        self.replicas = replicas
+        self.duplicate_window = duplicate_window
+        self.name = name
+        self.retry_interval = retry_interval
+        self.ready = asyncio.Event()
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def subject(self, source_service: str, event_type: str) -> str:
+        return f"{self.stream}.{source_service}.{event_type}"
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None or self._nc is None or not self._nc.is_connected:
+            raise ServiceUnavailable("events", "not connected to NATS")
+        return self._js
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        while self._nc is None:
+            try:
+                self._nc = await nats.connect(
+                    self.servers, name=self.name, connect_timeout=2, max_reconnect_attempts=-1,
+                    reconnect_time_wait=self.retry_interval, error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
+            except _UNAVAILABLE as exc:
+                log.warning("NATS unreachable, trying again", error=repr(exc))
+                await asyncio.sleep(self.retry_interval)
+        self._js = self._nc.jetstream()
+        while True:
+            try:
+                await self._ensure_stream(self._js)
+                break
+            except (*_UNAVAILABLE, nats.js.errors.APIError) as exc:
+                log.warning("event stream not available yet, trying again", stream=self.stream,
+                            error=repr(exc))
+                await asyncio.sleep(self.retry_interval)
+        log.info("event stream ready", stream=self.stream, replicas=self.replicas)
+        self.ready.set()
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        try:
+            await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(StreamConfig(
+                name=self.stream, subjects=[f"{self.stream}.>"], num_replicas=self.replicas,
+                duplicate_window=self.duplicate_window))
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.warning("NATS connection error", error=repr(exc))
+
+    async def _on_disconnected(self) -> None:
+        log.warning("NATS disconnected")
+
+    async def _on_reconnected(self) -> None:
+        url = self._nc.connected_url if self._nc is not None else None
+        log.info("NATS reconnected", server=None if url is None else url.netloc)
+
+    async def publish(self, subject: str, body: bytes, headers: dict[str, str],
+                      timeout: float) -> None:
+        """Publish and wait for the stream's acknowledgement; ``ServiceUnavailable`` if none came."""
+        try:
+            ack = await self.js.publish(subject, body, timeout=timeout, headers=headers)
+        except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
+            raise ServiceUnavailable("events", "no stream leader") from None
+        except nats.js.errors.APIError as exc:
+            if exc.code is not None and exc.code >= 500:
+                raise ServiceUnavailable("events", f"JetStream {exc.code}", detail=exc.description) from None
+            raise RemoteError("events", "APIError", str(exc.description), exc.code or 500) from None
+        except _UNAVAILABLE as exc:
+            raise ServiceUnavailable("events", type(exc).__name__, detail=str(exc)) from None
+        if ack.stream != self.stream:
+            raise RemoteError("events", "WrongStream", f"acknowledged by stream {ack.stream!r}", 500)
+
+    async def probe(self) -> bool:
+        """Whether the stream answers now (an open breaker's health probe)."""
+        try:
+            await self.js.stream_info(self.stream)
+        except (*_UNAVAILABLE, nats.js.errors.APIError, ServiceUnavailable):
+            return False
+        return True
+
+    async def last_sequence(self, subject: str) -> int:
+        """The stream sequence of the last event on ``subject`` (0 when there is none)."""
+        try:
+            return int((await self.js.get_last_msg(self.stream, subject)).seq or 0)
+        except nats.js.errors.NotFoundError:
+            return 0
+        except (*_UNAVAILABLE, nats.js.errors.APIError) as exc:
+            raise ServiceUnavailable("events", type(exc).__name__, detail=str(exc)) from None
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._nc is not None and not self._nc.is_closed:
+            await self._nc.close()
+
+
+class EventDispatcher:
+    """Publishes ``source_service``'s events under ``policy``: ``await dispatch(type, payload,
+    event_id=...)`` returns once the stream holds the event, or raises as any call does."""
+
+    def __init__(self, bus: EventBus, source_service: str, policy: CallPolicy) -> None:
+        self.bus = bus
+        self.source_service = source_service
+        self.policy = policy
+
+    async def __call__(self, event_type: str, payload: Any, *, event_id: str) -> None:
+        subject = self.bus.subject(self.source_service, event_type)
+        body = orjson.dumps(payload)
+        headers = {"Nats-Msg-Id": event_id, **propagation_headers(current_propagation())}
+
+        async def attempt(_server: str, timeout: float) -> None:
+            await self.bus.publish(subject, body, headers, timeout)
+
+        await self.policy.call(attempt)
+
+
+class EventConsumer:
+    """Runs a service's ``@event_handler`` methods: a pull consumer and a task each.
+
+    ``tally`` counts events by handler and outcome (handled, failed, dropped);
+    ``caught_up`` waits until a handler has handled every event the stream
+    held when it was called (a read that must see what was acknowledged).
+    """
+
+    def __init__(self, bus: EventBus, service_name: str, handlers: Sequence[EventHandler], *,
+                 ack_wait: float = 30.0, redelivery_delay: float = 1.0, batch: int = 256) -> None:
+        self.bus = bus
+        self.service_name = service_name
+        self.handlers = {handler.method: handler for handler in handlers}
+        self.ack_wait = ack_wait
+        self.redelivery_delay = redelivery_delay
+        self.batch = batch
+        self.tally: Counter[tuple[str, str]] = Counter()
+        self.handled = dict.fromkeys(self.handlers, 0)  # the last stream sequence each acknowledged
+        self._replayed_to: dict[str, int] = {}  # the stream's end when each handler subscribed
+        self._progress = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, service: object) -> None:
+        self._tasks = [asyncio.create_task(self._run(service, handler))
+                       for handler in self.handlers.values()]
+
+    def replayed(self) -> bool:
+        """Whether every handler has handled what the stream held when it subscribed."""
+        return len(self._replayed_to) == len(self.handlers) and all(
+            self.handled[method] >= end for method, end in self._replayed_to.items())
+
+    async def caught_up(self, method: str, timeout: float) -> None:
+        """Return once handler ``method`` has handled the stream's events up to now; raise
+        ``ServiceUnavailable`` if it has not within ``timeout`` seconds."""
+        handler = self.handlers[method]
+        try:
+            async with asyncio.timeout(timeout):
+                await self.bus.ready.wait()
+                end = await self.bus.last_sequence(
+                    self.bus.subject(handler.source_service, handler.event_type))
+                async with self._progress:
+                    await self._progress.wait_for(lambda: self.handled[method] >= end)
+        except TimeoutError:
+            raise ServiceUnavailable(self.service_name, "catching up with the event stream",
+                                     retry_after=1.0) from None
+
+    async def _run(self, service: object, handler: EventHandler) -> None:
+        await self.bus.ready.wait()
+        while True:
+            try:
+                subscription = await self._subscribe(handler)
+                while True:
+                    try:
+                        messages = await subscription.fetch(self.batch, timeout=1.0)
+                    except nats.errors.TimeoutError:
+                        continue
+                    for msg in messages:
+                        await self._handle(service, handler, msg)
+            except (*_UNAVAILABLE, nats.js.errors.APIError, ServiceUnavailable) as exc:
+                log.warning("event consumer interrupted, subscribing again",
+                            handler=handler.method, error=repr(exc))
+                await asyncio.sleep(self.bus.retry_interval)
+
+    async def _subscribe(self, handler: EventHandler) -> JetStreamContext.PullSubscription:
+        subject = self.bus.subject(handler.source_service, handler.event_type)
+        config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
+                                filter_subject=subject)
+        durable: str | None = None
+        if handler.handler_type == SERVICE_POOL:
+            durable = f"{self.service_name}-{handler.method}"
+            config.deliver_policy = DeliverPolicy.ALL
+        else:  # this instance's own, from its next event on (the first, when it starts)
+            config.inactive_threshold = max(self.ack_wait, 60.0)
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = self.handled[handler.method] + 1
+        if handler.method not in self._replayed_to:
+            self._replayed_to[handler.method] = await self.bus.last_sequence(subject)
+        return await self.bus.js.pull_subscribe(subject, durable=durable, stream=self.bus.stream,
+                                                config=config)
+
+    async def _handle(self, service: object, handler: EventHandler, msg: Msg) -> None:
+        """Run the handler on one event under its sender's correlation; ack, redeliver or drop."""
+        headers = msg.headers or {}
+        trace = parse_traceparent(headers.get(TRACEPARENT))
+        cid = trace[0] if trace else accept_or_mint(headers.get(HEADER))
+        sequence = msg.metadata.sequence.stream
+        fields = {"handler": handler.method, "event_type": handler.event_type,
+                  "source_service": handler.source_service, "sequence": sequence}
+        with correlated(cid, trace[1] if trace else "00", headers.get(TRACESTATE) if trace else None):
+            try:
+                payload = orjson.loads(msg.data)
+            except orjson.JSONDecodeError as exc:
+                log.error("event dropped: its payload is not JSON", error=str(exc), **fields)
+                self.tally[handler.method, "dropped"] += 1
+                await msg.term()
+                return
+            try:
+                result = getattr(service, handler.method)(payload)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                log.exception("event handler failed, the event will be delivered again",
+                              error=repr(exc), **fields)
+                self.tally[handler.method, "failed"] += 1
+                await msg.nak(delay=self.redelivery_delay)
+                return
+            await msg.ack()
+            log.info("event handled", **fields)
+        self.tally[handler.method, "handled"] += 1
+        async with self._progress:
+            self.handled[handler.method] = max(self.handled[handler.method], sequence)
+            self._progress.notify_all()
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

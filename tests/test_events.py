@@ -1,0 +1,254 @@
+"""Events in the library: EventDispatcher and @event_handler on a real three-server NATS cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from facade.ids import new_uuid
+from resilience import CallPolicySettings, ServiceUnavailable
+from resilience.observability.correlation import correlated
+from resilience.observability.logs import configure_logging
+from resilience.policies.pipeline import downstream_policies
+from resilience.rpc.events import (
+    BROADCAST,
+    SERVICE_POOL,
+    EventBus,
+    EventConsumer,
+    EventDispatcher,
+    event_handler,
+    event_handlers,
+)
+from resilience.testing.events import RecordingDispatcher, deliver
+from resilience.testing.nats_server import NatsCluster
+from tests.conftest import wait_for
+
+_streams = itertools.count()
+
+
+class Keeper:
+    """Keeps each message once by UUID, in the order events came."""
+
+    name = "keeper"
+
+    def __init__(self) -> None:
+        self.kept: dict[str, str] = {}
+        self.calls = 0
+        self.fail_first = 0
+
+    @event_handler("front", "said", handler_type=BROADCAST)
+    def keep(self, payload: dict[str, Any]) -> None:
+        self.calls += 1
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            raise RuntimeError("not now")
+        self.kept.setdefault(payload["uuid"], payload["msg"])
+
+
+class Worker:
+    """A pool of workers: each event goes to one of them."""
+
+    name = "worker"
+
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        self.seen: list[str] = []
+        self.gate = gate
+
+    @event_handler("front", "said")  # SERVICE_POOL, nameko's default
+    async def work(self, payload: dict[str, Any]) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.seen.append(payload["uuid"])
+
+
+@pytest.fixture
+async def bus(nats_cluster: NatsCluster) -> AsyncIterator[EventBus]:
+    """A connected bus on a stream of this test's own, replicated on the three servers; the
+    consumers started on it are closed with it."""
+    bus = EventBus(nats_cluster.urls.split(","), f"test-{next(_streams)}-{new_uuid()[:8]}")
+    bus.start()
+    await asyncio.wait_for(bus.ready.wait(), 30)
+    yield bus
+    for consumer in _consumers.pop(id(bus), []):
+        await consumer.aclose()
+    await bus.aclose()
+
+
+_consumers: dict[int, list[EventConsumer]] = {}
+
+
+def dispatcher(bus: EventBus) -> EventDispatcher:
+    policies = downstream_policies("events", bus.servers[:1], CallPolicySettings(), ("publish",),
+                                   probe=lambda _url: bus.probe)
+    return EventDispatcher(bus, "front", policies["publish"])
+
+
+async def consume(bus: EventBus, service: Any, **options: Any) -> EventConsumer:
+    consumer = EventConsumer(bus, service.name, event_handlers(type(service)), **options)
+    consumer.start(service)
+    _consumers.setdefault(id(bus), []).append(consumer)
+    return consumer
+
+
+async def test_every_instance_of_a_broadcast_handler_gets_every_event_once(bus: EventBus) -> None:
+    """Two instances each keep all 50 events, in the order they were published."""
+    dispatch = dispatcher(bus)
+    uuids = [new_uuid() for _ in range(50)]
+    for i, uuid in enumerate(uuids):
+        await dispatch("said", {"uuid": uuid, "msg": f"m{i}"}, event_id=uuid)
+    first, second = Keeper(), Keeper()
+    consumers = [await consume(bus, first), await consume(bus, second)]
+    await wait_for(lambda: len(first.kept) == len(second.kept) == 50, timeout=10)
+    assert list(first.kept) == list(second.kept) == uuids
+    assert (first.calls, second.calls) == (50, 50)
+    for consumer in consumers:
+        assert consumer.tally == {("keep", "handled"): 50}
+
+
+async def test_a_service_pool_shares_the_events_between_its_instances(bus: EventBus) -> None:
+    """Each of 60 events is handled by exactly one of two instances: while one is stuck in its
+    handler, the other takes every event the stuck one has not fetched."""
+    dispatch = dispatcher(bus)
+    gate = asyncio.Event()
+    stuck, free = Worker(gate), Worker()
+    await consume(bus, stuck, batch=8)
+    await consume(bus, free, batch=8)
+    uuids = [new_uuid() for _ in range(60)]
+    await asyncio.gather(*(dispatch("said", {"uuid": u, "msg": "x"}, event_id=u) for u in uuids))
+    await wait_for(lambda: len(free.seen) >= 52, timeout=10)
+    gate.set()
+    await wait_for(lambda: len(stuck.seen) + len(free.seen) >= 60, timeout=10)
+    assert sorted(stuck.seen + free.seen) == sorted(uuids)
+    assert stuck.seen
+
+
+async def test_the_stream_absorbs_an_event_published_again(bus: EventBus) -> None:
+    """The same event ID published three times is one event for its handlers."""
+    dispatch = dispatcher(bus)
+    uuid = new_uuid()
+    for _ in range(3):
+        await dispatch("said", {"uuid": uuid, "msg": "once"}, event_id=uuid)
+    last = new_uuid()
+    await dispatch("said", {"uuid": last, "msg": "last"}, event_id=last)
+    keeper = Keeper()
+    consumer = await consume(bus, keeper)
+    await wait_for(lambda: last in keeper.kept, timeout=10)
+    assert keeper.calls == 2
+
+
+async def test_an_event_whose_handler_failed_is_delivered_again(bus: EventBus) -> None:
+    """A handler that raises is not acknowledged: the event comes again, and is then kept."""
+    keeper = Keeper()
+    keeper.fail_first = 2
+    consumer = await consume(bus, keeper, redelivery_delay=0.05)
+    uuid = new_uuid()
+    await dispatcher(bus)("said", {"uuid": uuid, "msg": "again"}, event_id=uuid)
+    await wait_for(lambda: uuid in keeper.kept, timeout=10)
+    assert keeper.calls == 3
+    assert consumer.tally == {("keep", "failed"): 2, ("keep", "handled"): 1}
+
+
+async def test_a_payload_that_is_not_json_is_dropped_and_the_next_is_handled(bus: EventBus) -> None:
+    keeper = Keeper()
+    consumer = await consume(bus, keeper)
+    await bus.publish(bus.subject("front", "said"), b"{not json", {"Nats-Msg-Id": "bad"}, 5.0)
+    uuid = new_uuid()
+    await dispatcher(bus)("said", {"uuid": uuid, "msg": "fine"}, event_id=uuid)
+    await wait_for(lambda: uuid in keeper.kept, timeout=10)
+    assert consumer.tally == {("keep", "dropped"): 1, ("keep", "handled"): 1}
+
+
+async def test_a_restarted_broadcast_consumer_rebuilds_from_the_stream(bus: EventBus) -> None:
+    """An instance that starts again (nothing kept in memory) gets every event again, and says
+    it has replayed the stream once it has."""
+    dispatch = dispatcher(bus)
+    uuids = [new_uuid() for _ in range(30)]
+    for uuid in uuids:
+        await dispatch("said", {"uuid": uuid, "msg": "kept"}, event_id=uuid)
+    keeper = Keeper()
+    consumer = await consume(bus, keeper)
+    await wait_for(consumer.replayed, timeout=10)
+    await consumer.aclose()
+    again = Keeper()
+    restarted = await consume(bus, again)
+    assert not restarted.replayed()
+    await wait_for(restarted.replayed, timeout=10)
+    assert list(again.kept) == uuids
+
+
+async def test_caught_up_returns_once_every_acknowledged_event_is_handled(bus: EventBus) -> None:
+    keeper = Keeper()
+    consumer = await consume(bus, keeper)
+    dispatch = dispatcher(bus)
+    uuids = [new_uuid() for _ in range(20)]
+    await asyncio.gather(*(dispatch("said", {"uuid": u, "msg": "x"}, event_id=u) for u in uuids))
+    await consumer.caught_up("keep", timeout=10)
+    assert set(keeper.kept) == set(uuids)
+
+
+async def test_caught_up_fails_as_unavailable_while_the_handler_cannot_keep_up(bus: EventBus) -> None:
+    keeper = Keeper()
+    keeper.fail_first = 10**6  # never handles anything
+    consumer = await consume(bus, keeper, redelivery_delay=0.05)
+    uuid = new_uuid()
+    await dispatcher(bus)("said", {"uuid": uuid, "msg": "x"}, event_id=uuid)
+    with pytest.raises(ServiceUnavailable, match="catching up"):
+        await consumer.caught_up("keep", timeout=0.3)
+
+
+async def test_the_handler_logs_under_the_publishers_correlation_id(
+        bus: EventBus, restore_logging: None) -> None:
+    out = io.StringIO()
+    configure_logging("keeper", "json", "info", stream=out)
+    keeper = Keeper()
+    consumer = await consume(bus, keeper)
+    uuid = new_uuid()
+    with correlated("4bf92f3577b34da6a3ce929d0e0e4736"):
+        await dispatcher(bus)("said", {"uuid": uuid, "msg": "traced"}, event_id=uuid)
+    await wait_for(lambda: uuid in keeper.kept, timeout=10)
+    await wait_for(lambda: "event handled" in out.getvalue())
+    handled = [line for line in map(json.loads, out.getvalue().splitlines())
+               if line["event"] == "event handled"]
+    assert [(line["correlation_id"], line["handler"]) for line in handled] == [
+        ("4bf92f3577b34da6a3ce929d0e0e4736", "keep")]
+
+
+async def test_publishing_to_servers_that_are_all_down_fails_as_unavailable(
+        tmp_path: Any) -> None:
+    """With no server up, a publish is refused at once as ServiceUnavailable (a 503 upstream)."""
+    with NatsCluster(tmp_path, size=1) as single:
+        single.start_all()
+        bus = EventBus(single.urls.split(","), "down", replicas=1)
+        bus.start()
+        await asyncio.wait_for(bus.ready.wait(), 30)
+        single.kill("nats1")
+        await wait_for(lambda: bus._nc is not None and not bus._nc.is_connected, timeout=10)
+        with pytest.raises(ServiceUnavailable, match="not connected"):
+            await bus.publish(bus.subject("front", "said"), b"{}", {}, 1.0)
+        assert await bus.probe() is False
+        await bus.aclose()
+
+
+async def test_the_test_helpers_call_handlers_and_record_dispatches_without_a_broker() -> None:
+    keeper = Keeper()
+    assert await deliver(keeper, "front", "said", {"uuid": "u1", "msg": "hi"}) == 1
+    assert await deliver(keeper, "front", "other", {"uuid": "u2", "msg": "no"}) == 0
+    assert keeper.kept == {"u1": "hi"}
+    dispatch = RecordingDispatcher()
+    await dispatch("said", {"uuid": "u1"}, event_id="u1")
+    assert dispatch.events == [("said", {"uuid": "u1"}, "u1")]
+    dispatch.fail_with = ServiceUnavailable("events", "down")
+    with pytest.raises(ServiceUnavailable):
+        await dispatch("said", {}, event_id="u2")
+
+
+def test_handler_types_are_checked_and_default_to_service_pool() -> None:
+    assert [(h.method, h.handler_type) for h in event_handlers(Worker)] == [("work", SERVICE_POOL)]
+    with pytest.raises(ValueError, match="handler_type"):
+        event_handler("front", "said", handler_type="everyone")
