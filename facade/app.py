@@ -7,13 +7,14 @@ import contextlib
 import functools
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import Counter
 
 from facade.ids import KeyUuids
-from resilience import RpcProxy, build_service
+from resilience import EventBus, EventDispatcher, RpcProxy, build_service
 from resilience.observability.access import access_log_middleware
 from resilience.observability.correlation import correlation_middleware
 from resilience.observability.metrics import PolicyCollector, setup_metrics
@@ -82,9 +83,12 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
         probe = functools.partial(readiness_probe, session, signer, settings.breaker_probe_interval)
         logging_policies = downstream_policies("logging", settings.logging_replicas(), settings,
                                                ("write", "read"), clock=clock, probe=probe)
-        # GET answers without messages when it is down: one attempt, no retry.
-        messages_policies = downstream_policies("messages", [settings.messages_url], settings,
-                                                ("read",), attempts=1, clock=clock, probe=probe)
+        # GET answers without messages when it is down: one attempt, no retry (with several
+        # instances, a retry goes to another).
+        messages_urls = settings.messages_replicas()
+        messages_policies = downstream_policies("messages", messages_urls, settings, ("read",),
+                                                attempts=None if len(messages_urls) > 1 else 1,
+                                                clock=clock, probe=probe)
         # Writes are group-committed; reads with the same arguments share the next request.
         logging_rpc = RpcProxy(session, "logging", logging_policies["read"],
                                method_policies={"log": logging_policies["write"]}, signer=signer,
@@ -93,13 +97,37 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
                                max_batch_bytes=settings.rpc_batch_max_bytes,
                                lane_requests=settings.rpc_lane_requests)
         messages_rpc = RpcProxy(session, "messages", messages_policies["read"], signer=signer,
-                                shared={"message"}, lane_requests=settings.rpc_lane_requests)
+                                shared={"message", "messages"}, lane_requests=settings.rpc_lane_requests)
+        events, dispatch = event_dispatcher(settings, clock)
         app[SERVICE] = build_service(FacadeService, logging_rpc=logging_rpc, messages_rpc=messages_rpc,
-                                     key_uuids=KeyUuids.from_settings(settings))
-        app[POLICIES] = [*logging_policies.values(), *messages_policies.values()]
+                                     key_uuids=KeyUuids.from_settings(settings), dispatch=dispatch)
+        app[POLICIES] = [*logging_policies.values(), *messages_policies.values(),
+                         *([dispatch.policy] if dispatch is not None else [])]
         yield
         await logging_rpc.aclose()
         await messages_rpc.aclose()
+        if events is not None:
+            await events.aclose()
+
+
+def event_dispatcher(settings: FacadeSettings, clock: Clock,
+                     ) -> tuple[EventBus, EventDispatcher] | tuple[None, None]:
+    """With ``NATS_URLS``: the connection to the event stream, and the facade's publisher on it.
+
+    A publish is one message on a connection shared by every call, pipelined
+    by NATS: the facade's own ``MAX_IN_FLIGHT`` bounds them, not the limit of
+    an RPC downstream's requests.
+    """
+    servers = settings.nats_servers()
+    if not servers:
+        return None, None
+    bus = EventBus(servers, settings.events_stream, replicas=settings.events_replicas,
+                   duplicate_window=settings.events_duplicate_window, name="facade")
+    bus.start()
+    publish = downstream_policies("events", servers[:1],
+                                  replace(settings, max_calls_in_flight=settings.max_in_flight),
+                                  ("publish",), clock=clock, probe=lambda _server: bus.probe)
+    return bus, EventDispatcher(bus, "facade", publish["publish"])
 
 
 def main() -> None:

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from resilience.settings import CallPolicySettings, ServerSettings, SettingsError, between, is_http_url
+from resilience.settings import (
+    CallPolicySettings,
+    EventSettings,
+    ServerSettings,
+    SettingsError,
+    between,
+    is_http_url,
+)
 
 
 @dataclass(frozen=True)
-class FacadeSettings(CallPolicySettings, ServerSettings):
+class FacadeSettings(EventSettings, CallPolicySettings, ServerSettings):
     """Everything the facade reads from the environment (see the README's configuration table).
 
     honcho's ``PORT`` is deliberately not read, so the assignment's ports hold under ``honcho start``.
+    With ``NATS_URLS`` each message is also published as an event, and reads list the messages
+    service's messages.
     """
 
     facade_port: int = between(5000, 0, 65535)
@@ -19,6 +28,8 @@ class FacadeSettings(CallPolicySettings, ServerSettings):
     messages_url: str = "http://127.0.0.1:5002"
     # Replicas of logging, comma-separated; when set, LOGGING_URL is not used.
     logging_urls: str = ""
+    # Instances of messages, comma-separated; when set, MESSAGES_URL is not used.
+    messages_urls: str = ""
     # The longest message and the largest page (logging's contract; the same on both sides).
     max_msg_chars: int = 10_000
     max_page_bytes: int = 1024 * 1024
@@ -38,13 +49,22 @@ class FacadeSettings(CallPolicySettings, ServerSettings):
         for name in ("logging_url", "messages_url"):
             if not is_http_url(getattr(self, name)):
                 raise SettingsError(f"{name.upper()} must be an http:// or https:// URL")
-        replicas = self.logging_replicas()
-        if not all(is_http_url(url) for url in replicas):
-            raise SettingsError("LOGGING_URLS must be a comma-separated list of http:// or https:// URLs")
-        if len(set(replicas)) != len(replicas):
-            raise SettingsError("LOGGING_URLS names a replica twice")
+        for name, replicas in (("LOGGING_URLS", self.logging_replicas()),
+                               ("MESSAGES_URLS", self.messages_replicas())):
+            if not all(is_http_url(url) for url in replicas):
+                raise SettingsError(f"{name} must be a comma-separated list of http:// or https:// URLs")
+            if len(set(replicas)) != len(replicas):
+                raise SettingsError(f"{name} names a replica twice")
 
     def logging_replicas(self) -> tuple[str, ...]:
         """The logging replicas the facade balances over: ``LOGGING_URLS``, else ``LOGGING_URL``."""
-        listed = tuple(url.strip().rstrip("/") for url in self.logging_urls.split(",") if url.strip())
-        return listed or (self.logging_url.rstrip("/"),)
+        return _replicas(self.logging_urls, self.logging_url)
+
+    def messages_replicas(self) -> tuple[str, ...]:
+        """The messages instances the facade balances over: ``MESSAGES_URLS``, else ``MESSAGES_URL``."""
+        return _replicas(self.messages_urls, self.messages_url)
+
+
+def _replicas(listed: str, single: str) -> tuple[str, ...]:
+    urls = tuple(url.strip().rstrip("/") for url in listed.split(",") if url.strip())
+    return urls or (single.rstrip("/"),)

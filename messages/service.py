@@ -1,10 +1,21 @@
-"""The messages service: a stub that answers with static text."""
+"""The messages service: task 1's stub, and on the cluster the messages of the event stream."""
 
 from __future__ import annotations
 
-from resilience import rpc
+from typing import Any
+
+from logging_service.contract import is_message_uuid
+from logging_service.paging import MAX_PAGE, encode_page
+from resilience import BROADCAST, Config, Dependency, EventConsumer, InvalidArgument, event_handler, rpc
+from resilience.observability.logs import get_logger
+
+from .settings import MessagesSettings
 
 STATIC_MESSAGE = "not implemented yet"
+#: The event the facade publishes for each message it acknowledges.
+MESSAGE_LOGGED = ("facade", "message_logged")
+
+log = get_logger("messages")
 
 
 class MessagesService:
@@ -16,3 +27,42 @@ class MessagesService:
     def message(self) -> str:
         """The static message."""
         return STATIC_MESSAGE
+
+
+class StreamMessagesService(MessagesService):
+    """Keeps, in memory and in the stream's order, every message the facade published, once each
+    by UUID, and answers them a page at a time.
+
+    Every instance handles every event (``BROADCAST``): each holds all the
+    messages, so any instance answers a read whole, and one that starts
+    rebuilds them from the stream, which keeps every event.
+    """
+
+    config = Config(MessagesSettings)
+    events: Dependency[EventConsumer] = Dependency()
+    #: The messages, by UUID, in the order their events came (a dict keeps insertion order).
+    kept = Dependency[dict[str, str]](dict)
+
+    @event_handler(*MESSAGE_LOGGED, handler_type=BROADCAST)
+    def keep(self, payload: Any) -> None:
+        """Keep a logged message once; an event seen before (redelivered, replayed) changes nothing."""
+        uuid = payload.get("uuid") if isinstance(payload, dict) else None
+        msg = payload.get("msg") if isinstance(payload, dict) else None
+        if not (isinstance(uuid, str) and is_message_uuid(uuid) and isinstance(msg, str)):
+            log.error("message_logged event ignored: not a {uuid, msg} of the facade's",
+                      payload=repr(payload)[:200])
+            return
+        self.kept.setdefault(uuid, msg)
+
+    @rpc(expected=(InvalidArgument,))
+    async def messages(self, offset: int = 0, limit: int = MAX_PAGE) -> dict[str, Any]:
+        """The page of kept messages from ``offset``, once every event the stream held when asked
+        is handled: ``{"logs": [...], "next_offset": N}``, as logging's pages."""
+        if offset < 0:
+            raise InvalidArgument("offset must be 0 or more")
+        if not 0 <= limit <= MAX_PAGE:
+            raise InvalidArgument(f"limit must be between 0 and {MAX_PAGE}")
+        await self.events.caught_up("keep", self.config.messages_catch_up_timeout)
+        texts = list(self.kept.values())
+        return encode_page(texts[offset:offset + limit], offset, limit, self.config.max_page_bytes,
+                           len(texts))

@@ -4,7 +4,8 @@
 Its rooms, one per job:
 
 - ``resilience.rpc``: service classes, ``@rpc``, dependencies and ``Config``, the server,
-  the client proxy with group commit, request signing;
+  the client proxy with group commit, request signing, and events (``EventDispatcher``,
+  ``@event_handler``) over NATS JetStream;
 - ``resilience.policies``: retry strategies, the breaker and its window, the retry budget,
   hedging, the concurrency limit, the balancer, and the pipeline that composes them;
 - ``resilience.observability``: structlog configuration, correlation and trace context, the
@@ -36,15 +37,32 @@ from resilience.policies.budget import RetryBudget
 from resilience.policies.hedging import Hedging, LatencyTracker
 from resilience.policies.limit import ConcurrencyLimit
 from resilience.policies.pipeline import CallPolicy, downstream_policies
+from resilience.rpc.events import (
+    BROADCAST,
+    SERVICE_POOL,
+    EventBus,
+    EventConsumer,
+    EventDispatcher,
+    event_handler,
+    event_handlers,
+)
 from resilience.rpc.proxy import RpcProxy
 from resilience.rpc.server import rpc_app
 from resilience.rpc.service import Config, Dependency, build_service, dispatch, rpc
 from resilience.rpc.transport import readiness_probe
 from resilience.runtime.runner import run_main
 from resilience.runtime.web import body_deadline, json_response, reply_budget
-from resilience.settings import CallPolicySettings, EnvSettings, ServerSettings, SettingsError
+from resilience.settings import (
+    CallPolicySettings,
+    EnvSettings,
+    EventSettings,
+    ServerSettings,
+    SettingsError,
+)
 
 __all__ = [
+    "BROADCAST",
+    "SERVICE_POOL",
     "AsyncCircuitBreaker",
     "Balancer",
     "BreakerRule",
@@ -56,6 +74,10 @@ __all__ = [
     "Conflict",
     "Dependency",
     "EnvSettings",
+    "EventBus",
+    "EventConsumer",
+    "EventDispatcher",
+    "EventSettings",
     "ExpectedError",
     "Hedging",
     "InvalidArgument",
@@ -77,6 +99,8 @@ __all__ = [
     "correlation_middleware",
     "dispatch",
     "downstream_policies",
+    "event_handler",
+    "event_handlers",
     "get_logger",
     "json_response",
     "readiness_probe",

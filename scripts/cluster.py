@@ -35,12 +35,12 @@ from resilience.testing.processes import HEALTH_POLL, free_port, is_healthy
 MODULES = {"facade": "facade", "logging": "logging_service", "messages": "messages"}
 
 
-def replica_names(count: int) -> tuple[str, ...]:
-    """The names of ``count`` logging replicas: ``logging`` alone, else ``logging1``... (as in
-    Procfile.cluster)."""
+def replica_names(count: int, service: str = "logging") -> tuple[str, ...]:
+    """The names of ``count`` replicas of ``service``: ``logging`` alone, else ``logging1``...
+    (as in Procfile.cluster)."""
     if count < 1:
-        raise ValueError("a cluster needs at least one logging replica")
-    return ("logging",) if count == 1 else tuple(f"logging{i}" for i in range(1, count + 1))
+        raise ValueError(f"a cluster needs at least one {service} replica")
+    return (service,) if count == 1 else tuple(f"{service}{i}" for i in range(1, count + 1))
 
 
 class Cluster:
@@ -51,19 +51,23 @@ class Cluster:
     With ``logging_replicas`` above one, the logging replicas are named
     ``logging1``... (``replicas``), each on a port of its own, and the facade
     balances over all of them (``LOGGING_URLS``); they share a store only if
-    ``env`` gives them one (``LOGGING_STORE``).
+    ``env`` gives them one (``LOGGING_STORE``). Likewise ``messages_instances``
+    (``messages1``..., ``MESSAGES_URLS``), which keep the stream's messages
+    when ``env`` gives them ``NATS_URLS``.
     """
 
     def __init__(self, log_dir: Path, env: Mapping[str, str] | None = None,
-                 host: str = "127.0.0.1", logging_replicas: int = 1) -> None:
+                 host: str = "127.0.0.1", logging_replicas: int = 1,
+                 messages_instances: int = 1) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.host = host
         self.replicas = replica_names(logging_replicas)
-        self.services = (*self.replicas, "messages", "facade")
+        self.messages_instances = replica_names(messages_instances, "messages")
+        self.services = (*self.replicas, *self.messages_instances, "facade")
         self.ports = {name: free_port(host) for name in self.services}
         self.logging_url = self.url(self.replicas[0])
-        self.messages_url = self.url("messages")
+        self.messages_url = self.url(self.messages_instances[0])
         self.extra_env = dict(env or {})
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         #: Where in its log each running service's lines since its (re)start begin.
@@ -84,12 +88,15 @@ class Cluster:
     def env(self, name: str | None = None) -> dict[str, str]:
         """The environment service ``name`` gets (without a name: what every service gets)."""
         replicas = {"LOGGING_URLS": ",".join(self.logging_urls)} if len(self.replicas) > 1 else {}
+        if len(self.messages_instances) > 1:
+            replicas["MESSAGES_URLS"] = ",".join(map(self.url, self.messages_instances))
+        messages = name if name in self.messages_instances else self.messages_instances[0]
         return {
             **os.environ,
             "HOST": self.host,
             "FACADE_PORT": str(self.ports["facade"]),
             "LOGGING_PORT": str(self.ports[name if name in self.replicas else self.replicas[0]]),
-            "MESSAGES_PORT": str(self.ports["messages"]),
+            "MESSAGES_PORT": str(self.ports[messages]),
             "LOGGING_URL": self.logging_url,
             **replicas,
             "MESSAGES_URL": self.messages_url,
@@ -99,7 +106,8 @@ class Cluster:
 
     def start(self, name: str, wait: bool = True) -> subprocess.Popen[bytes]:
         """Start service ``name`` (appending to its log) and, with ``wait``, wait until it serves."""
-        module = MODULES["logging" if name in self.replicas else name]
+        module = MODULES["logging" if name in self.replicas
+                         else "messages" if name in self.messages_instances else name]
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self._log_starts[name] = log.tell()
             proc = subprocess.Popen([sys.executable, "-m", module], env=self.env(name),

@@ -140,7 +140,7 @@ async def test_the_stream_absorbs_an_event_published_again(bus: EventBus) -> Non
     last = new_uuid()
     await dispatch("said", {"uuid": last, "msg": "last"}, event_id=last)
     keeper = Keeper()
-    consumer = await consume(bus, keeper)
+    await consume(bus, keeper)
     await wait_for(lambda: last in keeper.kept, timeout=10)
     assert keeper.calls == 2
 
@@ -210,7 +210,7 @@ async def test_the_handler_logs_under_the_publishers_correlation_id(
     out = io.StringIO()
     configure_logging("keeper", "json", "info", stream=out)
     keeper = Keeper()
-    consumer = await consume(bus, keeper)
+    await consume(bus, keeper)
     uuid = new_uuid()
     with correlated("4bf92f3577b34da6a3ce929d0e0e4736"):
         await dispatcher(bus)("said", {"uuid": uuid, "msg": "traced"}, event_id=uuid)

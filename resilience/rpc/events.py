@@ -154,7 +154,7 @@ class EventBus:
             except _UNAVAILABLE as exc:
                 log.warning("NATS unreachable, trying again", error=repr(exc))
                 await asyncio.sleep(self.retry_interval)
-        self._js = self._nc.jetstream()
+        self._js = self._nc.jetstream(timeout=2.0)
         while True:
             try:
                 await self._ensure_stream(self._js)
@@ -167,12 +167,16 @@ class EventBus:
         self.ready.set()
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
+        """Make the stream if it is missing; return once it has a leader to take events."""
         try:
-            await js.stream_info(self.stream)
+            info = await js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
-            await js.add_stream(StreamConfig(
+            info = await js.add_stream(StreamConfig(
                 name=self.stream, subjects=[f"{self.stream}.>"], num_replicas=self.replicas,
                 duplicate_window=self.duplicate_window))
+        while info.cluster is not None and not info.cluster.leader:
+            await asyncio.sleep(self.retry_interval)
+            info = await js.stream_info(self.stream)
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("NATS connection error", error=repr(exc))
@@ -272,6 +276,13 @@ class EventConsumer:
         self._tasks = [asyncio.create_task(self._run(service, handler))
                        for handler in self.handlers.values()]
 
+    def outcomes(self) -> Counter[str]:
+        """Events by outcome, over every handler (for the metrics)."""
+        counts: Counter[str] = Counter()
+        for (_, outcome), count in self.tally.items():
+            counts[outcome] += count
+        return counts
+
     def replayed(self) -> bool:
         """Whether every handler has handled what the stream held when it subscribed."""
         return len(self._replayed_to) == len(self.handlers) and all(
@@ -307,6 +318,9 @@ class EventConsumer:
             except (*_UNAVAILABLE, nats.js.errors.APIError, ServiceUnavailable) as exc:
                 log.warning("event consumer interrupted, subscribing again",
                             handler=handler.method, error=repr(exc))
+                await asyncio.sleep(self.bus.retry_interval)
+            except Exception:  # a bug here must not end the consumer without a word
+                log.exception("event consumer failed, subscribing again", handler=handler.method)
                 await asyncio.sleep(self.bus.retry_interval)
 
     async def _subscribe(self, handler: EventHandler) -> JetStreamContext.PullSubscription:

@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from resilience.testing.processes import free_port, poll_until
 
@@ -141,7 +142,7 @@ class NatsCluster:
             proc.kill()
             proc.wait()
 
-    def _get(self, name: str, path: str) -> dict[str, object] | None:
+    def _get(self, name: str, path: str) -> dict[str, Any] | None:
         """The JSON a monitoring endpoint of ``name`` answers, or None when it does not."""
         try:
             with urllib.request.urlopen(self.monitor_url(name) + path, timeout=1) as reply:

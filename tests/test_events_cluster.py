@@ -1,0 +1,176 @@
+"""The course's task 4 on real processes: the facade publishes each message to a three-server NATS
+JetStream stream, two messages instances keep what they consumed, and nothing acknowledged is lost
+or doubled when consumers stop, the stream's leader dies, a consumer dies, or all of NATS does."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from resilience.testing.nats_server import NatsCluster
+from scripts.cluster import Cluster
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.e2e
+
+CLIENTS = 16
+
+
+def http(method: str, url: str, body: Any = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[tuple[NatsCluster, Cluster]]:
+    """Three NATS servers, then logging, messages1, messages2 and the facade, on free ports."""
+    with NatsCluster(tmp_path / "nats") as nats:
+        nats.start_all()
+        with Cluster(tmp_path / "logs", env={"NATS_URLS": nats.urls}, messages_instances=2) as cluster:
+            cluster.start_all()
+            yield nats, cluster
+
+
+async def post_until_acknowledged(cluster: Cluster, text: str) -> None:
+    """POST ``text`` again (with one Idempotency-Key) until it is acknowledged: a facade that has
+    just started answers 503 until its event stream is connected."""
+    key = {"Idempotency-Key": "first-message"}
+    await wait_for(lambda: http("POST", cluster.facade_url + "/facade", {"msg": text}, key)[0] == 200, 30)
+
+
+def ready(cluster: Cluster, name: str) -> bool:
+    try:
+        return http("GET", cluster.url(name) + "/ready")[0] == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def kept_by(cluster: Cluster, name: str) -> list[str]:
+    """Every message one messages instance answers, asked directly."""
+    status, body = http("POST", cluster.url(name) + "/rpc/messages", {})
+    assert status == 200, body
+    return list(body["result"]["logs"])
+
+
+def assert_once_each(acknowledged: list[str], listed: list[str], where: str) -> None:
+    doubled = [text for text, n in Counter(listed).items() if n > 1]
+    missing = set(acknowledged) - set(listed)
+    assert (doubled, sorted(missing)) == ([], []), f"{where}: doubled, then lost"
+
+
+async def test_consumers_stopped_100_posts_stream_leader_killed_consumers_started(
+        system: tuple[NatsCluster, Cluster]) -> None:
+    """The course's fault test: with both messages instances stopped, 100 messages are POSTed and
+    acknowledged; the stream's leader is SIGKILLed; the instances start again, rebuild from the
+    stream, and GET /facade lists all 100, once each, in logs and in messages."""
+    nats, cluster = system
+    for name in cluster.messages_instances:
+        cluster.stop(name)
+    texts = [f"course {i}" for i in range(100)]
+    await post_until_acknowledged(cluster, texts[0])
+    for text in texts[1:]:
+        status, body = http("POST", cluster.facade_url + "/facade", {"msg": text})
+        assert (status, body["status"]) == (200, "success")
+    nats.kill(nats.stream_leader("events"))
+    for name in cluster.messages_instances:
+        cluster.start(name)
+    await wait_for(lambda: all(ready(cluster, name) for name in cluster.messages_instances), 30)
+    status, body = http("GET", cluster.facade_url + "/facade")
+    assert status == 200
+    assert body == {"logs": texts, "messages": texts}
+    for name in cluster.messages_instances:
+        assert kept_by(cluster, name) == texts
+
+
+class Load:
+    """CLIENTS clients POSTing unique messages back to back; what was acknowledged and what not."""
+
+    def __init__(self, facade_url: str) -> None:
+        self.url = facade_url + "/facade"
+        self.acknowledged: list[str] = []
+        self.refused: Counter[str] = Counter()
+        self.stopping = asyncio.Event()
+        self._numbers = itertools.count()
+
+    async def client(self, session: aiohttp.ClientSession) -> None:
+        while not self.stopping.is_set():
+            text = f"load {next(self._numbers)}"
+            try:
+                async with session.post(self.url, json={"msg": text}) as reply:
+                    body = await reply.json()
+                    if reply.status == 200:
+                        self.acknowledged.append(text)
+                    else:
+                        self.refused[f"{reply.status} {body.get('message', '')}"] += 1
+                        await asyncio.sleep(0.01)  # a client backs off after a 503
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.refused[type(exc).__name__] += 1
+
+    async def more(self, count: int, timeout: float = 30) -> None:
+        """Wait until ``count`` more POSTs are acknowledged."""
+        target = len(self.acknowledged) + count
+        await wait_for(lambda: len(self.acknowledged) >= target, timeout)
+
+
+async def test_under_load_leader_consumer_and_all_of_nats_killed_lose_and_double_nothing(
+        system: tuple[NatsCluster, Cluster]) -> None:
+    """16 clients POST throughout: the stream's leader is SIGKILLed and restarted, messages1 is
+    SIGKILLed and restarted, then all three NATS servers are SIGKILLed (POSTs are refused by the
+    open breaker meanwhile) and started again. Every acknowledged message is then in logging and
+    in each messages instance exactly once."""
+    nats, cluster = system
+    await post_until_acknowledged(cluster, "first")
+    load = Load(cluster.facade_url)
+    load.acknowledged.append("first")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        clients = [asyncio.create_task(load.client(session)) for _ in range(CLIENTS)]
+        await load.more(200)
+
+        leader = nats.stream_leader("events")
+        nats.kill(leader)
+        await load.more(200)
+        nats.start(leader)
+        await load.more(200)
+
+        cluster.kill("messages1")
+        await load.more(200)
+        cluster.start("messages1")
+        await wait_for(lambda: ready(cluster, "messages1"), 30)
+        await load.more(200)
+
+        for name in nats.names:
+            nats.kill(name)
+        await wait_for(lambda: any("events service unavailable (circuit breaker open" in refusal
+                                   for refusal in load.refused), 30)
+        nats.start_all()
+        await load.more(200, timeout=60)
+
+        load.stopping.set()
+        await asyncio.gather(*clients)
+
+    assert not [r for r in load.refused if not r.startswith("503")], load.refused
+    await wait_for(lambda: all(ready(cluster, name) for name in cluster.messages_instances), 30)
+    status, body = http("GET", cluster.facade_url + "/facade?limit=10000")
+    assert status == 200
+    assert "unavailable" not in body
+    assert_once_each(load.acknowledged, body["logs"], "logging")
+    assert_once_each(load.acknowledged, body["messages"], "GET's messages")
+    for name in cluster.messages_instances:
+        assert_once_each(load.acknowledged, kept_by(cluster, name), name)
