@@ -284,9 +284,11 @@ def test_honcho_start_runs_the_procfile_and_stops_cleanly(tmp_path: Path) -> Non
     assert "SIGKILL" not in text  # what honcho sends once its grace is over
 
 
-#: The ports Procfile.cluster names, each on its own line.
-CLUSTER_PORTS = re.compile(r"\b(5000|5001|5002|5003|5004|6390)\b")
+#: The ports Procfile.cluster names: the services', Redis's, and each NATS server's client, route
+#: and monitoring ports.
+CLUSTER_PORTS = re.compile(r"\b(5000|5001|5002|5003|5004|5005|6390|422[234]|622[234]|822[234])\b")
 REPLICAS = ("logging1", "logging2", "logging3")
+MESSAGES = ("messages1", "messages2")
 
 
 def is_ready(url: str) -> bool:
@@ -297,41 +299,52 @@ def is_ready(url: str) -> bool:
         return False
 
 
-def test_honcho_runs_procfile_cluster_on_redis(tmp_path: Path) -> None:
-    """`honcho -f Procfile.cluster start`: Redis with its data folder, three replicas on one store, Ctrl-C."""
+def test_honcho_runs_procfile_cluster_on_redis_and_nats(tmp_path: Path) -> None:
+    """`honcho -f Procfile.cluster start`: Redis and three NATS servers with their data folders,
+    three logging replicas on one store, two messages instances each keeping every message of
+    the stream, the facade over all of them; Ctrl-C stops everything cleanly."""
     procfile = (REPO / "Procfile.cluster").read_text()
     # The file's own ports, each replaced by a free one (tests never bind the ports a live system uses).
     ports = {port: free_port() for port in sorted(set(CLUSTER_PORTS.findall(procfile)))}
     (tmp_path / "Procfile.cluster").write_text(CLUSTER_PORTS.sub(lambda m: str(ports[m[0]]), procfile))
     shutil.copy(REDIS_CONF, tmp_path)
     url = {name: f"http://127.0.0.1:{ports[port]}" for name, port in [
-        ("facade", "5000"), ("logging1", "5001"), ("messages", "5002"),
-        ("logging2", "5003"), ("logging3", "5004")]}
+        ("facade", "5000"), ("logging1", "5001"), ("messages1", "5002"),
+        ("logging2", "5003"), ("logging3", "5004"), ("messages2", "5005")]}
 
     with honcho(tmp_path, {**os.environ, "LOG_FORMAT": "json"}, "-f", "Procfile.cluster", "start") as proc:
-        for name in REPLICAS:
-            poll_until(lambda name=name: is_ready(url[name]), 15, f"{name} ready")
-        for name in ("messages", "facade"):
-            wait_until_healthy(url[name])
+        for name in (*REPLICAS, *MESSAGES):
+            poll_until(lambda name=name: is_ready(url[name]), 30, f"{name} ready")
+        wait_until_healthy(url["facade"])
         texts = [f"msg{i}" for i in range(1, 11)]
-        for text in texts:
+        # The facade answers 503 until its event stream is connected: the first POST is retried
+        # under one Idempotency-Key until it is acknowledged.
+        poll_until(lambda: post_msg(url["facade"], texts[0], {"Idempotency-Key": "first"})[0] == 200,
+                   30, "the first POST acknowledged")
+        for text in texts[1:]:
             assert post_msg(url["facade"], text)[0] == 200
         for name in REPLICAS:  # one store: every replica reads all, in order, whoever stored each
             reply = http("POST", url[name] + "/rpc/messages", b"{}", {"Content-Type": "application/json"})
             assert reply[:2] == (200, {"result": {"logs": texts}})
+        for name in MESSAGES:  # each instance keeps every message of the stream
+            reply = http("POST", url[name] + "/rpc/messages", b"{}", {"Content-Type": "application/json"})
+            assert reply[:2] == (200, {"result": {"logs": texts}})
+        assert http("GET", url["facade"] + "/facade")[:2] == (200, {"logs": texts, "messages": texts})
         text = ctrl_c(proc)
 
     facade_lines = [json.loads(line[line.index("{"):]) for line in text.splitlines()
                     if " facade.1 " in line and "{" in line]
     served = [e["logging_replica"] for e in facade_lines
-              if e["event"] == "request handled" and e["method"] == "POST"]
+              if e["event"] == "request handled" and e["method"] == "POST" and e["status"] == 200]
     assert len(served) == len(texts)
     assert set(served) <= {url[name] for name in REPLICAS}  # the facade balances over LOGGING_URLS
     assert (tmp_path / ".data" / "redis" / "appendonlydir").is_dir()
+    for name in ("nats1", "nats2", "nats3"):
+        assert (tmp_path / ".data" / name / "jetstream").is_dir()
     assert "Traceback" not in text
-    for name in ("redis", *REPLICAS, "messages", "facade"):
+    for name in ("redis", "nats1", "nats2", "nats3", *REPLICAS, *MESSAGES, "facade"):
         assert f"{name}.1 started" in text
-    assert text.count('"event":"service stopped"') == 5
+    assert text.count('"event":"service stopped"') == 6
     assert "SIGKILL" not in text
 
 

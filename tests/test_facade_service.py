@@ -14,6 +14,7 @@ from facade.ids import KeyUuids
 from facade.service import FacadeService, IdempotencyKeyReused
 from resilience import CircuitOpen, Conflict, InvalidArgument, MethodNotFound, RemoteError, ServiceUnavailable
 from resilience.testing import worker_factory
+from resilience.testing.events import RecordingDispatcher
 
 PAGE = b'{"logs":["msg1"]}'
 
@@ -168,3 +169,68 @@ async def test_get_without_logging_fails(service: FacadeService) -> None:
     logging_mock(service).call.side_effect = ServiceUnavailable("logging", "refused")
     with pytest.raises(ServiceUnavailable):
         await service.get_messages()
+
+
+@pytest.fixture
+def streamed(service: FacadeService) -> tuple[FacadeService, RecordingDispatcher]:
+    """The facade on the cluster: each message also published, reads listing messages'."""
+    dispatch = RecordingDispatcher()
+    service.dispatch = dispatch  # type: ignore[assignment]
+    service.messages_rpc.messages.return_value = {"logs": ["msg1"]}
+    return service, dispatch
+
+
+async def test_with_events_a_message_is_published_once_logging_has_it(
+        streamed: tuple[FacadeService, RecordingDispatcher]) -> None:
+    """The event carries the UUID and text, under the UUID as its ID (the stream's dedup key)."""
+    service, dispatch = streamed
+    message_id = await service.post_message("msg1")
+    assert dispatch.events == [("message_logged", {"uuid": message_id, "msg": "msg1"}, message_id)]
+
+
+async def test_with_events_a_stream_that_is_down_fails_the_post_and_a_retry_completes_it(
+        streamed: tuple[FacadeService, RecordingDispatcher]) -> None:
+    """logging stored it but the stream did not take it: the POST fails (503); the client's retry
+    with its key sends the same UUID to both (logging acknowledges it as a duplicate)."""
+    service, dispatch = streamed
+    dispatch.fail_with = ServiceUnavailable("events", "no stream leader")
+    with pytest.raises(ServiceUnavailable):
+        await service.post_message("msg1", "key-1")
+    dispatch.fail_with = None
+    message_id = await service.post_message("msg1", "key-1")
+    assert [call.kwargs["uuid"] for call in logging_mock(service).log.await_args_list] == [
+        message_id, message_id]
+    assert dispatch.events == [("message_logged", {"uuid": message_id, "msg": "msg1"}, message_id)]
+
+
+async def test_with_events_a_refused_message_is_not_published(
+        streamed: tuple[FacadeService, RecordingDispatcher]) -> None:
+    service, dispatch = streamed
+    logging_mock(service).log.side_effect = Conflict("different text")
+    with pytest.raises(IdempotencyKeyReused):
+        await service.post_message("other", "key-1")
+    assert dispatch.events == []
+
+
+async def test_with_events_a_read_lists_the_messages_services_page(
+        streamed: tuple[FacadeService, RecordingDispatcher]) -> None:
+    service, _ = streamed
+    service.messages_rpc.messages.return_value = {"logs": ["msg1"], "next_offset": 1}
+    assert await read(service, 0, 1) == {"logs": ["msg1"], "messages": ["msg1"],
+                                         "messages_next_offset": 1}
+    service.messages_rpc.messages.assert_awaited_once_with(offset=0, limit=1)
+
+
+async def test_with_events_a_read_without_messages_says_so(
+        streamed: tuple[FacadeService, RecordingDispatcher]) -> None:
+    service, _ = streamed
+    service.messages_rpc.messages.side_effect = CircuitOpen("messages", "circuit breaker open")
+    assert await read(service) == {"logs": ["msg1"], "messages": [], "unavailable": ["messages"]}
+
+
+async def test_with_events_a_malformed_messages_page_is_a_remote_error(
+        streamed: tuple[FacadeService, RecordingDispatcher]) -> None:
+    service, _ = streamed
+    service.messages_rpc.messages.return_value = {"logs": [1, 2]}
+    with pytest.raises(RemoteError, match="no list of texts"):
+        await read(service)

@@ -4,7 +4,10 @@
 - ``call_entrypoint``: call an ``@rpc`` method the way the HTTP server would, without a network.
 - ``FakeClock``: a monotonic clock and ``sleep`` that advance only when told to.
 - ``faults.FaultProxy``: an HTTP proxy that refuses, delays, fails, drops or swallows replies.
+- ``events``: ``deliver`` an event to a service's handlers, and a ``RecordingDispatcher``,
+  both without a broker.
 - ``redis_server.RedisServer``: a real redis-server on a free port, in a folder of its own.
+- ``nats_server.NatsCluster``: real nats-server processes with JetStream, one or a cluster.
 - ``processes``: a free port, and waiting until a started service answers its health check.
 """
 
