@@ -22,7 +22,7 @@ import pytest
 
 from facade.settings import FacadeSettings
 from resilience.observability.correlation import HEADER
-from resilience.testing.processes import free_port, poll_until, wait_until_healthy
+from resilience.testing.processes import free_port, is_ready, poll_until, wait_until_healthy
 from scripts import REDIS_CONF
 from scripts.cluster import Cluster
 from tests.cases import BAD_BODIES
@@ -289,14 +289,6 @@ def test_honcho_start_runs_the_procfile_and_stops_cleanly(tmp_path: Path) -> Non
 CLUSTER_PORTS = re.compile(r"\b(5000|5001|5002|5003|5004|5005|6390|422[234]|622[234]|822[234])\b")
 REPLICAS = ("logging1", "logging2", "logging3")
 MESSAGES = ("messages1", "messages2")
-
-
-def is_ready(url: str) -> bool:
-    """Whether ``<url>/ready`` answers 200 right now."""
-    try:
-        return http("GET", url + "/ready")[0] == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def test_honcho_runs_procfile_cluster_on_redis_and_nats(tmp_path: Path) -> None:

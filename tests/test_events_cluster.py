@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from resilience.testing.nats_server import NatsCluster
+from resilience.testing.processes import is_ready
 from scripts.cluster import Cluster
 from tests.conftest import wait_for
 
@@ -55,13 +56,6 @@ async def post_until_acknowledged(cluster: Cluster, text: str) -> None:
     await wait_for(lambda: http("POST", cluster.facade_url + "/facade", {"msg": text}, key)[0] == 200, 30)
 
 
-def ready(cluster: Cluster, name: str) -> bool:
-    try:
-        return http("GET", cluster.url(name) + "/ready")[0] == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
 def kept_by(cluster: Cluster, name: str) -> list[str]:
     """Every message one messages instance answers, asked directly."""
     status, body = http("POST", cluster.url(name) + "/rpc/messages", {})
@@ -91,7 +85,7 @@ async def test_consumers_stopped_100_posts_stream_leader_killed_consumers_starte
     nats.kill(nats.stream_leader("events"))
     for name in cluster.messages_instances:
         cluster.start(name)
-    await wait_for(lambda: all(ready(cluster, name) for name in cluster.messages_instances), 30)
+    await wait_for(lambda: all(is_ready(cluster.url(name)) for name in cluster.messages_instances), 30)
     status, body = http("GET", cluster.facade_url + "/facade")
     assert status == 200
     assert body == {"logs": texts, "messages": texts}
@@ -152,7 +146,7 @@ async def test_under_load_leader_consumer_and_all_of_nats_killed_lose_and_double
         cluster.kill("messages1")
         await load.more(200)
         cluster.start("messages1")
-        await wait_for(lambda: ready(cluster, "messages1"), 30)
+        await wait_for(lambda: is_ready(cluster.url("messages1")), 30)
         await load.more(200)
 
         for name in nats.names:
@@ -166,7 +160,7 @@ async def test_under_load_leader_consumer_and_all_of_nats_killed_lose_and_double
         await asyncio.gather(*clients)
 
     assert not [r for r in load.refused if not r.startswith("503")], load.refused
-    await wait_for(lambda: all(ready(cluster, name) for name in cluster.messages_instances), 30)
+    await wait_for(lambda: all(is_ready(cluster.url(name)) for name in cluster.messages_instances), 30)
     status, body = http("GET", cluster.facade_url + "/facade?limit=10000")
     assert status == 200
     assert "unavailable" not in body

@@ -22,7 +22,7 @@ from scripts.soak.load import LoadState
 from scripts.soak.readback import breaker_label
 from scripts.soak.run import until_something_checked
 from scripts.soak.timeline import outage_spans
-from scripts.soak.verdict import problems
+from scripts.soak.verdict import messages_verdict, problems
 from tests.test_soak import SHIPPED, explain
 
 REPLICAS = ("logging1", "logging2", "logging3")
@@ -98,15 +98,29 @@ def test_a_cluster_run_fails_without_what_it_must_show() -> None:
 
 
 def test_the_faults_a_cluster_run_needs() -> None:
-    """A cluster run needs a replica kill, two replicas down at once and a redis-server kill."""
+    """A cluster run needs a replica kill, two replicas down at once, a redis-server kill and a
+    kill of the event stream's leader."""
     chaos = ChaosState(started=0.0)
     before = missing_faults(CLUSTER, chaos)
-    chaos.replica_rounds, chaos.pair_rounds, chaos.kills[REDIS] = 2, 1, 1
+    chaos.replica_rounds, chaos.pair_rounds, chaos.kills[REDIS], chaos.kills["nats2"] = 2, 1, 1, 1
 
     assert before == ["a logging replica SIGKILL", "two logging replicas SIGKILLed at once",
-                      "a redis-server SIGKILL"]
+                      "a redis-server SIGKILL", "a SIGKILL of the event stream's leader"]
     assert missing_faults(CLUSTER, chaos) == []
     assert missing_faults(SoakConfig(), ChaosState(started=0.0)) == []
+
+
+def test_a_messages_instance_that_lost_or_doubled_a_message_fails_the_run() -> None:
+    """Each messages instance is judged as the store is: every acknowledged message once."""
+    ops = [acked("one", started=1.0, ended=1.1), acked("two", started=1.0, ended=1.2)]
+    kept = {"messages1": messages_verdict(ops, ["one", "two"]),
+            "messages2": messages_verdict(ops, ["one", "one", "ghost"])}
+    result = tally(ops, ["one", "two"])
+
+    assert kept["messages1"] == {"kept": 2, "lost": 0, "duplicated": 0, "unexpected": 0}
+    assert problems(result, LoadState().gets, "identical", messages=kept) == [
+        "messages2: 1 acknowledged messages are not kept", "messages2: 1 messages are kept more than once",
+        "messages2: 1 kept messages were never sent"]
 
 
 def test_only_a_restart_on_the_write_path_moves_the_last_restart() -> None:
@@ -133,6 +147,7 @@ async def test_cluster_load_goes_on_until_the_faults_came_and_a_later_post_is_ac
     nothing is down, and a POST sent after the last restart has been acknowledged."""
     state = LoadState()
     chaos = ChaosState(started=0.0, replica_rounds=2, pair_rounds=1, down={REDIS}, last_restart=10.0)
+    chaos.kills["nats3"] += 1
     waiting = asyncio.create_task(until_something_checked(CLUSTER, state, chaos))
     await asyncio.sleep(0)
 
@@ -154,11 +169,13 @@ async def test_cluster_load_goes_on_until_the_faults_came_and_a_later_post_is_ac
 def test_command_line_for_the_cluster() -> None:
     """--cluster and its fault options reach the configuration."""
     config, _ = parse_args(["--cluster", "--duration", "9", "--kill-replica-every", "2", "--replica-downtime",
-                            "0.5", "--kill-redis-every", "3", "--redis-downtime", "0.2"])
+                            "0.5", "--kill-redis-every", "3", "--redis-downtime", "0.2",
+                            "--kill-nats-every", "4", "--nats-downtime", "0.3"])
 
     assert config.cluster
     assert (config.kill_replica_every, config.replica_downtime) == (2, 0.5)
     assert (config.kill_redis_every, config.redis_downtime) == (3, 0.2)
+    assert (config.kill_nats_every, config.nats_downtime) == (4, 0.3)
     assert parse_args(["--cluster"])[0].duration == 60  # the defaults fit the default duration
 
 
@@ -166,6 +183,7 @@ def test_command_line_for_the_cluster() -> None:
     (["--cluster", "--kill-logging"], "kill_logging is for the in-memory logging service"),
     (["--cluster", "--duration", "20"], "cluster needs a duration of at least 30 s"),
     (["--cluster", "--redis-downtime", "0"], "must be positive"),
+    (["--cluster", "--nats-downtime", "0"], "must be positive"),
 ])
 def test_command_line_refuses_a_cluster_run_that_cannot_show_its_faults(
         argv: list[str], says: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,13 +197,16 @@ def test_command_line_refuses_a_cluster_run_that_cannot_show_its_faults(
 
 
 @pytest.mark.e2e
-async def test_short_cluster_soak_loses_nothing_acknowledged_across_replica_and_redis_kills(
+async def test_short_cluster_soak_loses_nothing_acknowledged_across_replica_redis_and_nats_kills(
         tmp_path: Path) -> None:
-    """A 6 s soak on redis-server and three replicas, with replicas (two at once too) and redis-server
+    """A 6 s soak on redis-server, three replicas, three NATS servers and two messages instances,
+    with replicas (two at once too), redis-server, the event stream's leader and messages instances
     SIGKILLed and restarted: every acknowledged message, those acknowledged before the Redis restart
-    included, is stored exactly once, and POSTs sent after the last restart are acknowledged."""
+    included, is stored exactly once and kept once by each messages instance, and POSTs sent after
+    the last restart are acknowledged."""
     config = SoakConfig(duration=6.0, concurrency=4, seed=2, cluster=True, kill_replica_every=1.5,
                         replica_downtime=0.3, kill_redis_every=2.0, redis_downtime=0.3,
+                        kill_nats_every=2.0, nats_downtime=0.3,
                         kill_messages_every=3.0, messages_downtime=0.3, service_env=SHIPPED,
                         log_dir=tmp_path)
 
@@ -196,6 +217,7 @@ async def test_short_cluster_soak_loses_nothing_acknowledged_across_replica_and_
     assert faults["replica_rounds"] >= MIN_REPLICA_ROUNDS, explain(report)
     assert faults["pair_rounds"] >= 1, explain(report)
     assert faults["kills"][REDIS] >= 1, explain(report)
+    assert sum(n for name, n in faults["kills"].items() if name.startswith("nats")) >= 1, explain(report)
     assert report.evidence["store_unreachable_logged"] > 0, explain(report)  # the replicas felt it
     # Messages acknowledged by the Redis that was killed are held to the strict rule, and all stored.
     assert t.checked == t.attempted, explain(report)
@@ -203,7 +225,12 @@ async def test_short_cluster_soak_loses_nothing_acknowledged_across_replica_and_
     assert (t.lost, t.duplicated, t.unexpected, t.uuid_mismatches) == (0, 0, 0, 0), explain(report)
     assert (t.after_last_restart or 0) > 0, explain(report)
     assert report.readback["via_facade"] == "identical", explain(report)
+    for name in ("messages1", "messages2"):
+        kept = report.messages[name]
+        assert (kept["lost"], kept["duplicated"], kept["unexpected"]) == (0, 0, 0), explain(report)
+        assert kept["kept"] >= t.acknowledged, explain(report)
     assert report.passed, explain(report)
     assert {name: s["exit"] for name, s in report.shutdown.items()} == {
-        "facade": 0, "messages": 0, "logging1": 0, "logging2": 0, "logging3": 0, REDIS: 0}
+        "facade": 0, "messages1": 0, "messages2": 0, "logging1": 0, "logging2": 0, "logging3": 0,
+        REDIS: 0}
     assert sum(report.evidence["tracebacks"].values()) == 0, explain(report)

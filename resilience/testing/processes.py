@@ -26,8 +26,17 @@ HEALTH_POLL = 0.05
 
 def is_healthy(url: str) -> bool:
     """Whether ``<url>/health`` answers 200 right now."""
+    return _answers_200(url + "/health")
+
+
+def is_ready(url: str) -> bool:
+    """Whether ``<url>/ready`` answers 200 right now (the service can serve its calls)."""
+    return _answers_200(url + "/ready")
+
+
+def _answers_200(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url + "/health", timeout=1) as reply:
+        with urllib.request.urlopen(url, timeout=1) as reply:
             return bool(reply.status == 200)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False

@@ -51,8 +51,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SoakConfig, bool]:
                         help="mean seconds between SIGKILLs of logging (default: %(default)s)")
     parser.add_argument("--cluster", action="store_true",
                         help="run the cluster of Procfile.cluster instead: redis-server, three logging "
-                             "replicas on it, messages and the facade over the replicas; SIGKILL and "
-                             "restart replicas (one, or two at once) and redis-server; no network phases")
+                             "replicas on it, three NATS servers, two messages instances on their "
+                             "event stream and the facade over all of them; SIGKILL and restart "
+                             "replicas (one, or two at once), redis-server, the stream's leader and "
+                             "messages instances; no network phases")
     parser.add_argument("--kill-replica-every", type=float, default=defaults.kill_replica_every,
                         help="with --cluster, mean seconds between rounds of replica SIGKILLs "
                              "(default: %(default)s)")
@@ -63,6 +65,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SoakConfig, bool]:
                              "(default: %(default)s)")
     parser.add_argument("--redis-downtime", type=float, default=defaults.redis_downtime,
                         help="longest time redis-server stays down, seconds (default: %(default)s)")
+    parser.add_argument("--kill-nats-every", type=float, default=defaults.kill_nats_every,
+                        help="with --cluster, mean seconds between SIGKILLs of the event stream's "
+                             "leader (default: %(default)s)")
+    parser.add_argument("--nats-downtime", type=float, default=defaults.nats_downtime,
+                        help="longest time a killed NATS server stays down, seconds "
+                             "(default: %(default)s)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the services, e.g. RPC_TIMEOUT=0.5 or BREAKER_OPEN_DURATION=2 "
                              "(repeatable; default: the services' own defaults)")
@@ -89,6 +97,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[SoakConfig, bool]:
         kill_logging_every=args.kill_logging_every, cluster=args.cluster,
         kill_replica_every=args.kill_replica_every, replica_downtime=args.replica_downtime,
         kill_redis_every=args.kill_redis_every, redis_downtime=args.redis_downtime,
+        kill_nats_every=args.kill_nats_every, nats_downtime=args.nats_downtime,
         service_env=service_env, log_dir=args.log_dir,
         plot=args.plot, progress_every=0.0 if args.quiet else 10.0,
     )

@@ -17,8 +17,9 @@ KILL_JITTER = (0.5, 1.5)
 #: The logging service is killed only in this first share of the run: the rest is kept for
 #: messages that must all survive, those sent after the last restart.
 LOGGING_KILLS_UNTIL = 0.5
-#: Logging replicas in the clustered run, as in Procfile.cluster.
+#: Logging replicas and messages instances in the clustered run, as in Procfile.cluster.
 REPLICAS = 3
+MESSAGES = 2
 #: In the clustered run, replica kills come in rounds: the second round, and every third after
 #: it, SIGKILLs two replicas at once (the facade still has the third); the others one.
 PAIR_ROUND_EVERY = 3
@@ -53,7 +54,8 @@ class SoakConfig:
     #: Mean seconds between SIGKILLs of the logging service, with ``kill_logging``.
     kill_logging_every: float = 20.0
     #: Run the cluster of Procfile.cluster instead: redis-server, ``REPLICAS`` logging replicas
-    #: on it, messages and the facade over all of them, and kill replicas and redis-server.
+    #: on it, three NATS servers, two messages instances on their event stream and the facade
+    #: over all of them, and kill replicas, redis-server, the stream's leader and messages.
     cluster: bool = False
     #: Mean seconds between rounds of replica SIGKILLs, with ``cluster``.
     kill_replica_every: float = 10.0
@@ -63,6 +65,10 @@ class SoakConfig:
     kill_redis_every: float = 20.0
     #: A killed redis-server stays down up to this many seconds before it is restarted.
     redis_downtime: float = 1.0
+    #: Mean seconds between SIGKILLs of the event stream's leader, with ``cluster``.
+    kill_nats_every: float = 15.0
+    #: A killed NATS server stays down up to this many seconds before it is restarted.
+    nats_downtime: float = 1.0
     #: Extra environment for the services (``{"RPC_TIMEOUT": "0.5"}``), on top of their defaults.
     service_env: Mapping[str, str] = field(default_factory=dict)
     #: Where the services write their JSON logs (default: a new temporary directory).
@@ -115,17 +121,18 @@ class SoakConfig:
             raise ValueError("kill_logging is for the in-memory logging service; the cluster "
                              "kills its logging replicas anyway")
         if min(self.kill_replica_every, self.replica_downtime, self.kill_redis_every,
-               self.redis_downtime) <= 0:
-            raise ValueError("kill_replica_every, replica_downtime, kill_redis_every and "
-                             "redis_downtime must be positive")
+               self.redis_downtime, self.kill_nats_every, self.nats_downtime) <= 0:
+            raise ValueError("kill_replica_every, replica_downtime, kill_redis_every, "
+                             "redis_downtime, kill_nats_every and nats_downtime must be positive")
         shortest = KILL_JITTER[1] * max(MIN_REPLICA_ROUNDS * self.kill_replica_every,
-                                        self.kill_redis_every)
+                                        self.kill_redis_every, self.kill_nats_every)
         if self.duration < shortest:
             # Otherwise a run may end before its first redis-server kill or its first round of two
             # replicas at once: it would report on faults that never happened.
             raise ValueError(
                 f"cluster needs a duration of at least {shortest:g} s with kill_replica_every "
-                f"{self.kill_replica_every:g} s and kill_redis_every {self.kill_redis_every:g} s "
-                f"(the first redis-server kill and the {MIN_REPLICA_ROUNDS} first rounds of replica "
+                f"{self.kill_replica_every:g} s, kill_redis_every {self.kill_redis_every:g} s and "
+                f"kill_nats_every {self.kill_nats_every:g} s (the first redis-server and NATS "
+                f"leader kills and the {MIN_REPLICA_ROUNDS} first rounds of replica "
                 f"kills come up to {KILL_JITTER[1]:g} x those in): lengthen the duration or shorten "
                 "the intervals")

@@ -1,5 +1,5 @@
 """The faults: the schedule of network phases on the logging path, and the process killers
-(messages, logging or its replicas, redis-server)."""
+(messages, logging or its replicas, redis-server, the event stream's leader)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from resilience.testing.nats_server import NatsCluster
+from resilience.testing.processes import poll_until
 from resilience.testing.redis_server import RedisServer
 from scripts.cluster import Cluster
 
@@ -32,12 +34,14 @@ class ChaosState:
     started: float
     phases: Counter[str] = field(default_factory=Counter)
     phase: str = "clean"
-    #: SIGKILLs by process: ``messages``, ``logging`` (or ``logging1``...), ``redis-server``.
+    #: SIGKILLs by process: ``messages`` (or ``messages1``...), ``logging`` (or ``logging1``...),
+    #: ``redis-server``, ``nats1``...
     kills: Counter[str] = field(default_factory=Counter)
     #: Rounds of replica kills, and how many of them killed two replicas at once.
     replica_rounds: int = 0
     pair_rounds: int = 0
-    #: Processes on the write path (logging, its replicas, redis-server) killed and not serving yet.
+    #: Processes on the write path (logging, its replicas, redis-server, NATS servers) killed and
+    #: not serving yet.
     down: set[str] = field(default_factory=set)
     #: ``time.monotonic()`` when the last restarted process on the write path served again.
     last_restart: float | None = None
@@ -64,6 +68,11 @@ class ChaosState:
         self.note(f"{name} restarted{f' ({how})' if how else ''}")
 
     @property
+    def nats_kills(self) -> int:
+        """SIGKILLs of NATS servers (each the event stream's leader when it was killed)."""
+        return sum(n for name, n in self.kills.items() if name.startswith("nats"))
+
+    @property
     def replica_kills(self) -> int:
         """SIGKILLs of logging replicas (named ``logging1``...)."""
         return sum(n for name, n in self.kills.items() if name.startswith("logging") and name != "logging")
@@ -81,6 +90,8 @@ def missing_faults(config: SoakConfig, chaos: ChaosState) -> list[str]:
             missing.append("two logging replicas SIGKILLed at once")
         if not chaos.kills[REDIS]:
             missing.append("a redis-server SIGKILL")
+        if not chaos.nats_kills:
+            missing.append("a SIGKILL of the event stream's leader")
     return missing
 
 
@@ -138,15 +149,17 @@ async def network_chaos(proxy: SoakProxy, rng: random.Random, config: SoakConfig
 
 async def messages_chaos(cluster: Cluster, lock: asyncio.Lock, rng: random.Random, config: SoakConfig,
                          stop: asyncio.Event, chaos: ChaosState) -> None:
-    """SIGKILL the messages service every so often and restart it after a short while."""
+    """SIGKILL the messages service (one of its instances) every so often and restart it after a
+    short while."""
     while not await wait_for_stop(stop, rng.uniform(*KILL_JITTER) * config.kill_messages_every):
+        victim = rng.choice(cluster.messages_instances)
         async with lock:
-            await asyncio.to_thread(cluster.kill, "messages")
-        chaos.killed("messages")
+            await asyncio.to_thread(cluster.kill, victim)
+        chaos.killed(victim)
         await asyncio.sleep(rng.uniform(0.1, config.messages_downtime))
         async with lock:
-            await asyncio.to_thread(cluster.start, "messages")
-        chaos.restarted("messages")
+            await asyncio.to_thread(cluster.start, victim)
+        chaos.restarted(victim)
 
 
 def kill_due(done: bool, delay: float, cutoff: float) -> bool:
@@ -234,6 +247,40 @@ async def redis_chaos(redis: RedisServer, rng: random.Random, config: SoakConfig
         await asyncio.to_thread(redis.start)
         chaos.restarted(REDIS, "append-only file reloaded")
     await stop.wait()
+
+
+async def nats_chaos(nats: NatsCluster, stream: str, rng: random.Random, config: SoakConfig,
+                     stop: asyncio.Event, chaos: ChaosState) -> None:
+    """SIGKILL the server leading the event stream (at least once, then while due within the
+    duration) and restart it on the same ports and folder; the others elect a new leader."""
+    cutoff = chaos.started + config.duration
+    while kill_due(bool(chaos.nats_kills),
+                   delay := rng.uniform(*KILL_JITTER) * config.kill_nats_every, cutoff):
+        if await wait_for_stop(stop, delay):
+            return
+        leader = await asyncio.to_thread(stream_leader, nats, stream)
+        chaos.down.add(leader)
+        await asyncio.to_thread(nats.kill, leader)
+        chaos.killed(leader)
+        await asyncio.sleep(rng.uniform(0.1, config.nats_downtime))
+        await asyncio.to_thread(nats.start, leader)
+        chaos.restarted(leader, "was the stream's leader")
+    await stop.wait()
+
+
+def stream_leader(nats: NatsCluster, stream: str, timeout: float = 30.0) -> str:
+    """The server leading ``stream``, once one does (after a kill, the others elect one)."""
+    found: list[str] = []
+
+    def elected() -> bool:
+        try:
+            found.append(nats.stream_leader(stream))
+        except LookupError:
+            return False
+        return True
+
+    poll_until(elected, timeout, f"a leader of stream {stream!r}")
+    return found[-1]
 
 
 def start_together(cluster: Cluster, names: Sequence[str]) -> None:

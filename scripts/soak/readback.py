@@ -77,6 +77,22 @@ async def read_via_facade(session: aiohttp.ClientSession, facade_url: str, timeo
     return await follow_pages(fetch, patience)
 
 
+async def kept_by_messages(session: aiohttp.ClientSession, url: str, timeout: float,
+                           patience: float = 60.0) -> list[str]:
+    """Every message one messages instance keeps (POST /rpc/messages, page by page), asked again
+    while it answers 503 (replaying the event stream after a restart)."""
+
+    async def fetch(offset: int) -> Any:
+        async with session.post(f"{url}/rpc/messages", json={"offset": offset},
+                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            return orjson.loads(await resp.read())["result"] if resp.status == 200 else None
+
+    texts = await follow_pages(fetch, patience)
+    if texts is None:
+        raise RuntimeError(f"could not read the messages kept by {url} within {patience} s")
+    return texts
+
+
 def logged_uuids(lines: Sequence[Mapping[str, object]]) -> dict[str, set[str]]:
     """Every UUID the logging service logged as stored, with the message(s) stored under it.
 
@@ -104,7 +120,7 @@ def breaker_label(breaker: str, aliases: Mapping[str, str]) -> str:
 
 def evidence(cluster: Cluster) -> dict[str, Any]:
     """What the services' logs show happened (the logging figures summed over its replicas)."""
-    services = ("facade", *cluster.replicas, "messages")
+    services = ("facade", *cluster.replicas, *cluster.messages_instances)
     logs = {name: cluster.log_lines(name) for name in services}
     facade = logs["facade"]
     logging_lines = [line for name in cluster.replicas for line in logs[name]]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .load import GetStats
@@ -44,6 +44,8 @@ class Report:
     #: The timeline picture's path, or why it was skipped.
     picture: str
     problems: list[str]
+    #: On the cluster, what each messages instance kept: how many, and lost, duplicated, unexpected.
+    messages: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -63,7 +65,7 @@ class Report:
         lines = [
             f"soak: {self.duration:g} s of load, {self.concurrency} clients, seed {self.seed}"
             f"{', logging kills on' if self.kill_logging else ''}"
-            f"{', cluster on Redis' if self.cluster else ''} ({self.elapsed:.1f} s in all)",
+            f"{', cluster on Redis and NATS' if self.cluster else ''} ({self.elapsed:.1f} s in all)",
             "facade: " + ", ".join(f"{k.upper()}={v:g}" for k, v in self.settings.items()),
             *self._fault_lines(),
             "",
@@ -94,6 +96,8 @@ class Report:
             f"{g.degraded}, failed {g.failed}, unexpected texts {g.unexpected_texts})",
             f"stored at the end        {self.readback['stored']:>8}   (paged read through the facade "
             f"{self.readback['via_facade']})",
+            *(f"{name} kept {v['kept']:>14}   (lost {v['lost']}, duplicated {v['duplicated']}, "
+              f"unexpected {v['unexpected']})" for name, v in self.messages.items()),
             "",
             f"evidence: facade retried logging calls {e['facade_retries']}x, breaker opened "
             f"{e['breaker_opened']}, logging ignored {e['duplicates_ignored']} duplicate deliveries"
@@ -108,7 +112,8 @@ class Report:
             lines.append(f"examples of {kind}: {', '.join(found)}")
         lines.append("")
         if self.passed:
-            lines.append("PASS: nothing lost, duplicated or unexpected")
+            lines.append("PASS: nothing lost, duplicated or unexpected"
+                         + (", in logging or in messages" if self.messages else ""))
         else:
             lines += ["FAIL:", *(f"  - {problem}" for problem in self.problems)]
         return "\n".join(lines)
@@ -125,14 +130,17 @@ class Report:
                 f"logging SIGKILLed {kills.get('logging', 0)}x",
             ]
         replicas = {name: n for name, n in kills.items() if name.startswith("logging")}
+        nats = sum(n for name, n in kills.items() if name.startswith("nats"))
+        messages = sum(n for name, n in kills.items() if name.startswith("messages"))
         end = self.timeline[-1][0] if self.timeline else 0.0
         downs = sorted((start, stop, name) for name, spans in outage_spans(self.timeline, end).items()
                        for start, stop, _ in spans)
         return [
             f"faults: logging replicas SIGKILLed {sum(replicas.values())}x in {f['replica_rounds']} rounds "
             f"({f['pair_rounds']} of two at once; {', '.join(f'{k} {v}x' for k, v in replicas.items())}), "
-            f"redis-server SIGKILLed {kills.get('redis-server', 0)}x, messages SIGKILLed "
-            f"{kills.get('messages', 0)}x; no network faults (the facade calls the replicas directly)",
+            f"redis-server SIGKILLed {kills.get('redis-server', 0)}x, the event stream's leader "
+            f"SIGKILLed {nats}x, messages instances SIGKILLed {messages}x; no network faults "
+            "(the facade calls the replicas directly)",
             *textwrap.wrap("        down (s since the load started): "
                            + ", ".join(f"{name} {start:.1f}-{stop:.1f}" for start, stop, name in downs),
                            width=110, subsequent_indent=" " * 10),

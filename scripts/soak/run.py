@@ -24,7 +24,7 @@ from .readback import evidence, read_store, read_via_facade, replica_aliases
 from .report import SETTINGS_SHOWN, Report
 from .timeline import draw_png, timeline_of
 from .topology import topology_for
-from .verdict import problems, tally
+from .verdict import messages_verdict, problems, tally
 
 #: Past ``duration``, the load goes on until every fault the run needs has happened and a POST
 #: sent after the last restart has been acknowledged (so that the verdict vouches for something),
@@ -68,6 +68,7 @@ async def run_soak(config: SoakConfig) -> Report:
             stored = await read_store(session, topology.read_url, config.request_timeout)
             via_facade = await read_via_facade(session, cluster.facade_url, config.request_timeout)
             stored_uuids = await topology.uuid_index()
+            kept = await topology.messages_kept(session, config.request_timeout)
     finally:
         shutdown = await topology.stop()
 
@@ -76,6 +77,7 @@ async def run_soak(config: SoakConfig) -> Report:
     result = tally(state.ops, stored, strict_since=None if config.cluster else chaos.last_restart,
                    stored_uuids=stored_uuids, store_killed_at=chaos.last_store_kill,
                    restarted_at=chaos.last_restart if config.cluster else None)
+    messages = {name: messages_verdict(state.ops, texts) for name, texts in kept.items()}
     agreement = ("unavailable" if via_facade is None
                  else "identical" if via_facade == stored else "DIFFERENT")
     return Report(
@@ -89,7 +91,8 @@ async def run_soak(config: SoakConfig) -> Report:
                 "pair_rounds": chaos.pair_rounds},
         evidence=found, readback={"stored": len(stored), "via_facade": agreement}, shutdown=shutdown,
         log_dir=str(log_dir), load_started_utc=load_started_utc, timeline=chaos.timeline, picture=picture,
-        problems=problems(result, state.gets, agreement, missing_faults(config, chaos)),
+        messages=messages,
+        problems=problems(result, state.gets, agreement, missing_faults(config, chaos), messages),
     )
 
 
@@ -103,7 +106,7 @@ def _draw(config: SoakConfig, log_dir: Path, cluster: Cluster, state: LoadState,
                        load_started_utc, end, aliases=replica_aliases(cluster))
     title = (f"soak: {config.duration:g} s, {config.concurrency} clients, seed {config.seed}"
              f"{', logging kills' if config.kill_logging else ''}"
-             f"{f', cluster on Redis ({REPLICAS} logging replicas)' if config.cluster else ''}")
+             f"{f', cluster on Redis and NATS ({REPLICAS} logging replicas)' if config.cluster else ''}")
     if not draw_png(data, path, title):
         return "skipped (matplotlib is not installed: pip install -e '.[plots]')"
     return str(path)
@@ -154,5 +157,6 @@ def _faults_so_far(config: SoakConfig, chaos: ChaosState) -> str:
     """The progress line's summary of the faults: the network phase, or the kills so far."""
     if config.cluster:
         return (f"replica kills {chaos.replica_kills}, redis-server kills {chaos.kills[REDIS]}, "
-                f"messages kills {chaos.kills['messages']}")
+                f"stream leader kills {chaos.nats_kills}, messages kills "
+                f"{sum(n for name, n in chaos.kills.items() if name.startswith('messages'))}")
     return f"network {chaos.phase}, messages kills {chaos.kills['messages']}"

@@ -6,8 +6,10 @@
 - ``OnRedis`` (``--cluster``): the topology of Procfile.cluster, a
   redis-server (``redis.conf``: AOF, ``appendfsync always``; a free port, a
   data folder in the log directory), ``REPLICAS`` logging replicas on it,
-  messages, and the facade over the replicas' ``LOGGING_URLS``, with no proxy
-  between them: its faults are SIGKILLs of replicas and of redis-server.
+  three NATS servers holding the event stream, two messages instances on it,
+  and the facade over the replicas' ``LOGGING_URLS`` and the instances'
+  ``MESSAGES_URLS``, with no proxy between them: its faults are SIGKILLs of
+  replicas, of redis-server, of the stream's leader and of messages instances.
 
 Both start every process they need, hand the soak its fault tasks, settle
 what is in flight after the load, and stop every process they started, by PID.
@@ -16,29 +18,36 @@ what is in flight after the load, and stop every process they started, by PID.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from logging_service.store.redis import BY_UUID
+from resilience.settings import EventSettings
+from resilience.testing.nats_server import NatsCluster
+from resilience.testing.processes import is_ready, poll_until
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
 from scripts.cluster import Cluster, stopped
 
-from .config import REPLICAS, SoakConfig
+from .config import MESSAGES, REPLICAS, SoakConfig
 from .faults import (
     REDIS,
     ChaosState,
     logging_chaos,
     messages_chaos,
+    nats_chaos,
     network_chaos,
     redis_chaos,
     replica_chaos,
     start_together,
 )
 from .proxy import SoakProxy
-from .readback import logged_uuids, quiesce
+from .readback import kept_by_messages, logged_uuids, quiesce
 
 Chaos = Coroutine[Any, Any, None]
 
@@ -78,6 +87,10 @@ class InMemory:
         await self.proxy.heal()
         await quiesce(self.proxy, settle=seconds)
 
+    async def messages_kept(self, session: aiohttp.ClientSession, timeout: float) -> dict[str, list[str]]:
+        """No event stream here: the messages service is task 1's stub."""
+        return {}
+
     async def uuid_index(self) -> dict[str, set[str]]:
         """Every UUID logging logged as storing a message, with that message."""
         return logged_uuids(self.cluster.log_lines("logging"))
@@ -98,13 +111,16 @@ class InMemory:
 
 
 class OnRedis:
-    """redis-server, ``REPLICAS`` logging replicas on it, messages, the facade over all replicas."""
+    """redis-server, ``REPLICAS`` logging replicas on it, three NATS servers, ``MESSAGES``
+    messages instances on the event stream, the facade over all of them."""
 
     def __init__(self, config: SoakConfig, log_dir: Path) -> None:
         self.config = config
         self.redis = RedisServer(log_dir / "redis", config=REDIS_CONF)
-        self.cluster = Cluster(log_dir, env={**config.service_env, "LOGGING_STORE": self.redis.url},
-                               logging_replicas=REPLICAS)
+        self.nats = NatsCluster(log_dir / "nats")
+        self.cluster = Cluster(log_dir, env={**config.service_env, "LOGGING_STORE": self.redis.url,
+                                             "NATS_URLS": self.nats.urls},
+                               logging_replicas=REPLICAS, messages_instances=MESSAGES)
 
     @property
     def read_url(self) -> str:
@@ -112,16 +128,28 @@ class OnRedis:
         return self.cluster.url(self.cluster.replicas[0])
 
     async def start(self) -> None:
+        await asyncio.to_thread(self.nats.start_all)
         await asyncio.to_thread(self.redis.start)
         await asyncio.to_thread(start_together, self.cluster, self.cluster.services)
+        # The messages instances answer /ready once they have the event stream: so does the facade.
+        for url in map(self.cluster.url, self.cluster.messages_instances):
+            await asyncio.to_thread(poll_until, functools.partial(is_ready, url), 30, f"{url} ready")
 
     def chaos(self, rng: random.Random, slow_delay: float, stop: asyncio.Event,
               chaos: ChaosState) -> list[Chaos]:
-        """The fault tasks: rounds of replica kills, redis-server kills, messages kills."""
+        """The fault tasks: rounds of replica kills, redis-server kills, stream leader kills,
+        messages kills."""
         lock = asyncio.Lock()
         return [replica_chaos(self.cluster, lock, random.Random(rng.random()), self.config, stop, chaos),
                 redis_chaos(self.redis, random.Random(rng.random()), self.config, stop, chaos),
+                nats_chaos(self.nats, EventSettings().events_stream, random.Random(rng.random()),
+                           self.config, stop, chaos),
                 messages_chaos(self.cluster, lock, random.Random(rng.random()), self.config, stop, chaos)]
+
+    async def messages_kept(self, session: aiohttp.ClientSession, timeout: float) -> dict[str, list[str]]:
+        """What each messages instance keeps, read from it once it has replayed the stream."""
+        return {name: await kept_by_messages(session, self.cluster.url(name), timeout)
+                for name in self.cluster.messages_instances}
 
     async def settle(self, seconds: float) -> None:
         """Wait ``seconds``: past the facade's retry deadline, no attempt of a POST is left."""
@@ -140,13 +168,18 @@ class OnRedis:
         return {}
 
     async def stop(self) -> dict[str, dict[str, float]]:
-        """Stop every service, then redis-server (SIGTERM: it fsyncs its file and exits 0)."""
+        """Stop every service, then redis-server (SIGTERM: it fsyncs its file and exits 0), then
+        the NATS servers."""
         results: dict[str, dict[str, float]] = {}
         try:
             results.update(await asyncio.to_thread(self.cluster.stop_all))
         finally:
-            if self.redis.proc is not None:
-                results[REDIS] = await asyncio.to_thread(stopped, self.redis.stop, self.redis.kill)
+            try:
+                if self.redis.proc is not None:
+                    results[REDIS] = await asyncio.to_thread(stopped, self.redis.stop, self.redis.kill)
+            finally:
+                for name in self.nats.names:
+                    await asyncio.to_thread(self.nats.stop, name)
         return results
 
 

@@ -112,10 +112,24 @@ def tally(ops: Sequence[PostOp], stored: Sequence[str], *, strict_since: float |
     )
 
 
-def problems(t: Tally, gets: GetStats, via_facade: str, missing_faults: Sequence[str] = ()) -> list[str]:
-    """Why a run with this tally, these GETs, this paged read back (``via_facade``) and these faults
-    it was to survive but never saw (``missing_faults``) fails (empty when it passes)."""
+def messages_verdict(ops: Sequence[PostOp], kept: Sequence[str]) -> dict[str, int]:
+    """What one messages instance keeps, judged as the store is: every acknowledged message once."""
+    t = tally(ops, kept)
+    return {"kept": len(kept), "lost": t.lost, "duplicated": t.duplicated, "unexpected": t.unexpected}
+
+
+def problems(t: Tally, gets: GetStats, via_facade: str, missing_faults: Sequence[str] = (),
+             messages: Mapping[str, Mapping[str, int]] | None = None) -> list[str]:
+    """Why a run with this tally, these GETs, this paged read back (``via_facade``), these faults
+    it was to survive but never saw (``missing_faults``) and what each messages instance kept
+    (``messages``, on the cluster) fails (empty when it passes)."""
     found = [f"{fault} never happened: the run cannot vouch for surviving it" for fault in missing_faults]
+    for name, verdict in (messages or {}).items():
+        for kind, what in (("lost", "acknowledged messages are not kept"),
+                           ("duplicated", "messages are kept more than once"),
+                           ("unexpected", "kept messages were never sent")):
+            if verdict[kind]:
+                found.append(f"{name}: {verdict[kind]} {what}")
     if t.lost:
         found.append(f"{t.lost} acknowledged messages are not stored")
     if t.duplicated:
