@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
-from .results import REPLICA_COUNTS, SMALL_STORE, Report, bare_beside, redis_system
+from .results import EVENTS_SYSTEM, REPLICA_COUNTS, SMALL_STORE, Report, bare_beside, redis_system
 
 # The targets, and the conditions they are defined at.
 POST_RATIO_MIN = 0.45
@@ -21,6 +21,7 @@ POST_P99_MAX_MS = 25.0
 BYTES_PER_MESSAGE_MAX = 300.0
 WRAPPER_OVERHEAD_MAX = 0.10
 REDIS_POST_RATIO_MIN = 0.30
+EVENTS_POST_RATIO_MIN = 0.25
 TARGET_CONNECTIONS = 32
 TARGET_CORES = 2
 
@@ -69,6 +70,14 @@ def checks(report: Report) -> list[Check]:
         redis_ratio = report.ratio(redis_system(1), "POST")
         listed.append(Check(redis_figure, f"{redis_ratio:.2f}", redis_target,
                             redis_ratio >= REDIS_POST_RATIO_MIN))
+    events_figure = "POST /facade on Redis with events (3 NATS servers, 2 messages) / bare POST rate"
+    events_target = f">= {EVENTS_POST_RATIO_MIN:.2f}"
+    if report.redis.skipped or report.redis.events_skipped:
+        listed.append(Check(events_figure, "-", events_target, None))
+    else:
+        events_ratio = report.ratio(EVENTS_SYSTEM, "POST")
+        listed.append(Check(events_figure, f"{events_ratio:.2f}", events_target,
+                            events_ratio >= EVENTS_POST_RATIO_MIN))
     return listed
 
 
@@ -116,7 +125,25 @@ def redis_table(report: Report) -> str:
         replicas = f"{n} replica{'s' if n > 1 else ''}"
         names[redis_system(n)] = f"facade, {replicas} on Redis"
         names[bare_beside(redis_system(n))] = f"bare handler, in turn with {replicas}"
+    if (EVENTS_SYSTEM, "POST") in report.load:
+        names[EVENTS_SYSTEM] = "facade, 1 replica on Redis, events on"
+        names[bare_beside(EVENTS_SYSTEM)] = "bare handler, in turn with events on"
     return _table(LOAD_HEADER, _load_rows(report, names), "llrrrrr")
+
+
+def events_cpu_table(report: Report) -> str:
+    """CPU per request of every process of the cluster, with events on and without."""
+    cpu = report.redis.cpu_us
+    systems = [redis_system(1), EVENTS_SYSTEM]
+    names = sorted({name for key, used in cpu.items() for name in used})
+    rows = []
+    for verb in ("POST", "GET"):
+        for system in systems:
+            used = cpu.get((system, verb), {})
+            rows.append([f"{verb}, {'events on' if system == EVENTS_SYSTEM else 'no events'}",
+                         *(f"{used[name]:.0f}" if name in used else "-" for name in names),
+                         f"{sum(used.values()):.0f}"])
+    return _table(["request", *names, "all"], rows, "l" + "r" * (len(names) + 1))
 
 
 def cpu_table(report: Report) -> str:
@@ -176,11 +203,21 @@ def redis_section(report: Report) -> str:
         return f"### On Redis\n\nSkipped: {redis.skipped}."
     memory = ", ".join(f"{n} replica{'s' if n > 1 else ''} {redis.bytes_per_message[n]:.0f} B "
                        f"(over {redis.stored[n]:,})" for n in REPLICA_COUNTS)
-    return (f"### On Redis (redis-server {redis.version}, the shipped redis.conf: AOF, "
-            f"appendfsync always; each ratio to the bare handler's runs taken in turn with it)"
-            f"\n\n{redis_table(report)}\n\n"
-            f"Redis memory per stored message (`INFO memory` `used_memory` given back by emptying "
-            f"Redis once the cluster had stopped, over every message it stored): {memory}.")
+    section = (f"### On Redis (redis-server {redis.version}, the shipped redis.conf: AOF, "
+               f"appendfsync always; each ratio to the bare handler's runs taken in turn with it)"
+               f"\n\n{redis_table(report)}\n\n"
+               f"Redis memory per stored message (`INFO memory` `used_memory` given back by emptying "
+               f"Redis once the cluster had stopped, over every message it stored): {memory}.")
+    if redis.events_skipped:
+        return f"{section}\n\nEvents run skipped: {redis.events_skipped}."
+    post = {system: sum(redis.cpu_us.get((system, "POST"), {}).values())
+            for system in (redis_system(1), EVENTS_SYSTEM)}
+    return (f"{section}\n\n#### CPU per request on Redis, 1 replica, without and with events "
+            f"(µs of user + system time, per process)\n\n{events_cpu_table(report)}\n\n"
+            f"An event costs {post[EVENTS_SYSTEM] - post[redis_system(1)]:.0f} µs of CPU per POST "
+            f"over the whole cluster (the facade's publish, the three NATS servers, the two "
+            f"messages instances; the processes of the run without events are facade, logging, "
+            f"messages).")
 
 
 def caveats(report: Report) -> list[str]:

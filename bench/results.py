@@ -25,6 +25,11 @@ def redis_system(replicas: int) -> str:
     return f"redis-{replicas}"
 
 
+#: The key of the facade over one logging replica on Redis with events on (three NATS servers,
+#: two messages instances) in ``Report.load``.
+EVENTS_SYSTEM = "events-1"
+
+
 def bare_beside(system: str) -> str:
     """The key of the bare handler's runs taken in turn with ``system``'s in ``Report.load``
     (the facade's are ``bare`` itself: the Throughput table's; a bare system is its own)."""
@@ -196,6 +201,11 @@ class RedisResult:
     version: str = ""
     stored: dict[int, int] = field(default_factory=dict)
     bytes_per_message: dict[int, float] = field(default_factory=dict)
+    #: Why the run with events on did not happen (no nats-server), or None.
+    events_skipped: str | None = None
+    #: (redis_system(1) | EVENTS_SYSTEM, verb) -> process -> CPU microseconds per request: what
+    #: the same cluster spends with and without events.
+    cpu_us: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

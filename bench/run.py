@@ -13,14 +13,18 @@
 4. With redis-server on PATH, on one redis-server (the shipped ``redis.conf``),
    emptied after each: the facade over 1, 2 and 3 logging replicas, each
    driven by the same ``throughput`` in turn with a fresh bare handler, and
-   Redis's memory per message stored.
-   Without it, the phase is skipped and the report says why.
+   Redis's memory per message stored. Then, with nats-server on PATH, the
+   facade over 1 replica with events on (three NATS servers, two messages
+   instances on the stream), the same way; with and without events, the CPU
+   each process spends per request.
+   Without them, the phase (or its events run) is skipped and the report says why.
 
 Every process is stopped on the way out, whatever happened.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
 import statistics
 import time
@@ -36,7 +40,8 @@ import psutil
 import uvloop
 
 from logging_service.settings import MEMORY_STORE
-from resilience.testing.processes import poll_until
+from resilience.testing.nats_server import NatsCluster
+from resilience.testing.processes import is_ready, poll_until
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
 from scripts.cluster import Cluster
@@ -44,6 +49,7 @@ from scripts.cluster import Cluster
 from .bare import bare_server
 from .load import drive, percentile
 from .results import (
+    EVENTS_SYSTEM,
     REPLICA_COUNTS,
     SMALL_STORE,
     VERBS,
@@ -64,6 +70,7 @@ DRAIN_SECONDS = 1.0
 # Long enough for an open breaker (5 s by default) to admit its trial call again.
 READY_TIMEOUT = 20.0
 REDIS_ABSENT = "redis-server is not on PATH (Debian: apt-get install redis-server)"
+NATS_ABSENT = "nats-server is not on PATH (Debian: apt-get install nats-server)"
 
 Say = Callable[[str], None]
 Load = dict[tuple[str, str], LoadResult]
@@ -71,16 +78,19 @@ Cpu = dict[tuple[str, str], dict[str, float]]
 
 
 async def seed(base_url: str, count: int) -> None:
-    """POST ``count`` short messages to ``/facade`` and check GET returns exactly those."""
+    """POST ``count`` short messages to ``/facade`` and check GET returns those more."""
     async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base_url}/facade") as resp:
+            before = len(orjson.loads(await resp.read())["logs"])
         for number in range(count):
             async with session.post(f"{base_url}/facade", json={"msg": f"message {number}"}) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"seeding {base_url} failed: HTTP {resp.status}")
         async with session.get(f"{base_url}/facade") as resp:
             stored = len(orjson.loads(await resp.read())["logs"])
-    if stored != count:
-        raise RuntimeError(f"{base_url} holds {stored} messages after seeding, expected {count}")
+    if stored != before + count:
+        raise RuntimeError(f"{base_url} holds {stored} messages after seeding, "
+                           f"expected {before + count}")
 
 
 async def sequential(base_url: str, count: int) -> list[float]:
@@ -183,10 +193,12 @@ def redis_skip_reason() -> str | None:
 
 def on_redis(plan: Plan, log_dir: Path, say: Say) -> tuple[Load, RedisResult]:
     """The facade over 1, 2 and 3 logging replicas on one redis-server, emptied after each, each
-    in turn with a bare handler of its own."""
+    in turn with a bare handler of its own; then over 1 replica with events on."""
     load: Load = {}
+    cpu: Cpu = {}
     stored: dict[int, int] = {}
     per_message: dict[int, float] = {}
+    events_skipped = None if shutil.which("nats-server") else NATS_ABSENT
     with RedisServer(log_dir / "redis", config=REDIS_CONF, host=HOST) as redis:
         redis.start()
         version = str(redis.info("server")["redis_version"])
@@ -199,11 +211,54 @@ def on_redis(plan: Plan, log_dir: Path, say: Say) -> tuple[Load, RedisResult]:
                 say(f"starting {replicas} logging replica(s) on Redis, messages, the facade, "
                     "and a bare handler")
                 cluster.start_all()
-                load.update(throughput(plan, [System(system, cluster.facade_url),
-                                              System(bare_beside(system), bare_url)], say)[0])
+                pids = {name: proc.pid for name, proc in cluster.procs.items()}
+                ran, used = throughput(plan, [System(system, cluster.facade_url, pids),
+                                              System(bare_beside(system), bare_url)], say)
+                load.update(ran)
+                if replicas == 1:
+                    cpu.update({key: value for key, value in used.items() if key[0] == system})
                 stored[replicas] = uvloop.run(stored_count(cluster.logging_url))
             per_message[replicas] = redis_bytes_per_message(redis, stored[replicas])
-    return load, RedisResult(version=version, stored=stored, bytes_per_message=per_message)
+        if events_skipped is None:
+            ran, used = with_events(plan, log_dir, redis.url, say)
+            load.update(ran)
+            cpu.update({key: value for key, value in used.items() if key[0] == EVENTS_SYSTEM})
+        else:
+            say(f"events run skipped: {events_skipped}")
+    return load, RedisResult(version=version, stored=stored, bytes_per_message=per_message,
+                             events_skipped=events_skipped, cpu_us=cpu)
+
+
+def with_events(plan: Plan, log_dir: Path, redis_url: str, say: Say) -> tuple[Load, Cpu]:
+    """The facade over 1 logging replica on Redis, publishing each message to a three-server NATS
+    stream that two messages instances consume, in turn with a fresh bare handler."""
+    with NatsCluster(log_dir / "nats") as nats, \
+            Cluster(log_dir / EVENTS_SYSTEM, env={"LOGGING_STORE": redis_url, "NATS_URLS": nats.urls},
+                    host=HOST, messages_instances=2) as cluster, \
+            bare_server(log_dir, host=HOST) as (bare_url, _):
+        say("starting three NATS servers, 1 logging replica on Redis, two messages instances, "
+            "the facade with events, and a bare handler")
+        nats.start_all()
+        cluster.start_all()
+        for url in map(cluster.url, cluster.messages_instances):
+            poll_until(functools.partial(is_ready, url), READY_TIMEOUT, f"{url} ready")
+        poll_until(lambda: _publishes(cluster.facade_url), READY_TIMEOUT, "the facade publishing")
+        pids = {**{name: proc.pid for name, proc in cluster.procs.items()},
+                **{name: proc.pid for name, proc in nats.procs.items()}}
+        return throughput(plan, [System(EVENTS_SYSTEM, cluster.facade_url, pids),
+                                 System(bare_beside(EVENTS_SYSTEM), bare_url)], say)
+
+
+def _publishes(facade_url: str) -> bool:
+    """Whether a POST is acknowledged (with events on: the facade has its stream)."""
+    request = urllib.request.Request(f"{facade_url}/facade", data=b'{"msg": "ready?"}', method="POST",
+                                     headers={"Content-Type": "application/json",
+                                              "Idempotency-Key": "bench-ready"})
+    try:
+        with urllib.request.urlopen(request, timeout=2) as reply:
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
 
 
 def run(plan: Plan, machine: Machine, log_dir: Path, say: Say) -> Report:

@@ -13,6 +13,7 @@ from bench.bare import create_app as bare_app
 from bench.load import ROOT, LoadError, parse_summary, percentile
 from bench.report import RESULTS_HEADING, checks, document, tables, throughput_table
 from bench.results import (
+    EVENTS_SYSTEM,
     REPLICA_COUNTS,
     LoadResult,
     Machine,
@@ -41,7 +42,8 @@ def load(rps: float, p99_ms: float = 10.0) -> LoadResult:
 
 def fabricated(*, post: float = 450.0, get: float = 600.0, p99_ms: float = 25.0,
                bytes_per_message: int = 300, wrapped_us: float = 88.0, redis_post: float = 300.0,
-               redis_skipped: str | None = None) -> Report:
+               events_post: float = 250.0, redis_skipped: str | None = None,
+               events_skipped: str | None = None) -> Report:
     """A report with the given facade figures against bare rates of 1,000 POST/s and 2,000 GET/s;
     the defaults sit exactly on every target."""
     figures = {("bare", "POST"): load(BARE_POST), ("bare", "GET"): load(BARE_GET),
@@ -53,8 +55,18 @@ def fabricated(*, post: float = 450.0, get: float = 600.0, p99_ms: float = 25.0,
             figures[(redis_system(replicas), "GET")] = load(redis_post * 2)
             figures[(bare_beside(redis_system(replicas)), "POST")] = load(BARE_POST)
             figures[(bare_beside(redis_system(replicas)), "GET")] = load(BARE_GET)
+        cpu_us = {(redis_system(1), "POST"): {"facade": 300.0, "logging": 100.0, "messages": 1.0}}
+        if events_skipped is None:
+            figures[(EVENTS_SYSTEM, "POST")] = load(events_post)
+            figures[(EVENTS_SYSTEM, "GET")] = load(events_post * 2)
+            figures[(bare_beside(EVENTS_SYSTEM), "POST")] = load(BARE_POST)
+            figures[(bare_beside(EVENTS_SYSTEM), "GET")] = load(BARE_GET)
+            cpu_us[(EVENTS_SYSTEM, "POST")] = {"facade": 360.0, "logging": 100.0, "messages1": 20.0,
+                                                "messages2": 20.0, "nats1": 30.0, "nats2": 10.0,
+                                                "nats3": 10.0}
         redis = RedisResult(version="7.0.15", stored={n: 20_000 for n in REPLICA_COUNTS},
-                            bytes_per_message={n: 118.0 for n in REPLICA_COUNTS})
+                            bytes_per_message={n: 118.0 for n in REPLICA_COUNTS},
+                            events_skipped=events_skipped, cpu_us=cpu_us)
     cpu = {(system, verb): {"facade": 300.0, "logging": 100.0, "messages": 50.0}
            for system in ("bare", "facade") for verb in ("POST", "GET")}
     return Report(
@@ -152,24 +164,26 @@ def test_rate_counts_only_successful_responses() -> None:
 
 
 def test_every_target_passes_when_met_exactly() -> None:
-    """Figures exactly at each target (0.45, 0.30, 25 ms, 300 B, 10 %, Redis 0.30) all pass."""
-    assert [check.verdict for check in checks(fabricated())] == ["PASS"] * 6
+    """Figures exactly at each target (0.45, 0.30, 25 ms, 300 B, 10 %, Redis 0.30, events 0.25)
+    all pass."""
+    assert [check.verdict for check in checks(fabricated())] == ["PASS"] * 7
 
 
 def test_every_target_misses_just_beyond_it() -> None:
     """Figures just on the wrong side of each target all miss."""
     report = fabricated(post=449.0, get=599.0, p99_ms=25.1, bytes_per_message=301,
-                        wrapped_us=88.1, redis_post=299.0)
+                        wrapped_us=88.1, redis_post=299.0, events_post=249.0)
 
-    assert [check.verdict for check in checks(report)] == ["MISS"] * 6
+    assert [check.verdict for check in checks(report)] == ["MISS"] * 7
 
 
 def test_redis_target_is_not_run_when_the_phase_was_skipped() -> None:
     """Without a Redis phase its target is NOT RUN (neither passed nor missed) and the tables say why."""
     report = fabricated(redis_skipped="redis-server is not on PATH")
 
-    redis_check = checks(report)[-1]
+    redis_check, events_check = checks(report)[-2:]
     assert (redis_check.passed, redis_check.verdict) == (None, "NOT RUN")
+    assert (events_check.passed, events_check.verdict) == (None, "NOT RUN")
     assert "### On Redis\n\nSkipped: redis-server is not on PATH." in tables(report)
 
 
@@ -182,6 +196,19 @@ def test_redis_section_gives_every_replica_count_and_memory_per_message() -> Non
         assert ["POST /facade", f"facade, {replicas} on Redis"] in cells
         assert ["GET /facade", f"facade, {replicas} on Redis"] in cells
         assert f"{replicas} 118 B (over 20,000)" in text
+
+
+def test_the_events_run_says_what_an_event_costs_or_why_it_did_not_run() -> None:
+    """With events on: its rows, each process's CPU with and without, and the difference per POST;
+    without nats-server, NOT RUN and why."""
+    text = tables(fabricated())
+    cells = [[cell.strip() for cell in line.split("|")[1:3]] for line in text.splitlines()]
+
+    assert ["POST /facade", "facade, 1 replica on Redis, events on"] in cells
+    assert "An event costs 149 µs of CPU per POST over the whole cluster" in text
+    skipped = fabricated(events_skipped="nats-server is not on PATH")
+    assert checks(skipped)[-1].verdict == "NOT RUN"
+    assert "Events run skipped: nats-server is not on PATH." in tables(skipped)
 
 
 def test_throughput_table_is_a_pipe_table_with_numbers_right_aligned() -> None:
