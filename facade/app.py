@@ -106,7 +106,8 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
         yield
         await logging_rpc.aclose()
         await messages_rpc.aclose()
-        if events is not None:
+        if events is not None and dispatch is not None:
+            await dispatch.aclose()
             await events.aclose()
 
 

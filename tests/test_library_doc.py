@@ -10,6 +10,7 @@ from typing import Any
 
 import resilience
 from resilience.observability.logs import configure_logging
+from resilience.testing.nats_server import NatsCluster
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 # An example is the fenced python block right after its marker comment.
@@ -36,7 +37,7 @@ def run(name: str, namespace: dict[str, Any] | None = None) -> dict[str, Any]:
 def test_the_doc_marks_its_three_examples() -> None:
     """Each marker is followed by a python block, and none is missing."""
     text = (DOCS / "library.md").read_text()
-    assert text.count("<!-- example: ") == len(examples()) == 3
+    assert text.count("<!-- example: ") == len(examples()) == 4
 
 
 async def test_the_service_example_calls_through_the_policy(restore_logging: None) -> None:
@@ -55,6 +56,11 @@ async def test_the_service_example_calls_through_the_policy(restore_logging: Non
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     greeted = [line for line in lines if line.get("path") == "/rpc/greet"]
     assert [(line["status"], line["correlation_id"]) for line in greeted] == [(200, "demo-42")]
+
+
+async def test_the_events_example_keeps_each_order_once(nats_cluster: NatsCluster) -> None:
+    """On a real three-server NATS cluster: the order published twice under one ID is kept once."""
+    assert await run("events")["main"](nats_cluster.urls.split(",")) == {"o-1": "tea", "o-2": "cake"}
 
 
 def test_the_settings_example_reads_its_environment() -> None:

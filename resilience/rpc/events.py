@@ -50,7 +50,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
-from resilience.errors import RemoteError, ServiceUnavailable
+from resilience.errors import Overloaded, RemoteError, ServiceUnavailable
 from resilience.observability.correlation import (
     HEADER,
     TRACEPARENT,
@@ -63,6 +63,7 @@ from resilience.observability.correlation import (
 )
 from resilience.observability.logs import get_logger
 from resilience.policies.pipeline import CallPolicy
+from resilience.rpc.batching import Coalescer, Pending
 
 log = get_logger("resilience.rpc.events")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -115,7 +116,8 @@ class EventBus:
 
     ``start`` connects in the background, retrying until a server answers and
     JetStream can hold the stream; ``ready`` is set then. NATS reconnects on
-    its own afterwards, to any server of ``servers``.
+    its own afterwards, to any server of ``servers``. An outage is one warning
+    when it starts and one line when it ends, however long it lasts.
     """
 
     def __init__(self, servers: Sequence[str], stream: str, *, replicas: int = 3,
@@ -131,6 +133,7 @@ class EventBus:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._task: asyncio.Task[None] | None = None
+        self._outage = False
 
     def subject(self, source_service: str, event_type: str) -> str:
         return f"{self.stream}.{source_service}.{event_type}"
@@ -152,17 +155,19 @@ class EventBus:
                     reconnect_time_wait=self.retry_interval, error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected)
             except _UNAVAILABLE as exc:
-                log.warning("NATS unreachable, trying again", error=repr(exc))
+                self._warn("NATS unreachable, trying again", error=repr(exc))
                 await asyncio.sleep(self.retry_interval)
+        self._outage = False
         self._js = self._nc.jetstream(timeout=2.0)
         while True:
             try:
                 await self._ensure_stream(self._js)
                 break
             except (*_UNAVAILABLE, nats.js.errors.APIError) as exc:
-                log.warning("event stream not available yet, trying again", stream=self.stream,
-                            error=repr(exc))
+                self._warn("event stream not available yet, trying again", stream=self.stream,
+                           error=repr(exc))
                 await asyncio.sleep(self.retry_interval)
+        self._outage = False
         log.info("event stream ready", stream=self.stream, replicas=self.replicas)
         self.ready.set()
 
@@ -178,13 +183,19 @@ class EventBus:
             await asyncio.sleep(self.retry_interval)
             info = await js.stream_info(self.stream)
 
+    def _warn(self, event: str, **fields: Any) -> None:
+        if not self._outage:
+            self._outage = True
+            log.warning(event, **fields)
+
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("NATS connection error", error=repr(exc))
+        self._warn("NATS connection error", error=repr(exc))
 
     async def _on_disconnected(self) -> None:
-        log.warning("NATS disconnected")
+        self._warn("NATS disconnected")
 
     async def _on_reconnected(self) -> None:
+        self._outage = False
         url = self._nc.connected_url if self._nc is not None else None
         log.info("NATS reconnected", server=None if url is None else url.netloc)
 
@@ -232,26 +243,60 @@ class EventBus:
 
 class EventDispatcher:
     """Publishes ``source_service``'s events under ``policy``: ``await dispatch(type, payload,
-    event_id=...)`` returns once the stream holds the event, or raises as any call does."""
+    event_id=...)`` returns once the stream holds the event, or raises as any call does.
 
-    def __init__(self, bus: EventBus, source_service: str, policy: CallPolicy) -> None:
+    Events published while others are on their way leave together (group
+    commit, ``batching.Coalescer``): one pass of the policy for the batch,
+    its events pipelined on the connection. A batch that fails is retried
+    whole; the stream absorbs the events it already held (their IDs).
+    """
+
+    def __init__(self, bus: EventBus, source_service: str, policy: CallPolicy, *,
+                 max_batch: int = 64, lane_requests: int = 8) -> None:
         self.bus = bus
         self.source_service = source_service
         self.policy = policy
+        limit = policy.limit.limit if policy.limit is not None else 1 << 16
+        self._batches: Coalescer[str] = Coalescer(
+            self._send, max_pending=limit * max_batch, max_items=max_batch,
+            refuse=lambda: Overloaded("events", "too many events waiting", retry_after=1.0),
+            max_in_flight=lane_requests, late_after=lambda _: policy.late_after())
 
     async def __call__(self, event_type: str, payload: Any, *, event_id: str) -> None:
         subject = self.bus.subject(self.source_service, event_type)
-        body = orjson.dumps(payload)
         headers = {"Nats-Msg-Id": event_id, **propagation_headers(current_propagation())}
+        try:
+            await self._batches.submit(subject, (subject, orjson.dumps(payload), headers),
+                                       self.policy.deadline)
+        except TimeoutError:  # queued behind a batch for longer than the deadline
+            raise ServiceUnavailable("events", "deadline passed while queued") from None
 
+    async def _send(self, _subject: str, items: list[Pending]) -> None:
         async def attempt(_server: str, timeout: float) -> None:
-            await self.bus.publish(subject, body, headers, timeout)
+            outcomes = await asyncio.gather(
+                *(self.bus.publish(subject, body, headers, timeout)
+                  for subject, body, headers in (item.payload for item in items)),
+                return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
-        await self.policy.call(attempt)
+        try:
+            await self.policy.call(attempt)
+        except Exception as exc:
+            for item in items:
+                item.fail(exc)
+            return
+        for item in items:
+            item.resolve(None)
+
+    async def aclose(self) -> None:
+        """Wait for the batches on their way."""
+        await self._batches.aclose()
 
 
 class EventConsumer:
-    """Runs a service's ``@event_handler`` methods: a pull consumer and a task each.
+    """Runs a service's ``@event_handler`` methods: a consumer and a task each.
 
     ``tally`` counts events by handler and outcome (handled, failed, dropped);
     ``caught_up`` waits until a handler has handled every event the stream
@@ -259,16 +304,19 @@ class EventConsumer:
     """
 
     def __init__(self, bus: EventBus, service_name: str, handlers: Sequence[EventHandler], *,
-                 ack_wait: float = 30.0, redelivery_delay: float = 1.0, batch: int = 256) -> None:
+                 ack_wait: float = 30.0, redelivery_delay: float = 1.0, batch: int = 64,
+                 check_interval: float = 2.0) -> None:
         self.bus = bus
         self.service_name = service_name
         self.handlers = {handler.method: handler for handler in handlers}
         self.ack_wait = ack_wait
         self.redelivery_delay = redelivery_delay
         self.batch = batch
+        self.check_interval = check_interval
         self.tally: Counter[tuple[str, str]] = Counter()
         self.handled = dict.fromkeys(self.handlers, 0)  # the last stream sequence each acknowledged
         self._replayed_to: dict[str, int] = {}  # the stream's end when each handler subscribed
+        self._subscribed: set[str] = set()  # the handlers whose subscription is working
         self._progress = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -284,8 +332,9 @@ class EventConsumer:
         return counts
 
     def replayed(self) -> bool:
-        """Whether every handler has handled what the stream held when it subscribed."""
-        return len(self._replayed_to) == len(self.handlers) and all(
+        """Whether every handler is subscribed, and has handled what the stream held when it
+        first subscribed (a readiness check)."""
+        return self._subscribed == set(self.handlers) and all(
             self.handled[method] >= end for method, end in self._replayed_to.items())
 
     async def caught_up(self, method: str, timeout: float) -> None:
@@ -304,32 +353,60 @@ class EventConsumer:
                                      retry_after=1.0) from None
 
     async def _run(self, service: object, handler: EventHandler) -> None:
+        """Keep ``handler`` subscribed, and subscribe again from its next event when the
+        subscription fails or its consumer is gone (one the servers dropped sends nothing, so it
+        is looked for every ``check_interval`` while no event comes).
+
+        A ``BROADCAST`` handler's consumer is its own: the servers push its events, handled one
+        at a time as they come. A ``SERVICE_POOL`` handler pulls up to ``batch`` events when it
+        is free, so a busy or stuck instance takes none the others could handle.
+        """
         await self.bus.ready.wait()
         while True:
+            subscription: Any = None
             try:
-                subscription = await self._subscribe(handler)
-                while True:
-                    try:
-                        messages = await subscription.fetch(self.batch, timeout=1.0)
-                    except nats.errors.TimeoutError:
-                        continue
-                    for msg in messages:
+                subject, config = await self._consumer(handler)
+                if handler.handler_type == BROADCAST:
+                    async def deliver(msg: Msg) -> None:
                         await self._handle(service, handler, msg)
+
+                    subscription = await self.bus.js.subscribe(
+                        subject, cb=deliver, stream=self.bus.stream, config=config, manual_ack=True)
+                    self._subscribed.add(handler.method)
+                    while True:
+                        await asyncio.sleep(self.check_interval)
+                        await subscription.consumer_info()  # NotFoundError for one that is gone
+                else:
+                    subscription = await self.bus.js.pull_subscribe(
+                        subject, durable=config.durable_name, stream=self.bus.stream, config=config)
+                    self._subscribed.add(handler.method)
+                    while True:
+                        try:
+                            messages = await subscription.fetch(self.batch,
+                                                                timeout=self.check_interval)
+                        except nats.errors.TimeoutError:
+                            await subscription.consumer_info()
+                            continue
+                        for msg in messages:
+                            await self._handle(service, handler, msg)
             except (*_UNAVAILABLE, nats.js.errors.APIError, ServiceUnavailable) as exc:
                 log.warning("event consumer interrupted, subscribing again",
                             handler=handler.method, error=repr(exc))
-                await asyncio.sleep(self.bus.retry_interval)
             except Exception:  # a bug here must not end the consumer without a word
                 log.exception("event consumer failed, subscribing again", handler=handler.method)
-                await asyncio.sleep(self.bus.retry_interval)
+            self._subscribed.discard(handler.method)
+            if subscription is not None:
+                with contextlib.suppress(*_UNAVAILABLE):
+                    await subscription.unsubscribe()
+            await asyncio.sleep(self.bus.retry_interval)
 
-    async def _subscribe(self, handler: EventHandler) -> JetStreamContext.PullSubscription:
+    async def _consumer(self, handler: EventHandler) -> tuple[str, ConsumerConfig]:
+        """The subject of ``handler``'s events, and the consumer that delivers them."""
         subject = self.bus.subject(handler.source_service, handler.event_type)
         config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
                                 filter_subject=subject)
-        durable: str | None = None
-        if handler.handler_type == SERVICE_POOL:
-            durable = f"{self.service_name}-{handler.method}"
+        if handler.handler_type == SERVICE_POOL:  # one durable consumer for all the instances
+            config.durable_name = f"{self.service_name}-{handler.method}"
             config.deliver_policy = DeliverPolicy.ALL
         else:  # this instance's own, from its next event on (the first, when it starts)
             config.inactive_threshold = max(self.ack_wait, 60.0)
@@ -337,8 +414,7 @@ class EventConsumer:
             config.opt_start_seq = self.handled[handler.method] + 1
         if handler.method not in self._replayed_to:
             self._replayed_to[handler.method] = await self.bus.last_sequence(subject)
-        return await self.bus.js.pull_subscribe(subject, durable=durable, stream=self.bus.stream,
-                                                config=config)
+        return subject, config
 
     async def _handle(self, service: object, handler: EventHandler, msg: Msg) -> None:
         """Run the handler on one event under its sender's correlation; ack, redeliver or drop."""
