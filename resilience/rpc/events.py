@@ -339,7 +339,11 @@ class EventConsumer:
 
     async def caught_up(self, method: str, timeout: float) -> None:
         """Return once handler ``method`` has handled the stream's events up to now; raise
-        ``ServiceUnavailable`` if it has not within ``timeout`` seconds."""
+        ``ServiceUnavailable`` if it has not within ``timeout`` seconds.
+
+        For a ``BROADCAST`` handler (a ``SERVICE_POOL`` one sees only its share). An event
+        whose handler failed comes again later; this does not wait for it.
+        """
         handler = self.handlers[method]
         try:
             async with asyncio.timeout(timeout):

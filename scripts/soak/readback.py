@@ -107,8 +107,10 @@ def logged_uuids(lines: Sequence[Mapping[str, object]]) -> dict[str, set[str]]:
 
 
 def replica_aliases(cluster: Cluster) -> dict[str, str]:
-    """Each logging replica's ``host:port`` (as the facade's breaker names give it) -> its name."""
-    return {f"{cluster.host}:{cluster.ports[name]}": name for name in cluster.replicas}
+    """Each logging replica's and messages instance's ``host:port`` (as the facade's breaker names
+    give it) -> its name."""
+    return {f"{cluster.host}:{cluster.ports[name]}": name
+            for name in (*cluster.replicas, *cluster.messages_instances)}
 
 
 def breaker_label(breaker: str, aliases: Mapping[str, str]) -> str:
