@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import json
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,24 +18,12 @@ import pytest
 from resilience.testing.nats_server import NatsCluster
 from resilience.testing.processes import is_ready
 from scripts.cluster import Cluster
-from scripts.stream_fault import course_fault_test
+from scripts.stream_fault import course_fault_test, http
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.e2e
 
 CLIENTS = 16
-
-
-def http(method: str, url: str, body: Any = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 @pytest.fixture

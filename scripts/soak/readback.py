@@ -52,7 +52,9 @@ async def follow_pages(fetch: Callable[[int], Awaitable[Any]], patience: float) 
 
 async def read_store(session: aiohttp.ClientSession, logging_url: str, timeout: float = 5.0,
                      patience: float = 20.0) -> list[str]:
-    """Every stored message, from the logging service itself (POST /rpc/messages, page by page)."""
+    """Every stored message, from the logging service itself (POST /rpc/messages, page by page);
+    from a messages instance on the event stream, every message it keeps (asked again while it
+    answers 503, replaying the stream after a restart)."""
 
     async def fetch(offset: int) -> Any:
         async with session.post(f"{logging_url}/rpc/messages", json={"offset": offset},
@@ -75,22 +77,6 @@ async def read_via_facade(session: aiohttp.ClientSession, facade_url: str, timeo
             return orjson.loads(await resp.read()) if resp.status == 200 else None
 
     return await follow_pages(fetch, patience)
-
-
-async def kept_by_messages(session: aiohttp.ClientSession, url: str, timeout: float,
-                           patience: float = 60.0) -> list[str]:
-    """Every message one messages instance keeps (POST /rpc/messages, page by page), asked again
-    while it answers 503 (replaying the event stream after a restart)."""
-
-    async def fetch(offset: int) -> Any:
-        async with session.post(f"{url}/rpc/messages", json={"offset": offset},
-                                timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            return orjson.loads(await resp.read())["result"] if resp.status == 200 else None
-
-    texts = await follow_pages(fetch, patience)
-    if texts is None:
-        raise RuntimeError(f"could not read the messages kept by {url} within {patience} s")
-    return texts
 
 
 def logged_uuids(lines: Sequence[Mapping[str, object]]) -> dict[str, set[str]]:

@@ -47,7 +47,7 @@ from .faults import (
     start_together,
 )
 from .proxy import SoakProxy
-from .readback import kept_by_messages, logged_uuids, quiesce
+from .readback import logged_uuids, quiesce, read_store
 
 Chaos = Coroutine[Any, Any, None]
 
@@ -148,7 +148,7 @@ class OnRedis:
 
     async def messages_kept(self, session: aiohttp.ClientSession, timeout: float) -> dict[str, list[str]]:
         """What each messages instance keeps, read from it once it has replayed the stream."""
-        return {name: await kept_by_messages(session, self.cluster.url(name), timeout)
+        return {name: await read_store(session, self.cluster.url(name), timeout, patience=60.0)
                 for name in self.cluster.messages_instances}
 
     async def settle(self, seconds: float) -> None:
