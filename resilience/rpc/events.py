@@ -232,13 +232,20 @@ class EventBus:
         except (*_UNAVAILABLE, nats.js.errors.APIError) as exc:
             raise ServiceUnavailable("events", type(exc).__name__, detail=str(exc)) from None
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float = 1.0) -> None:
+        """Close the connection, waiting at most ``timeout`` seconds: with the servers gone (they
+        stop with the rest under honcho), nats-py may wait on them for longer than a
+        process's shutdown grace."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._nc is not None and not self._nc.is_closed:
-            await self._nc.close()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._nc.close()
+            except TimeoutError:
+                log.warning("NATS connection not closed in time, leaving it", seconds=timeout)
 
 
 class EventDispatcher:
