@@ -98,7 +98,7 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
                                lane_requests=settings.rpc_lane_requests)
         messages_rpc = RpcProxy(session, "messages", messages_policies["read"], signer=signer,
                                 shared={"message", "messages"}, lane_requests=settings.rpc_lane_requests)
-        events, dispatch = event_dispatcher(settings, clock)
+        dispatch = event_dispatcher(settings, clock)
         app[SERVICE] = build_service(FacadeService, logging_rpc=logging_rpc, messages_rpc=messages_rpc,
                                      key_uuids=KeyUuids.from_settings(settings), dispatch=dispatch)
         app[POLICIES] = [*logging_policies.values(), *messages_policies.values(),
@@ -106,29 +106,26 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
         yield
         await logging_rpc.aclose()
         await messages_rpc.aclose()
-        if events is not None and dispatch is not None:
+        if dispatch is not None:
             await dispatch.aclose()
-            await events.aclose()
+            await dispatch.bus.aclose()
 
 
-def event_dispatcher(settings: FacadeSettings, clock: Clock,
-                     ) -> tuple[EventBus, EventDispatcher] | tuple[None, None]:
-    """With ``NATS_URLS``: the connection to the event stream, and the facade's publisher on it.
+def event_dispatcher(settings: FacadeSettings, clock: Clock) -> EventDispatcher | None:
+    """With ``NATS_URLS``: the facade's publisher, on a connection to the event stream.
 
     A publish is one message on a connection shared by every call, pipelined
     by NATS: the facade's own ``MAX_IN_FLIGHT`` bounds them, not the limit of
     an RPC downstream's requests.
     """
-    servers = settings.nats_servers()
-    if not servers:
-        return None, None
-    bus = EventBus(servers, settings.events_stream, replicas=settings.events_replicas,
-                   duplicate_window=settings.events_duplicate_window, name="facade")
+    if not settings.nats_servers():
+        return None
+    bus = EventBus.from_settings(settings, "facade")
     bus.start()
-    publish = downstream_policies("events", servers[:1],
+    publish = downstream_policies("events", bus.servers[:1],
                                   replace(settings, max_calls_in_flight=settings.max_in_flight),
                                   ("publish",), clock=clock, probe=lambda _server: bus.probe)
-    return bus, EventDispatcher(bus, "facade", publish["publish"])
+    return EventDispatcher(bus, "facade", publish["publish"])
 
 
 def main() -> None:

@@ -19,8 +19,7 @@ def create_app(settings: MessagesSettings) -> web.Application:
     messages (``/ready`` once it has handled what the stream held when it started)."""
     if not settings.nats_servers():
         return rpc_app(build_service(MessagesService), settings)
-    bus = EventBus(settings.nats_servers(), settings.events_stream, replicas=settings.events_replicas,
-                   duplicate_window=settings.events_duplicate_window, name="messages")
+    bus = EventBus.from_settings(settings, "messages")
     consumer = EventConsumer(bus, "messages", event_handlers(StreamMessagesService),
                              ack_wait=settings.events_ack_wait)
     service = build_service(StreamMessagesService, config=settings, events=consumer)
@@ -29,8 +28,8 @@ def create_app(settings: MessagesSettings) -> web.Application:
         if not consumer.replayed():
             raise ServiceUnavailable("messages", "replaying the event stream", retry_after=1.0)
 
-    collectors = [CountsCollector("events_handled", "Events by handler and outcome", "outcome",
-                                  consumer.outcomes)]
+    collectors = [CountsCollector("events_handled", "Events delivered, by what became of them",
+                                  "outcome", consumer.outcomes)]
     app = rpc_app(service, settings, ready=ready, collectors=collectors)
 
     async def consume(_: web.Application) -> AsyncIterator[None]:

@@ -64,6 +64,7 @@ from resilience.observability.correlation import (
 from resilience.observability.logs import get_logger
 from resilience.policies.pipeline import CallPolicy
 from resilience.rpc.batching import Coalescer, Pending
+from resilience.settings import EventSettings
 
 log = get_logger("resilience.rpc.events")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -134,6 +135,12 @@ class EventBus:
         self._js: JetStreamContext | None = None
         self._task: asyncio.Task[None] | None = None
         self._outage = False
+
+    @classmethod
+    def from_settings(cls, settings: EventSettings, name: str) -> EventBus:
+        """The bus ``settings`` describe (``NATS_URLS``, ``EVENTS_*``), for the service ``name``."""
+        return cls(settings.nats_servers(), settings.events_stream, replicas=settings.events_replicas,
+                   duplicate_window=settings.events_duplicate_window, name=name)
 
     def subject(self, source_service: str, event_type: str) -> str:
         return f"{self.stream}.{source_service}.{event_type}"
