@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from resilience.observability.correlation import HEADER, parse_traceparent
+from resilience.observability.correlation import HEADER, Propagation, parse_traceparent, received
 from tests.conftest import AiohttpServer, MakeFacade
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -81,3 +81,15 @@ async def test_a_minted_id_is_a_trace_id_and_is_propagated(
     resp = await facade.post("/facade", json={"msg": "x"})
     minted = resp.headers[HEADER]
     assert parse_traceparent(seen[0]["traceparent"]) == (minted, "00")
+
+
+def test_what_an_event_or_request_carries_on_comes_from_its_headers() -> None:
+    """A valid traceparent wins over the correlation header, and its tracestate is cut to 8 KiB,
+    as a request's is (an event's headers go through the same rule); an invalid one is ignored."""
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    current, echoed = received({"traceparent": parent, HEADER: "other", "tracestate": "k=v," * 5000})
+    assert (current.correlation_id, current.flags, echoed) == (
+        "4bf92f3577b34da6a3ce929d0e0e4736", "01", parent)
+    assert current.tracestate is not None
+    assert len(current.tracestate) == 8192
+    assert received({"traceparent": "garbage", HEADER: "cid-7"}) == (Propagation("cid-7"), None)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import random
 import re
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -117,6 +117,23 @@ def propagation_headers(current: Propagation | None) -> dict[str, str]:
     return headers
 
 
+def received(headers: Mapping[str, str]) -> tuple[Propagation, str | None]:
+    """What a request or an event that came with ``headers`` carries on, and its ``traceparent``
+    when that was valid.
+
+    A valid ``traceparent`` gives its trace-id, flags and ``tracestate`` (cut
+    to what is passed on); else the sender's ``X-Correlation-ID`` when it is a
+    sane token; else a minted ID.
+    """
+    traceparent = headers.get(TRACEPARENT)
+    parent = parse_traceparent(traceparent)
+    if parent is None:
+        return Propagation(accept_or_mint(headers.get(HEADER))), None
+    tracestate = headers.get(TRACESTATE)
+    return (Propagation(*parent, tracestate[:_MAX_TRACESTATE] if tracestate else None),
+            traceparent)
+
+
 @contextlib.contextmanager
 def correlated(cid: str, flags: str = "00", tracestate: str | None = None) -> Iterator[None]:
     """Within the block, log lines carry ``cid`` and RPCs forward it (and the trace context)."""
@@ -137,18 +154,9 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
     """
     headers = request.headers
     sent = headers.get(HEADER)
-    traceparent = headers.get(TRACEPARENT)
-    parent = parse_traceparent(traceparent)
-    echoed_parent: str | None = None  # a traceparent is echoed only when it was valid
-    if parent is not None:
-        cid, flags = parent
-        echoed_parent = traceparent
-        tracestate = headers.get(TRACESTATE)
-        context = correlated(cid, flags, tracestate[:_MAX_TRACESTATE] if tracestate else None)
-    else:
-        cid = accept_or_mint(sent)
-        context = correlated(cid)
-    with context:
+    current, echoed_parent = received(headers)  # a traceparent is echoed only when it was valid
+    cid = current.correlation_id
+    with correlated(cid, current.flags, current.tracestate):
         if sent is not None and sent != cid:
             log.info("client correlation ID replaced", refused=_shown(sent))
         try:

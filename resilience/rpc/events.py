@@ -52,14 +52,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from resilience.errors import Overloaded, RemoteError, ServiceUnavailable
 from resilience.observability.correlation import (
-    HEADER,
-    TRACEPARENT,
-    TRACESTATE,
-    accept_or_mint,
     correlated,
     current_propagation,
-    parse_traceparent,
     propagation_headers,
+    received,
 )
 from resilience.observability.logs import get_logger
 from resilience.policies.pipeline import CallPolicy
@@ -436,13 +432,11 @@ class EventConsumer:
 
     async def _handle(self, service: object, handler: EventHandler, msg: Msg) -> None:
         """Run the handler on one event under its sender's correlation; ack, redeliver or drop."""
-        headers = msg.headers or {}
-        trace = parse_traceparent(headers.get(TRACEPARENT))
-        cid = trace[0] if trace else accept_or_mint(headers.get(HEADER))
+        sender, _ = received(msg.headers or {})
         sequence = msg.metadata.sequence.stream
         fields = {"handler": handler.method, "event_type": handler.event_type,
                   "source_service": handler.source_service, "sequence": sequence}
-        with correlated(cid, trace[1] if trace else "00", headers.get(TRACESTATE) if trace else None):
+        with correlated(sender.correlation_id, sender.flags, sender.tracestate):
             try:
                 payload = orjson.loads(msg.data)
             except orjson.JSONDecodeError as exc:
