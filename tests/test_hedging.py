@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 
 import pytest
 
@@ -17,27 +18,37 @@ from resilience.policies.retry import is_transient
 from resilience.testing import FakeClock
 
 
+class Timer:
+    """A timer handle: its callback, and whether it was cancelled."""
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class Timers:
-    """An injected ``sleep`` whose sleeps end only when the test fires them."""
+    """An injected ``call_later`` whose timers go off only when the test fires them."""
 
     def __init__(self) -> None:
         self.delays: list[float] = []
-        self._pending: list[asyncio.Future[None]] = []
+        self._pending: list[Timer] = []
 
-    async def sleep(self, delay: float) -> None:
-        future = asyncio.get_running_loop().create_future()
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         self.delays.append(delay)
-        self._pending.append(future)
-        await future
+        self._pending.append(Timer(callback))
+        return self._pending[-1]
 
     def fire(self) -> None:
-        """End the oldest sleep still running."""
+        """Set off the oldest timer not cancelled."""
         while self._pending:
-            future = self._pending.pop(0)
-            if not future.done():
-                future.set_result(None)
+            timer = self._pending.pop(0)
+            if not timer.cancelled:
+                timer.callback()
                 return
-        raise AssertionError("no sleep to fire")
+        raise AssertionError("no timer to fire")
 
 
 class Tries:
@@ -63,7 +74,7 @@ async def turns(n: int = 5) -> None:
 
 def hedging(timers: Timers, *, ratio: float = 10.0, floor: float = 0.0, **kwargs: object) -> Hedging:
     budget = RetryBudget(ratio=ratio, floor=floor, window=10.0, clock=FakeClock())
-    return Hedging(budget, sleep=timers.sleep, hedge_on=is_transient, **kwargs)  # type: ignore[arg-type]
+    return Hedging(budget, call_later=timers.call_later, hedge_on=is_transient, **kwargs)  # type: ignore[arg-type]
 
 
 async def racing(**kwargs: object) -> tuple[Timers, Tries, Hedging, asyncio.Task[str]]:
@@ -194,7 +205,7 @@ async def test_a_refused_hedge_sends_no_more() -> None:
     await fire(timers)
     tries.futures[1].set_exception(CircuitOpen("logging", "circuit breaker open", retry_after=1.0))
     await turns()
-    with pytest.raises(AssertionError, match="no sleep"):
+    with pytest.raises(AssertionError, match="no timer"):
         timers.fire()  # the timer for a second hedge was cancelled
     tries.futures[0].set_result("first")
     assert await race == "first"

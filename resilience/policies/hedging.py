@@ -26,11 +26,17 @@ import bisect
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 from resilience.policies.budget import RetryBudget
 
 T = TypeVar("T")
+
+
+class Cancellable(Protocol):
+    """A timer a race can cancel (``asyncio.TimerHandle``)."""
+
+    def cancel(self) -> None: ...
 
 
 class LatencyTracker:
@@ -64,6 +70,11 @@ class LatencyTracker:
         return self._sorted[index]
 
 
+def call_later(delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+    """The running loop's ``call_later``: the default timer of a race."""
+    return asyncio.get_running_loop().call_later(delay, callback)
+
+
 @dataclass
 class Hedging:
     """Up to ``max_hedges`` extra tries of one attempt, each sent ``delay()`` after the last.
@@ -75,6 +86,10 @@ class Hedging:
     for a breaker). When every try failed, the first failure is raised: it
     says best what went wrong. After an error ``hedge_on`` refuses (a breaker
     refused the try, the caller's fault), no further hedge is sent.
+
+    The delay is a timer callback (``call_later``, injected in tests), not a
+    sleeping task: a try that answers in time, the common case, costs one
+    task and one timer handle.
     """
 
     budget: RetryBudget
@@ -84,7 +99,7 @@ class Hedging:
     max_hedges: int = 2
     min_samples: int = 20
     tracker: LatencyTracker = field(default_factory=LatencyTracker)
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    call_later: Callable[[float, Callable[[], None]], Cancellable] = call_later
     hedge_on: Callable[[BaseException], bool] = lambda exc: True
     #: Hedges sent, hedges whose try succeeded first, hedges the budget refused.
     sent: int = 0
@@ -101,20 +116,31 @@ class Hedging:
     async def race(self, start: Callable[[], Awaitable[T]]) -> T:
         """The result of the first try of ``start()`` to succeed (see the class docstring)."""
         self.budget.record_call()
-        first = asyncio.ensure_future(start())
-        tries: set[asyncio.Future[T]] = {first}
-        started: list[asyncio.Future[T]] = [first]
+        changed = asyncio.Event()  # a try ended or the timer fired
+        late = False
+        tries: list[asyncio.Future[T]] = []  # in flight, in the order they started
+
+        def on_late() -> None:
+            nonlocal late
+            late = True
+            changed.set()
+
+        def begin() -> asyncio.Future[T]:
+            future = asyncio.ensure_future(start())
+            future.add_done_callback(lambda _: changed.set())
+            tries.append(future)
+            return future
+
+        first = begin()
         failures: list[BaseException] = []
-        timer: asyncio.Future[None] | None = None
         hedges = 0
+        timer = self.call_later(self.delay(), on_late) if self.max_hedges else None
         try:
-            while tries:
-                if timer is None and hedges < self.max_hedges:
-                    timer = asyncio.ensure_future(self.sleep(self.delay()))
-                waiting: set[asyncio.Future[Any]] = {*tries, *(() if timer is None else (timer,))}
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                for future in sorted(tries & done, key=started.index):
-                    tries.discard(future)
+            while True:
+                await changed.wait()
+                changed.clear()
+                for future in [future for future in tries if future.done()]:
+                    tries.remove(future)
                     exc = future.exception()
                     if exc is None:
                         if future is not first:
@@ -123,21 +149,27 @@ class Hedging:
                     failures.append(exc)
                     if not self.hedge_on(exc):
                         hedges = self.max_hedges  # refused, or the caller's fault: no more tries
-                if timer is not None and (timer in done or hedges >= self.max_hedges):
-                    timer.cancel()
-                    timer = None
-                    if hedges < self.max_hedges and tries:
+                if not tries:
+                    raise failures[0]
+                if late:
+                    late, timer = False, None
+                    if hedges < self.max_hedges:
                         if self.budget.try_retry():
                             hedges += 1
                             self.sent += 1
-                            started.append(asyncio.ensure_future(start()))
-                            tries.add(started[-1])
+                            begin()
                         else:
                             self.refused += 1
                             hedges = self.max_hedges  # none now, none later in this attempt
-            raise failures[0]
+                if hedges >= self.max_hedges and timer is not None:
+                    timer.cancel()
+                    timer = None
+                elif hedges < self.max_hedges and timer is None:
+                    timer = self.call_later(self.delay(), on_late)
         finally:
-            for future in (*tries, *(() if timer is None else (timer,))):
+            if timer is not None:
+                timer.cancel()
+            for future in tries:
                 future.cancel()
             if tries:
                 await asyncio.gather(*tries, return_exceptions=True)
