@@ -4,6 +4,7 @@
 
     python -m bench.profile                      # POST, 20 s, 32 connections
     python -m bench.profile --verb GET --out DIR
+    python -m bench.profile --events             # with three NATS servers and two messages instances
 
 Starts the three services, warms them up, then records each with
 ``py-spy record --format raw`` (collapsed stacks, one file per service,
@@ -12,6 +13,9 @@ the benchmark runs, and prints for each service: how busy it was, its CPU
 by component (the file of the innermost Python frame; ``event loop`` when
 uvloop's C code is running), the time inside notable activities (log lines,
 retry loop, breaker, ...) and the costliest functions, self and inclusive.
+With ``--events`` the facade also publishes every message to a stream on
+three NATS servers, which two messages instances consume (the benchmark's
+"with events" cluster, on the in-memory store).
 Needs py-spy (``pip install py-spy``) and permission to trace the services.
 """
 
@@ -23,11 +27,13 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvloop
 
+from resilience.testing.nats_server import NatsCluster
 from scripts.cluster import Cluster
 
 from .load import TOOLS, LoadError, drive, pick_tool
@@ -45,6 +51,7 @@ ACTIVITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("retry loop (tenacity)", ("tenacity/",)),
     ("circuit breaker (resilience/policies/breaker.py, pybreaker)",
      ("resilience/policies/breaker.py", "pybreaker/")),
+    ("events (resilience/rpc/events.py, nats-py)", ("resilience/rpc/events.py", "nats/")),
     ("RPC dispatch (resilience/rpc/service.py)", ("resilience/rpc/service.py",)),
     ("correlation ID mint/check", ("accept_or_mint",)),
     ("uuid module", ("uuid.py",)),
@@ -133,10 +140,16 @@ def py_spy() -> str:
 
 
 def record(spy: str, verb: str, duration: int, connections: int, rate: int, tool: str,
-           out: Path) -> None:
+           out: Path, events: bool = False) -> None:
     """Run the load with every service under ``spy`` (py-spy); write ``<service>.txt`` and print
     summaries."""
-    with Cluster(out / "logs") as cluster:
+    with ExitStack() as stack:
+        env, instances = {}, 1
+        if events:
+            nats = stack.enter_context(NatsCluster(out / "nats"))
+            nats.start_all()
+            env, instances = {"NATS_URLS": nats.urls}, 2
+        cluster = stack.enter_context(Cluster(out / "logs", env=env, messages_instances=instances))
         cluster.start_all()
         url = f"{cluster.facade_url}/facade"
         if verb == "GET":
@@ -171,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=int, default=200, help="samples per second (default 200)")
     parser.add_argument("--tool", choices=TOOLS, default="auto")
+    parser.add_argument("--events", action="store_true",
+                        help="publish every message to a three-server NATS stream (needs nats-server)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where to keep the stacks and logs (default: a new temporary directory)")
     args = parser.parse_args(argv)
@@ -182,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="bench-profile-"))
     out.mkdir(parents=True, exist_ok=True)
     try:
-        record(spy, args.verb, args.duration, args.connections, args.rate, tool, out)
+        record(spy, args.verb, args.duration, args.connections, args.rate, tool, out, args.events)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import io
 import itertools
 import json
@@ -160,7 +162,7 @@ async def test_an_event_whose_handler_failed_is_delivered_again(bus: EventBus) -
 async def test_a_payload_that_is_not_json_is_dropped_and_the_next_is_handled(bus: EventBus) -> None:
     keeper = Keeper()
     consumer = await consume(bus, keeper)
-    await bus.publish(bus.subject("front", "said"), b"{not json", {"Nats-Msg-Id": "bad"}, 5.0)
+    await bus.publish([(bus.subject("front", "said"), b"{not json", {"Nats-Msg-Id": "bad"})], 5.0)
     uuid = new_uuid()
     await dispatcher(bus)("said", {"uuid": uuid, "msg": "fine"}, event_id=uuid)
     await wait_for(lambda: uuid in keeper.kept, timeout=10)
@@ -233,8 +235,31 @@ async def test_publishing_to_servers_that_are_all_down_fails_as_unavailable(
         single.kill("nats1")
         await wait_for(lambda: bus._nc is not None and not bus._nc.is_connected, timeout=10)
         with pytest.raises(ServiceUnavailable, match="not connected"):
-            await bus.publish(bus.subject("front", "said"), b"{}", {}, 1.0)
+            await bus.publish([(bus.subject("front", "said"), b"{}", {})], 1.0)
         assert await bus.probe() is False
+        await bus.aclose()
+
+
+async def test_a_publish_the_stream_never_acknowledges_times_out_and_is_let_go(
+        tmp_path: Any) -> None:
+    """A server that stops answering (SIGSTOP) takes the events but acknowledges none: the
+    publish fails as ServiceUnavailable after its timeout, and nothing is left waiting."""
+    with NatsCluster(tmp_path, size=1) as single:
+        single.start_all()
+        bus = EventBus(single.urls.split(","), "stalled", replicas=1)
+        bus.start()
+        await asyncio.wait_for(bus.ready.wait(), 30)
+        events = [(bus.subject("front", "said"), b"{}", {"Nats-Msg-Id": f"e{i}"}) for i in range(3)]
+        await bus.publish(events[:1], 5.0)
+        os.kill(single.procs["nats1"].pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(ServiceUnavailable, match="TimeoutError"):
+                await bus.publish(events[1:], 0.2)
+            assert bus.js.publish_async_pending() == 0
+        finally:
+            os.kill(single.procs["nats1"].pid, signal.SIGCONT)
+        await bus.publish(events[1:], 5.0)
+        assert await bus.last_sequence(bus.subject("front", "said")) == 3
         await bus.aclose()
 
 

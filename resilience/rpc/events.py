@@ -48,7 +48,7 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, StreamConfig
 
 from resilience.errors import Overloaded, RemoteError, ServiceUnavailable
 from resilience.observability.correlation import (
@@ -202,11 +202,19 @@ class EventBus:
         url = self._nc.connected_url if self._nc is not None else None
         log.info("NATS reconnected", server=None if url is None else url.netloc)
 
-    async def publish(self, subject: str, body: bytes, headers: dict[str, str],
+    async def publish(self, events: Sequence[tuple[str, bytes, dict[str, str]]],
                       timeout: float) -> None:
-        """Publish and wait for the stream's acknowledgement; ``ServiceUnavailable`` if none came."""
+        """Publish ``events`` (subject, body, headers) pipelined on the connection and wait for
+        the stream to acknowledge each; ``ServiceUnavailable`` if one did not in ``timeout``."""
+        acks: list[asyncio.Future[PubAck]] = []
         try:
-            ack = await self.js.publish(subject, body, timeout=timeout, headers=headers)
+            async with asyncio.timeout(timeout):
+                for subject, body, headers in events:
+                    acks.append(await self.js.publish_async(subject, body, headers=headers))
+                for reply in await asyncio.gather(*acks):
+                    if reply.stream != self.stream:
+                        raise RemoteError("events", "WrongStream",
+                                          f"acknowledged by stream {reply.stream!r}", 500)
         except (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError):
             raise ServiceUnavailable("events", "no stream leader") from None
         except nats.js.errors.APIError as exc:
@@ -215,8 +223,9 @@ class EventBus:
             raise RemoteError("events", "APIError", str(exc.description), exc.code or 500) from None
         except _UNAVAILABLE as exc:
             raise ServiceUnavailable("events", type(exc).__name__, detail=str(exc)) from None
-        if ack.stream != self.stream:
-            raise RemoteError("events", "WrongStream", f"acknowledged by stream {ack.stream!r}", 500)
+        finally:
+            for future in acks:  # one not acknowledged is forgotten, and its place freed
+                future.cancel()
 
     async def probe(self) -> bool:
         """Whether the stream answers now (an open breaker's health probe)."""
@@ -283,13 +292,7 @@ class EventDispatcher:
 
     async def _send(self, _subject: str, items: list[Pending]) -> None:
         async def attempt(_server: str, timeout: float) -> None:
-            outcomes = await asyncio.gather(
-                *(self.bus.publish(subject, body, headers, timeout)
-                  for subject, body, headers in (item.payload for item in items)),
-                return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
+            await self.bus.publish([item.payload for item in items], timeout)
 
         try:
             await self.policy.call(attempt)
