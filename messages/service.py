@@ -40,8 +40,9 @@ class StreamMessagesService(MessagesService):
 
     config = Config(MessagesSettings)
     events: Dependency[EventConsumer] = Dependency()
-    #: The messages, by UUID, in the order their events came (a dict keeps insertion order).
+    #: The messages by UUID, and their texts in the order their events came (a page is a slice).
     kept = Dependency[dict[str, str]](dict)
+    texts = Dependency[list[str]](list)
 
     @event_handler(*MESSAGE_LOGGED, handler_type=BROADCAST)
     def keep(self, payload: Any) -> None:
@@ -52,7 +53,9 @@ class StreamMessagesService(MessagesService):
             log.error("message_logged event ignored: not a {uuid, msg} of the facade's",
                       payload=repr(payload)[:200])
             return
-        self.kept.setdefault(uuid, msg)
+        if uuid not in self.kept:
+            self.kept[uuid] = msg
+            self.texts.append(msg)
 
     @rpc(expected=(InvalidArgument,))
     async def messages(self, offset: int = 0, limit: int = MAX_PAGE) -> dict[str, Any]:
@@ -63,6 +66,5 @@ class StreamMessagesService(MessagesService):
         if not 0 <= limit <= MAX_PAGE:
             raise InvalidArgument(f"limit must be between 0 and {MAX_PAGE}")
         await self.events.caught_up("keep", self.config.messages_catch_up_timeout)
-        texts = list(self.kept.values())
-        return encode_page(texts[offset:offset + limit], offset, limit, self.config.max_page_bytes,
-                           len(texts))
+        return encode_page(self.texts[offset:offset + limit], offset, limit,
+                           self.config.max_page_bytes, len(self.texts))

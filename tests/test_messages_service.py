@@ -57,7 +57,7 @@ async def test_on_the_stream_an_event_that_is_not_a_message_is_ignored() -> None
     service = stream_service()
     for payload in ([1], {"uuid": "not-a-uuid", "msg": "x"}, {"uuid": str(uuid.uuid4()), "msg": 5}):
         await deliver(service, "facade", "message_logged", payload)
-    assert service.kept == {}
+    assert (service.kept, service.texts) == ({}, [])
 
 
 async def test_on_the_stream_a_read_while_catching_up_is_unavailable() -> None:
