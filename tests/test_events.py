@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import io
 import itertools
 import json
+import os
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
