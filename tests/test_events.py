@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
@@ -261,6 +262,46 @@ async def test_a_publish_the_stream_never_acknowledges_times_out_and_is_let_go(
         await bus.publish(events[1:], 5.0)
         assert await bus.last_sequence(bus.subject("front", "said")) == 3
         await bus.aclose()
+
+
+class Stuck:
+    """What nats-py can be at shutdown with its servers gone: a wait that swallows cancellation
+    until it is released."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.is_closed = False
+
+    async def close(self) -> None:
+        while not self.released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.released.wait()
+
+
+async def _close_both(consumer: EventConsumer, bus: EventBus) -> None:
+    await consumer.aclose(timeout=0)
+    await bus.aclose(timeout=0)
+
+
+async def test_closing_is_bounded_even_when_nats_py_swallows_the_cancellation() -> None:
+    """The bus and the consumer stop within their timeout (here none) and say so, whatever
+    nats-py does with the cancellation: a process stops within its shutdown grace."""
+    out = io.StringIO()
+    configure_logging("messages", "json", stream=out)
+    stuck = Stuck()
+    bus = EventBus(["nats://127.0.0.1:1"], "stopping")
+    bus._nc = stuck  # type: ignore[assignment]
+    consumer = EventConsumer(bus, "messages", event_handlers(Keeper))
+    consumer._tasks = [asyncio.create_task(stuck.close())]
+    await asyncio.sleep(0)  # the task starts waiting
+    closing = asyncio.create_task(_close_both(consumer, bus))
+    _, late = await asyncio.wait({closing}, timeout=5)  # a bound for the test, never reached
+    stuck.released.set()  # whatever happened, nothing is left waiting after the test
+    await asyncio.gather(closing, *consumer._tasks)
+    assert not late
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events == ["event consumers not stopped in time, leaving them",
+                      "NATS connection not closed in time, leaving it"]
 
 
 async def test_the_test_helpers_call_handlers_and_record_dispatches_without_a_broker() -> None:

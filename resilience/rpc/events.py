@@ -246,18 +246,27 @@ class EventBus:
 
     async def aclose(self, timeout: float = 1.0) -> None:
         """Close the connection, waiting at most ``timeout`` seconds: with the servers gone (they
-        stop with the rest under honcho), nats-py may wait on them for longer than a
-        process's shutdown grace."""
+        stop with the rest under honcho), nats-py may wait on them for longer than a process's
+        shutdown grace, and it swallows a cancellation while it waits for a reconnection to end,
+        so a close that takes too long is left behind rather than cancelled."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        pending = [task for task in (self._task,) if task is not None]
         if self._nc is not None and not self._nc.is_closed:
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._nc.close()
-            except TimeoutError:
-                log.warning("NATS connection not closed in time, leaving it", seconds=timeout)
+            pending.append(asyncio.ensure_future(self._nc.close()))
+        if not await _stopped(pending, timeout):
+            log.warning("NATS connection not closed in time, leaving it", seconds=timeout)
+
+
+async def _stopped(tasks: Sequence[asyncio.Future[Any]], timeout: float) -> bool:
+    """Whether ``tasks`` (cancelled, or closing) all ended within ``timeout`` seconds."""
+    if not tasks:
+        return True
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in done:
+        if not task.cancelled():
+            task.exception()  # retrieved: how a close failed does not matter any more
+    return not pending
 
 
 class EventDispatcher:
@@ -464,9 +473,10 @@ class EventConsumer:
             self.handled[handler.method] = max(self.handled[handler.method], sequence)
             self._progress.notify_all()
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float = 1.0) -> None:
+        """Stop the consumers, waiting at most ``timeout`` seconds (nats-py may hold a
+        cancellation back while its connection is lost)."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if not await _stopped(self._tasks, timeout):
+            log.warning("event consumers not stopped in time, leaving them", seconds=timeout)
