@@ -22,8 +22,9 @@ most of the stream's servers hold the event. The caller's correlation ID and
 trace context travel in the event's headers and are on its handler's lines.
 
 A handler's event is acknowledged after the handler returns; one that raises
-is delivered again a second later (and one whose payload is not JSON is
-dropped, with an error line). Handlers must therefore be idempotent, by the
+is delivered again a second later (a ``BROADCAST`` handler's with the events
+after it, in order), and one whose payload is not JSON is dropped, with an
+error line. Handlers must therefore be idempotent, by the
 event's ID. ``SERVICE_POOL`` handlers (the default) share one durable
 consumer per service and handler: each event is handled by one instance.
 ``BROADCAST`` handlers get a consumer per instance, from the stream's first
@@ -384,24 +385,35 @@ class EventConsumer:
         is looked for every ``check_interval`` while no event comes).
 
         A ``BROADCAST`` handler's consumer is its own: the servers push its events, handled one
-        at a time as they come. A ``SERVICE_POOL`` handler pulls up to ``batch`` events when it
-        is free, so a busy or stuck instance takes none the others could handle.
+        at a time as they come, in the stream's order. When the handler fails on one, the rest
+        of that subscription is left alone and a new one starts from the failed event
+        ``redelivery_delay`` later, so the events are handled in order and none is skipped. A
+        ``SERVICE_POOL`` handler pulls up to ``batch`` events when it is free, so a busy or
+        stuck instance takes none the others could handle; an event it fails on comes again
+        ``redelivery_delay`` later, to whichever instance is free.
         """
         await self.bus.ready.wait()
         while True:
             subscription: Any = None
+            delay = self.bus.retry_interval
             try:
                 subject, config = await self._consumer(handler)
                 if handler.handler_type == BROADCAST:
-                    async def deliver(msg: Msg) -> None:
-                        await self._handle(service, handler, msg)
+                    failed = asyncio.Event()
+
+                    async def deliver(msg: Msg, failed: asyncio.Event = failed) -> None:
+                        if not failed.is_set() and not await self._handle(service, handler, msg):
+                            failed.set()
 
                     subscription = await self.bus.js.subscribe(
                         subject, cb=deliver, stream=self.bus.stream, config=config, manual_ack=True)
                     self._subscribed.add(handler.method)
-                    while True:
-                        await asyncio.sleep(self.check_interval)
-                        await subscription.consumer_info()  # NotFoundError for one that is gone
+                    while not failed.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(failed.wait(), self.check_interval)
+                        if not failed.is_set():
+                            await subscription.consumer_info()  # NotFoundError for one that is gone
+                    delay = self.redelivery_delay
                 else:
                     subscription = await self.bus.js.pull_subscribe(
                         subject, durable=config.durable_name, stream=self.bus.stream, config=config)
@@ -418,13 +430,14 @@ class EventConsumer:
             except (*_UNAVAILABLE, nats.js.errors.APIError, ServiceUnavailable) as exc:
                 log.warning("event consumer interrupted, subscribing again",
                             handler=handler.method, error=repr(exc))
+                self._subscribed.discard(handler.method)
             except Exception:  # a bug here must not end the consumer without a word
                 log.exception("event consumer failed, subscribing again", handler=handler.method)
-            self._subscribed.discard(handler.method)
+                self._subscribed.discard(handler.method)
             if subscription is not None:
                 with contextlib.suppress(*_UNAVAILABLE):
                     await subscription.unsubscribe()
-            await asyncio.sleep(self.bus.retry_interval)
+            await asyncio.sleep(delay)
 
     async def _consumer(self, handler: EventHandler) -> tuple[str, ConsumerConfig]:
         """The subject of ``handler``'s events, and the consumer that delivers them."""
@@ -442,8 +455,9 @@ class EventConsumer:
             self._replayed_to[handler.method] = await self.bus.last_sequence(subject)
         return subject, config
 
-    async def _handle(self, service: object, handler: EventHandler, msg: Msg) -> None:
-        """Run the handler on one event under its sender's correlation; ack, redeliver or drop."""
+    async def _handle(self, service: object, handler: EventHandler, msg: Msg) -> bool:
+        """Run the handler on one event under its sender's correlation and acknowledge it, or
+        drop it (not JSON); ``False`` when the handler failed (the event is to come again)."""
         sender, _ = received(msg.headers or {})
         sequence = msg.metadata.sequence.stream
         fields = {"handler": handler.method, "event_type": handler.event_type,
@@ -453,25 +467,27 @@ class EventConsumer:
                 payload = orjson.loads(msg.data)
             except orjson.JSONDecodeError as exc:
                 log.error("event dropped: its payload is not JSON", error=str(exc), **fields)
-                self.tally[handler.method, "dropped"] += 1
+                outcome = "dropped"
                 await msg.term()
-                return
-            try:
-                result = getattr(service, handler.method)(payload)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                log.exception("event handler failed, the event will be delivered again",
-                              error=repr(exc), **fields)
-                self.tally[handler.method, "failed"] += 1
-                await msg.nak(delay=self.redelivery_delay)
-                return
-            await msg.ack()
-            log.info("event handled", **fields)
-        self.tally[handler.method, "handled"] += 1
+            else:
+                try:
+                    result = getattr(service, handler.method)(payload)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception as exc:
+                    log.exception("event handler failed, the event will be delivered again",
+                                  error=repr(exc), **fields)
+                    self.tally[handler.method, "failed"] += 1
+                    await msg.nak(delay=self.redelivery_delay)
+                    return False
+                outcome = "handled"
+                await msg.ack()
+                log.info("event handled", **fields)
+        self.tally[handler.method, outcome] += 1
         async with self._progress:
             self.handled[handler.method] = max(self.handled[handler.method], sequence)
             self._progress.notify_all()
+        return True
 
     async def aclose(self, timeout: float = 1.0) -> None:
         """Stop the consumers, waiting at most ``timeout`` seconds (nats-py may hold a
