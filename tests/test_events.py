@@ -10,6 +10,7 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -270,19 +271,30 @@ async def test_a_publish_the_stream_never_acknowledges_times_out_and_is_let_go(
         single.start_all()
         bus = EventBus(single.urls.split(","), "stalled", replicas=1)
         bus.start()
-        await asyncio.wait_for(bus.ready.wait(), 30)
-        events = [(bus.subject("front", "said"), b"{}", {"Nats-Msg-Id": f"e{i}"}) for i in range(3)]
-        await bus.publish(events[:1], 5.0)
-        os.kill(single.procs["nats1"].pid, signal.SIGSTOP)
         try:
-            with pytest.raises(ServiceUnavailable, match="TimeoutError"):
-                await bus.publish(events[1:], 0.2)
-            assert bus.js.publish_async_pending() == 0
+            await asyncio.wait_for(bus.ready.wait(), 30)
+            events = [(bus.subject("front", "said"), b"{}", {"Nats-Msg-Id": f"e{i}"})
+                      for i in range(3)]
+            await bus.publish(events[:1], 5.0)
+            pid = single.procs["nats1"].pid
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await wait_for(lambda: stopped(pid))
+                with pytest.raises(ServiceUnavailable, match="TimeoutError"):
+                    await bus.publish(events[1:], 0.2)
+                assert bus.js.publish_async_pending() == 0
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await bus.publish(events[1:], 5.0)
+            assert await bus.last_sequence(bus.subject("front", "said")) == 3
         finally:
-            os.kill(single.procs["nats1"].pid, signal.SIGCONT)
-        await bus.publish(events[1:], 5.0)
-        assert await bus.last_sequence(bus.subject("front", "said")) == 3
-        await bus.aclose()
+            await bus.aclose()
+
+
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped by a signal (its state in /proc is T)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2] == "T"
 
 
 class Stuck:
