@@ -9,9 +9,11 @@ import itertools
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+from unittest.mock import AsyncMock
 
 import pytest
 
@@ -295,6 +297,72 @@ def stopped(pid: int) -> bool:
     """Whether process ``pid`` is stopped by a signal (its state in /proc is T)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat[stat.rindex(")") + 2] == "T"
+
+
+class FakeJetStream:
+    """Push subscriptions whose deliveries the test makes, each recording where it started."""
+
+    def __init__(self) -> None:
+        self.deliver: list[Callable[[Any], Awaitable[None]]] = []
+        self.starts: list[int | None] = []
+
+    async def subscribe(self, subject: str, *, cb: Callable[[Any], Awaitable[None]],
+                        stream: str, config: Any, manual_ack: bool) -> Any:
+        self.deliver.append(cb)
+        self.starts.append(config.opt_start_seq)
+        return SimpleNamespace(consumer_info=AsyncMock(), unsubscribe=AsyncMock())
+
+
+class FakeBus:
+    """An EventBus to the test's FakeJetStream, ready at once."""
+
+    stream = "events"
+    retry_interval = 0.0
+
+    def __init__(self) -> None:
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.js = FakeJetStream()
+
+    def subject(self, source_service: str, event_type: str) -> str:
+        return f"events.{source_service}.{event_type}"
+
+    async def last_sequence(self, subject: str) -> int:
+        return 0
+
+
+def delivery(stream_sequence: int, consumer_sequence: int) -> Any:
+    """A delivered event, as nats-py hands it over: the message with text m<stream sequence>."""
+    sequence = SimpleNamespace(stream=stream_sequence, consumer=consumer_sequence)
+    body = {"uuid": f"u{stream_sequence}", "msg": f"m{stream_sequence}"}
+    return SimpleNamespace(metadata=SimpleNamespace(sequence=sequence), headers={},
+                           data=json.dumps(body).encode(), ack=AsyncMock(), nak=AsyncMock(),
+                           term=AsyncMock())
+
+
+async def test_a_lost_delivery_starts_the_broadcast_subscription_again_from_it() -> None:
+    """Deliveries are numbered by the consumer: when one never comes (its server went down),
+    the events after it are left alone and a new subscription starts from the first event not
+    handled, so none is skipped and the order holds."""
+    bus, keeper = FakeBus(), Keeper()
+    consumer = EventConsumer(bus, "keeper", event_handlers(Keeper),  # type: ignore[arg-type]
+                             redelivery_delay=0.0, check_interval=3600.0)
+    consumer.start(keeper)
+    try:
+        await wait_for(lambda: len(bus.js.deliver) == 1)
+        first = bus.js.deliver[0]
+        await first(delivery(1, 1))
+        await first(delivery(2, 2))
+        await first(delivery(4, 4))  # the delivery of event 3 was lost
+        await first(delivery(5, 5))
+        await wait_for(lambda: len(bus.js.deliver) == 2)
+        assert bus.js.starts == [1, 3]
+        for consumer_sequence, stream_sequence in enumerate((3, 4, 5), start=1):
+            await bus.js.deliver[1](delivery(stream_sequence, consumer_sequence))
+        assert list(keeper.kept.values()) == ["m1", "m2", "m3", "m4", "m5"]
+        assert consumer.tally == {("keep", "handled"): 5}
+    finally:
+        await consumer.aclose()
 
 
 class Stuck:

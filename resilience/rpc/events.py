@@ -385,9 +385,10 @@ class EventConsumer:
         is looked for every ``check_interval`` while no event comes).
 
         A ``BROADCAST`` handler's consumer is its own: the servers push its events, handled one
-        at a time as they come, in the stream's order. When the handler fails on one, the rest
-        of that subscription is left alone and a new one starts from the failed event
-        ``redelivery_delay`` later, so the events are handled in order and none is skipped. A
+        at a time as they come, in the stream's order. When the handler fails on one, or a
+        delivery is missing (the consumer numbers them), the rest of that subscription is left
+        alone and a new one starts from the first event not handled ``redelivery_delay`` later,
+        so the events are handled in order and none is skipped. A
         ``SERVICE_POOL`` handler pulls up to ``batch`` events when it is free, so a busy or
         stuck instance takes none the others could handle; an event it fails on comes again
         ``redelivery_delay`` later, to whichever instance is free.
@@ -399,19 +400,31 @@ class EventConsumer:
             try:
                 subject, config = await self._consumer(handler)
                 if handler.handler_type == BROADCAST:
-                    failed = asyncio.Event()
+                    ended = asyncio.Event()
+                    expected = [1]  # the consumer sequence of the next delivery
 
-                    async def deliver(msg: Msg, failed: asyncio.Event = failed) -> None:
-                        if not failed.is_set() and not await self._handle(service, handler, msg):
-                            failed.set()
+                    async def deliver(msg: Msg, ended: asyncio.Event = ended,
+                                      expected: list[int] = expected) -> None:
+                        if ended.is_set():
+                            return
+                        if msg.metadata.sequence.consumer != expected[0]:
+                            # A delivery lost on the way (its server went down): the servers
+                            # would send it again only after ack_wait, behind the ones after it.
+                            log.warning("event stream delivery lost, subscribing again from the "
+                                        "first event not handled", handler=handler.method,
+                                        sequence=self.handled[handler.method] + 1)
+                            ended.set()
+                        elif not await self._handle(service, handler, msg):
+                            ended.set()
+                        expected[0] += 1
 
                     subscription = await self.bus.js.subscribe(
                         subject, cb=deliver, stream=self.bus.stream, config=config, manual_ack=True)
                     self._subscribed.add(handler.method)
-                    while not failed.is_set():
+                    while not ended.is_set():
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(failed.wait(), self.check_interval)
-                        if not failed.is_set():
+                            await asyncio.wait_for(ended.wait(), self.check_interval)
+                        if not ended.is_set():
                             await subscription.consumer_info()  # NotFoundError for one that is gone
                     delay = self.redelivery_delay
                 else:
