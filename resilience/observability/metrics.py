@@ -43,21 +43,12 @@ def setup_metrics(app: web.Application, collectors: Iterable[Collector] = (),
                         ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
     for collector in collectors:
         registry.register(collector)
-    # The labelled children of each (route, method, status), looked up once: ``labels()``
-    # takes a lock and builds its key every call, and this runs on every request.
-    children: dict[tuple[object, str, int | None], tuple[Counter, Histogram]] = {}
 
     def count(request: web.Request, status: int | None, seconds: float) -> None:
         resource = request.match_info.route.resource
-        key = (resource, request.method, status)
-        pair = children.get(key)
-        if pair is None:
-            route = resource.canonical if resource is not None else "unmatched"
-            pair = children[key] = (
-                requests.labels(route, request.method, "cancelled" if status is None else str(status)),
-                latency.labels(route, request.method))
-        pair[0].inc()
-        pair[1].observe(seconds)
+        route = resource.canonical if resource is not None else "unmatched"
+        requests.labels(route, request.method, "cancelled" if status is None else str(status)).inc()
+        latency.labels(route, request.method).observe(seconds)
 
     serve = make_aiohttp_handler(registry)
 

@@ -29,7 +29,7 @@ per key, so batches stay as large as group commit makes them.
 Waiting is bounded twice: at most ``max_pending`` calls (sent or queued) at
 once, past which a call is refused at once (``Overloaded``, as the
 concurrency limit refuses a call), and a queued call waits at most its own
-``timeout`` (one timer per key, at the earliest deadline in its queue): a
+``timeout`` while it is queued (a timer of its own): a
 downstream that hangs cannot pile calls up behind it.
 """
 
@@ -37,23 +37,21 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import math
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
-_CLOCK_RESOLUTION = 0.001
 
 
 @dataclass(eq=False, slots=True)
 class Pending:
-    """One call waiting to be sent: what it sends, where its outcome goes, and when (on the
-    loop's clock) it stops waiting in the queue."""
+    """One call waiting to be sent: what it sends, where its outcome goes, and the timer that
+    ends its wait in the queue."""
 
     payload: Any
     future: asyncio.Future[Any]
-    deadline: float = math.inf
+    timer: asyncio.TimerHandle | None = None
 
     def resolve(self, result: Any) -> None:
         """Hand the caller its result (unless it stopped waiting)."""
@@ -75,15 +73,9 @@ Send = Callable[[Any, list[Pending]], Awaitable[None]]
 
 @dataclass(slots=True)
 class _Lane:
-    """A key with a request in flight, and the calls waiting for the next one.
-
-    One timer for the whole queue, at its earliest deadline: a timer per call
-    (``asyncio.timeout``) would cost more than all the rest of queueing it.
-    """
+    """A key with a request in flight, and the calls waiting for the next one."""
 
     queue: list[Pending] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
-    timer_at: float = math.inf
     in_flight: int = 0
     #: When the newest request in flight left (on the loop's clock).
     newest: float = 0.0
@@ -134,9 +126,7 @@ class Coalescer(Generic[K]):
             lane = self._lanes.get(key)
             if lane is not None and (lane.queue or not self._late(key, lane)):
                 if timeout is not None:
-                    item.deadline = loop.time() + timeout
-                    if item.deadline < lane.timer_at:
-                        self._arm(lane, item.deadline)
+                    item.timer = loop.call_later(timeout, item.fail, TimeoutError())
                 lane.queue.append(item)
                 self._arm_late(key, lane)
                 return await item.future
@@ -151,6 +141,8 @@ class Coalescer(Generic[K]):
             return item.future.result()
         finally:
             self.pending -= 1
+            if item.timer is not None:
+                item.timer.cancel()
 
     async def aclose(self) -> None:
         """Wait for the requests still being sent for queued calls."""
@@ -199,13 +191,16 @@ class Coalescer(Generic[K]):
             self._arm_late(key, lane)
 
     def _drop_settled(self, lane: _Lane) -> None:
-        """Leave out of the queue the calls already settled: cancelled, or past their deadline."""
+        """Leave out of the queue the calls already settled: cancelled, or past their timeout."""
         lane.queue = [item for item in lane.queue if not item.future.done()]
 
     def _take_batch(self, lane: _Lane) -> list[Pending]:
         """The next request's calls, in arrival order: as many as ``take`` allows, at least one."""
         count = max(1, self._take(lane.queue))
         batch, lane.queue = lane.queue[:count], lane.queue[count:]
+        for item in batch:  # sent: no longer waiting in the queue
+            if item.timer is not None:
+                item.timer.cancel()
         return batch
 
     async def _flush(self, key: K, items: list[Pending]) -> None:
@@ -220,35 +215,14 @@ class Coalescer(Generic[K]):
         for item in items:
             item.fail(RuntimeError("send left a call without an outcome"))
 
-    def _arm(self, lane: _Lane, when: float) -> None:
-        if lane.timer is not None:
-            lane.timer.cancel()
-        lane.timer = asyncio.get_running_loop().call_at(when, self._expire, lane)
-        lane.timer_at = when
-
-    def _expire(self, lane: _Lane) -> None:
-        """The lane's timer: queued calls past their deadline get ``TimeoutError`` (and are
-        then left out of the next request); the timer moves to the next deadline."""
-        lane.timer, lane.timer_at = None, math.inf
-        # Within the loop's clock resolution: a timer may fire a hair before its time.
-        now = asyncio.get_running_loop().time() + _CLOCK_RESOLUTION
-        for item in lane.queue:
-            if item.deadline <= now:
-                item.fail(TimeoutError())
-        self._drop_settled(lane)
-        upcoming = min((item.deadline for item in lane.queue), default=math.inf)
-        if upcoming < math.inf:
-            self._arm(lane, upcoming)
-
     def _next(self, key: K, lane: _Lane) -> None:
         """After a request: send what queued meanwhile, in a task of its own, or go idle."""
         self._drop_settled(lane)
         if lane.queue:
             self._send_next(key, lane)
         elif lane.in_flight == 0:
-            for timer in (lane.timer, lane.late_timer):
-                if timer is not None:
-                    timer.cancel()
+            if lane.late_timer is not None:
+                lane.late_timer.cancel()
             del self._lanes[key]
 
     def _send_next(self, key: K, lane: _Lane) -> None:
