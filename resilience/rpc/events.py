@@ -388,8 +388,9 @@ class EventConsumer:
         at a time as they come, in the stream's order. When the handler fails on one, or a
         delivery is missing (the consumer numbers them), the rest of that subscription is left
         alone and a new one starts from the first event not handled ``redelivery_delay`` later,
-        so the events are handled in order and none is skipped. A
-        ``SERVICE_POOL`` handler pulls up to ``batch`` events when it is free, so a busy or
+        so the events are handled in order and none is skipped.
+
+        A ``SERVICE_POOL`` handler pulls up to ``batch`` events when it is free, so a busy or
         stuck instance takes none the others could handle; an event it fails on comes again
         ``redelivery_delay`` later, to whichever instance is free.
         """
