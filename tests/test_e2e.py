@@ -336,11 +336,9 @@ def test_honcho_runs_procfile_cluster_on_redis_and_nats(tmp_path: Path) -> None:
     assert "Traceback" not in text
     for name in ("redis", "nats1", "nats2", "nats3", *REPLICAS, *MESSAGES, "facade"):
         assert f"{name}.1 started" in text
-    # What each service said last, should one not stop within honcho's grace.
-    last_lines = {name: [line for line in text.splitlines() if f" {name}.1 " in line][-3:]
-                  for name in (*REPLICAS, *MESSAGES, "facade")}
-    assert "SIGKILL" not in text, last_lines
-    assert text.count('"event":"service stopped"') == 6, last_lines
+    print(text)  # shown should an assertion below fail: what each process said, and when
+    assert "SIGKILL" not in text
+    assert text.count('"event":"service stopped"') == 6
 
 
 def test_repo_root_does_not_shadow_the_standard_library(tmp_path: Path) -> None:

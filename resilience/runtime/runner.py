@@ -102,6 +102,34 @@ async def tune_garbage_collection(_app: web.Application) -> None:
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
 
 
+#: How long the tasks left once an app is cleaned up get to end, cancelled again and again.
+STRAY_TASKS_GRACE = 1.0
+
+
+async def stop_stray_tasks(_app: web.Application | None = None,
+                           grace: float = STRAY_TASKS_GRACE) -> None:
+    """Cancel the tasks still running once the app is cleaned up, again every 50 ms while one
+    lives on, for at most ``grace`` seconds, then name any left in a warning.
+
+    aiohttp cancels the tasks left at the end once and waits for them without a
+    bound; a library task that swallows its cancellation (nats-py's, while its
+    servers stop too) would keep the process past honcho's grace, to its SIGKILL.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while True:
+        left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        if not left:
+            return
+        if loop.time() >= deadline:
+            log.warning("tasks still running at shutdown",
+                        tasks=[getattr(task.get_coro(), "__qualname__", task.get_name()) for task in left])
+            return
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=0.05)
+
+
 def serve(app: web.Application, *, name: str, host: str, port: int,
           shutdown_timeout: float) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, then let in-flight requests finish and stop.
@@ -119,6 +147,7 @@ def serve(app: web.Application, *, name: str, host: str, port: int,
         loop = uvloop.new_event_loop()
     log.info("service starting", host=host, port=port)
     app.on_startup.append(tune_garbage_collection)
+    app.on_cleanup.append(stop_stray_tasks)  # last: after every cleanup context has ended
 
     def listening(_banner: str) -> None:
         # aiohttp calls this once every site listens: then, and only then, the port is ours.
