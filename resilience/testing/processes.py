@@ -6,18 +6,50 @@ wait on their own conditions.
 
 from __future__ import annotations
 
+import itertools
+import random
 import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+#: The lowest port free_port hands out; it stays below the kernel's ephemeral ports.
+LOWEST_PORT = 20000
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on right now, not handed out before by this process.
+
+    It is taken below the kernel's ephemeral ports (``ip_local_port_range``),
+    from which every outgoing connection takes its local port: a process's
+    port is picked before the process binds it, and meanwhile a connection
+    between two other processes (a NATS route, a Redis client) could take an
+    ephemeral one.
+    """
+    for port in itertools.islice(_PORTS, len(_RANGE)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port from {_RANGE.start} to {_RANGE.stop - 1}")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands outgoing connections (32768 where it does not say)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_RANGE = range(LOWEST_PORT, max(LOWEST_PORT + 1000, _ephemeral_low()))
+# In turn from a random one, so that two processes picking at once rarely meet.
+_START = random.randrange(len(_RANGE))
+_PORTS: Iterator[int] = itertools.cycle([*_RANGE[_START:], *_RANGE[:_START]])
 
 
 #: How often a starting service's health check is tried again.
