@@ -18,19 +18,20 @@ from unittest.mock import AsyncMock
 import pytest
 
 from facade.ids import new_uuid
-from resilience import CallPolicySettings, ServiceUnavailable
-from resilience.observability.correlation import correlated
-from resilience.observability.logs import configure_logging
-from resilience.policies.pipeline import downstream_policies
-from resilience.rpc.events import (
+from resilience import (
     BROADCAST,
     SERVICE_POOL,
+    CallPolicySettings,
     EventBus,
     EventConsumer,
     EventDispatcher,
+    ServiceUnavailable,
+    downstream_policies,
     event_handler,
     event_handlers,
 )
+from resilience.observability.correlation import correlated
+from resilience.observability.logs import configure_logging
 from resilience.testing.events import RecordingDispatcher, deliver
 from resilience.testing.nats_server import NatsCluster
 from tests.conftest import wait_for
