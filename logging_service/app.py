@@ -10,6 +10,7 @@ from resilience import ServiceUnavailable, build_service, rpc_app
 from resilience.observability.metrics import CountsCollector, ValueCollector
 from resilience.runtime.runner import run_main
 
+from .contract import ENVELOPE_BYTES
 from .service import LoggingService
 from .settings import LoggingSettings
 from .store import open_store
@@ -34,7 +35,8 @@ def create_app(settings: LoggingSettings) -> web.Application:
                         "outcome", lambda: service.tally),
         ValueCollector("logging_store_messages", "Messages in the store", lambda: size[0]),
     ]
-    app = rpc_app(service, settings, ready=store.ping, collectors=collectors, refresh=read_size)
+    app = rpc_app(service, settings, ready=store.ping, collectors=collectors, refresh=read_size,
+                  envelope_bytes=ENVELOPE_BYTES)
     app.on_cleanup.append(lambda _: store.close())
     return app
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import re
 
+#: Bytes a ``log`` call's body holds beyond the body the facade accepted (within the same
+#: ``MAX_BODY_BYTES``): the ``"uuid"`` field and its value, with room to spare.
+ENVELOPE_BYTES = 64
 #: Lower-case, hyphenated, version 4 or 8, RFC variant: the only form the logging service stores.
 MESSAGE_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[48][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 #: A character that is not whitespace (the set of Python's ``str.isspace``, spelled out so the

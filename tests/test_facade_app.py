@@ -48,6 +48,23 @@ async def test_assignment_session(facade: Client, logging_server: TestServer) ->
     assert stored(logging_server) == ["msg1", "msg2", "msg3"]
 
 
+async def test_the_largest_body_the_facade_accepts_is_stored(
+        make_facade: MakeFacade, aiohttp_server: AiohttpServer) -> None:
+    """With MAX_BODY_BYTES alike on both sides, a POST of exactly that size still fits logging's
+    limit once the facade has added the message's UUID (logging's contract's ENVELOPE_BYTES)."""
+    limit = 1024
+    logging_server = await aiohttp_server(create_logging(LoggingSettings(max_body_bytes=limit)))
+    facade = await make_facade(max_body_bytes=limit,
+                               logging_url=str(logging_server.make_url("")).rstrip("/"))
+    body = b'{"msg": "' + b"x" * (limit - 11) + b'"}'
+    assert len(body) == limit
+
+    resp = await facade.post("/facade", data=body, headers=JSON)
+
+    assert resp.status == 200, await resp.text()
+    assert stored(logging_server) == ["x" * (limit - 11)]
+
+
 async def test_post_without_content_type_is_read_as_json(facade: Client) -> None:
     """A body sent with no Content-Type at all is still parsed as JSON."""
     resp = await facade.post("/facade", data=b'{"msg": "bare"}', skip_auto_headers=["Content-Type"])

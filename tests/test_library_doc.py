@@ -34,7 +34,7 @@ def run(name: str, namespace: dict[str, Any] | None = None) -> dict[str, Any]:
     return namespace
 
 
-def test_the_doc_marks_its_three_examples() -> None:
+def test_the_doc_marks_its_four_examples() -> None:
     """Each marker is followed by a python block, and none is missing."""
     text = (DOCS / "library.md").read_text()
     assert text.count("<!-- example: ") == len(examples()) == 4

@@ -1,10 +1,12 @@
 """Correlation IDs and W3C Trace Context: one ID per client request, through every service's logs.
 
-The facade takes the ID from the client or mints one; every RPC forwards it;
+The first service a request reaches takes its ID from the client or mints one; every RPC forwards it;
 every service echoes it on its responses. The ID is held in one context
 variable, so every log line written while handling the request carries it
-(``add_correlation_id`` in the log configuration reads it: one lookup per
-line, where structlog's ``merge_contextvars`` would copy the whole context).
+(``add_correlation_id`` in the log configuration reads it). It is the same
+variable the RPCs read their headers from, so what a line says and what is
+forwarded cannot differ, as they could with a copy bound for structlog's
+``merge_contextvars``.
 
 Where the ID comes from, first match wins:
 
@@ -66,8 +68,8 @@ _propagation: ContextVar[Propagation | None] = ContextVar("propagation", default
 def accept_or_mint(value: str | None) -> str:
     """Keep a client's ID when it is a sane token (≤ 128 of ``A-Za-z0-9._:-``), else mint one.
 
-    Minted IDs only need to be unique, not unguessable: 128 bits from ``random``
-    spare a system call per request that ``uuid4`` would make.
+    Minted IDs only need to be unique, not unguessable: 128 bits of the
+    process's ``random`` (seeded by the system, again after a fork) will do.
     """
     if value and VALID_ID.fullmatch(value):
         return value

@@ -11,8 +11,9 @@ v8's hedging strategy do the same. Like Finagle's, hedges are budgeted
 gRPC's, a failed try does not send the next hedge at once: a failure is the
 retry loop's business, with its backoff; hedging answers lateness only.
 
-Only calls that are safe to send twice may be hedged: here, writes carry the
-message's UUID (logging stores it once) and reads are reads.
+Only calls that are safe to send twice may be hedged, as only those may be
+retried: reads, and writes the downstream deduplicates (by an ID the caller
+minted once). A policy with hedging assumes its calls are such.
 
 The delay is the ``quantile`` of the latencies of recent successful tries
 (``LatencyTracker``), kept within ``[min_delay, max_delay]``; ``max_delay``

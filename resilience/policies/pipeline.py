@@ -72,7 +72,7 @@ class CallPolicy:
     rng: Callable[[float, float], float] = field(default=random.uniform)
     #: Backup tries of a late attempt (``hedging.py``); None: one try per attempt.
     hedging: Hedging | None = None
-    #: What the metrics call this policy (``logging.write``).
+    #: What the metrics call this policy (``<service>.<kind>``, as ``orders.write``).
     name: str = ""
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RETRY_OUTCOMES, 0))
 

@@ -2,16 +2,17 @@
 
 ::
 
-    class FacadeService:
+    class ShopService:
+        name = "shop"
         dispatch: Dependency[EventDispatcher] = Dependency()
 
-        async def post(self, uuid: str, msg: str) -> None:
-            await self.dispatch("message_logged", {"uuid": uuid, "msg": msg}, event_id=uuid)
+        async def place(self, order_id: str, item: str) -> None:
+            await self.dispatch("order_placed", {"id": order_id, "item": item}, event_id=order_id)
 
-    class MessagesService:
-        name = "messages"
+    class AuditService:
+        name = "audit"
 
-        @event_handler("facade", "message_logged", handler_type=BROADCAST)
+        @event_handler("shop", "order_placed", handler_type=BROADCAST)
         def keep(self, payload: dict) -> None: ...
 
 Every event is a message on the subject ``<stream>.<source>.<event_type>`` of

@@ -63,8 +63,8 @@ class Call:
 class RpcProxy:
     """Calls the RPC methods of one service, at the replica its policy picks for each attempt.
 
-    ``await proxy.log(uuid=..., msg=...)`` posts ``{"uuid": ..., "msg": ...}``
-    to ``<replica>/rpc/log`` and returns the reply's ``result``. A method
+    ``await proxy.place(order_id=..., item=...)`` posts ``{"order_id": ..., "item": ...}``
+    to ``<replica>/rpc/place`` and returns the reply's ``result``. A method
     named in ``method_policies`` is called under that policy, any other under
     ``policy``. With several replicas, the one that answered is bound to the
     caller's log context as ``<service>_replica``, so its access line names it.
@@ -87,7 +87,7 @@ class RpcProxy:
         # Coalesced calls wait in a queue, not on the policy's concurrency limit, and a request
         # on the wire carries up to max_batch_calls of them: bound the queue to what the
         # limit's requests could carry. Bounding it to the limit itself would refuse callers
-        # a batch has room for: under overload the facade would spend its loop refusing them.
+        # a batch has room for: under overload the caller would spend its loop refusing them.
         limit = policy.limit.limit if policy.limit is not None else 1 << 16
         max_pending = limit * max_batch_calls
         # A late request (past its policy's hedge delay) lets the calls queued behind it leave.

@@ -16,9 +16,9 @@ A method that raises ``ServiceUnavailable`` (a store it needs is down) is
 answered 503 with ``Retry-After``: transient, so the caller may retry.
 
 Every body must arrive within ``BODY_READ_TIMEOUT`` (408 past it) and fit
-``MAX_BODY_BYTES`` plus the envelope a caller wraps around a message (413
-past it); with ``RPC_SECRET`` set every path but ``/health`` needs a good
-signature (401 without one; see ``auth.py``).
+``MAX_BODY_BYTES`` plus the service's ``envelope_bytes`` (413 past it);
+with ``RPC_SECRET`` set every path but ``/health`` needs a good signature
+(401 without one; see ``signing.py``).
 """
 
 from __future__ import annotations
@@ -53,11 +53,6 @@ from resilience.settings import ServerSettings
 log = get_logger("resilience.rpc.server")
 # A batch item without a valid correlation ID of its own logs under the batch request's.
 _UNCHANGED = contextlib.nullcontext()
-
-#: Bytes an RPC body may hold beyond ``MAX_BODY_BYTES``: the arguments a caller adds around a
-#: message (``"uuid"`` and its value), so a message the facade accepted always fits.
-ENVELOPE_BYTES = 64
-
 
 def error_body(error_type: str, message: str, args: list[Any] | None = None,
                path: str | None = None) -> dict[str, Any]:
@@ -160,7 +155,7 @@ async def batch(request: web.Request) -> web.Response:
     can group their round trips instead of adding them up (the Redis store
     sends what comes together as one pipeline). A transient failure (a store
     that is down) fails the whole batch with 503 and cancels its calls still
-    running, so the caller retries it whole; logging deduplicates what was stored.
+    running, so the caller retries it whole (its calls must be safe to repeat).
     """
     endpoint = request.app[ENDPOINT]
     calls = await read_json(request, require_content_type=True)
@@ -213,12 +208,15 @@ async def readiness(request: web.Request) -> web.Response:
 
 def rpc_app(service: Any, settings: ServerSettings | None = None, *,
             ready: Readiness | None = None, collectors: Iterable[Collector] = (),
-            refresh: Callable[[], Awaitable[None]] | None = None) -> web.Application:
+            refresh: Callable[[], Awaitable[None]] | None = None,
+            envelope_bytes: int = 0) -> web.Application:
     """An aiohttp app that exposes ``service``'s ``@rpc`` methods, batches of them, a liveness and
     a readiness check.
 
-    A single call's body is at most ``MAX_BODY_BYTES`` plus the envelope; a
-    batch, at most ``RPC_BATCH_MAX_CALLS`` calls in ``RPC_BATCH_MAX_BYTES``.
+    A single call's body is at most ``MAX_BODY_BYTES`` plus ``envelope_bytes``
+    (the arguments a caller wraps around a body it accepted within that
+    limit, so such a body always fits); a batch, at most
+    ``RPC_BATCH_MAX_CALLS`` calls in ``RPC_BATCH_MAX_BYTES``.
     ``ready`` raises ``ServiceUnavailable`` when the service cannot serve
     calls (its store is unreachable); without it, a live service is ready.
     ``GET /metrics`` serves the request counts and ``collectors`` (``refresh``
@@ -231,7 +229,7 @@ def rpc_app(service: Any, settings: ServerSettings | None = None, *,
                    body_deadline(settings.body_read_timeout, refusal)]
     if verifier is not None:
         middlewares.append(auth.require_signature(verifier, unauthorized))
-    max_body_bytes = settings.max_body_bytes + ENVELOPE_BYTES
+    max_body_bytes = settings.max_body_bytes + envelope_bytes
     app = web.Application(client_max_size=max(max_body_bytes, settings.rpc_batch_max_bytes),
                           middlewares=middlewares, handler_args=CLOSE_ON_UNREAD_BODY)
     app[ENDPOINT] = Endpoint(service, getattr(service, "name", type(service).__name__),

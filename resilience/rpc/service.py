@@ -2,12 +2,12 @@
 
 ::
 
-    class LoggingService:
-        name = "logging"
-        store = Dependency(MessageStore)
+    class OrdersService:
+        name = "orders"
+        store = Dependency(OrderStore)
 
         @rpc(expected=(InvalidArgument, Conflict))
-        def log(self, uuid: str, msg: str) -> dict[str, bool]: ...
+        def place(self, order_id: str, item: str) -> dict[str, bool]: ...
 
 ``build_service`` injects the dependencies; ``dispatch`` calls a method the
 way the HTTP server does (argument and type checks, declared errors), so a

@@ -1,4 +1,9 @@
-"""Running a service process: settings, logs, the event loop, and a clean stop."""
+"""Running a service process: settings, logs, the event loop, and a clean stop.
+
+Two per-process settings live here, each for what it buys: rare young garbage
+collections (less CPU per request) and large blocks handed back to the system
+when freed (memory falls back after a burst); docs/benchmark.md has the figures.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +22,8 @@ from resilience.settings import ServerSettings, SettingsError
 
 log = get_logger("resilience.runtime.runner")
 
-#: Blocks this large or larger come from their own memory mapping (glibc's M_MMAP_THRESHOLD).
 S = TypeVar("S", bound=ServerSettings)
+#: Blocks this large or larger come from their own memory mapping (glibc's M_MMAP_THRESHOLD).
 LARGE_BLOCK = 32 * 1024
 _M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 
@@ -69,9 +74,8 @@ def give_large_blocks_back() -> None:
 
     Request bodies and pages are such blocks. By default glibc keeps freed blocks under
     128 KiB (and, as it adapts, up to 32 MiB) in its heap, where fragmentation pins them:
-    after a burst of 500 stalled 60 kB bodies the facade stayed at its peak RSS (106 MiB)
-    once they were cut; with this it goes back to 50 MiB. Elsewhere (macOS, musl) this does
-    nothing.
+    after a burst of large bodies, a process would stay at its peak size long after they
+    were freed. Elsewhere (macOS, musl) this does nothing.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -91,10 +95,9 @@ async def tune_garbage_collection(_app: web.Application) -> None:
     process: frozen, it is left out of every later collection. Objects that
     die young are freed by their reference counts, not by the collector, so
     what a young collection scans is mostly the live state of the requests
-    in flight, again and again: under load, the default 700 made the facade
-    collect about 40 times a second, 5 % of its CPU. At 20,000 it is about 1 %;
-    what waits for a collection meanwhile is only cyclic garbage, a few MB at
-    most.
+    in flight, again and again, dozens of times a second under load at the
+    default threshold. What waits for a collection meanwhile is only cyclic
+    garbage, a few MB at most.
     """
     gc.collect()
     gc.freeze()
@@ -137,7 +140,7 @@ def serve(app: web.Application, *, name: str, host: str, port: int,
     aiohttp waits up to ``shutdown_timeout`` for in-flight requests, then
     cancels their request bodies and waits up to as long again before closing
     the connections: twice the timeout must stay under honcho's 5 s grace
-    before SIGKILL. (A facade request ends within ``retry_deadline`` anyway.)
+    before SIGKILL. (A request whose calls run under a retry deadline ends within it anyway.)
     """
     try:
         import uvloop

@@ -2,13 +2,13 @@
 
 ::
 
-    service = build_service(MessagesService)
-    await deliver(service, "facade", "message_logged", {"uuid": u, "msg": "hi"})
+    service = build_service(AuditService)
+    await deliver(service, "shop", "order_placed", {"id": i, "item": "tea"})
 
     dispatch = RecordingDispatcher()
-    facade = build_service(FacadeService, dispatch=dispatch, ...)
+    shop = build_service(ShopService, dispatch=dispatch, ...)
     ...
-    assert dispatch.events == [("message_logged", {"uuid": u, "msg": "hi"}, u)]
+    assert dispatch.events == [("order_placed", {"id": i, "item": "tea"}, i)]
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ and set its knobs at any time:
 
 - ``refuse()`` / ``resume()``: stop and start listening (connection refused);
 - ``delay``: seconds to wait before forwarding (a slow service; timeouts);
-- ``path_delays``: the same for some paths only (``{"/rpc/messages": 2.0}``: slow reads);
+- ``path_delays``: the same for some paths only (``{"/rpc/list": 2.0}``: slow reads);
 - ``error_rate``: share of requests answered 503 (with ``Retry-After``)
   without being forwarded;
 - ``drop_rate``: share of requests forwarded, answered by the service, and
@@ -17,7 +17,7 @@ and set its knobs at any time:
 - ``swallow_next``: the next that many requests are swallowed so;
 - ``hold()`` / ``release()``: requests that arrive in between wait, unforwarded, until
   ``release()`` (a request held on the wire for as long as a test needs, not for a time;
-  a hung service); ``hold("/rpc/messages")`` holds those paths only.
+  a hung service); ``hold("/rpc/list")`` holds those paths only.
 
 When the service behind it is down, the proxy answers 502, as a reverse proxy would.
 
