@@ -14,17 +14,25 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from facade.ids import KeyUuids
-from resilience import EventBus, EventDispatcher, RpcProxy, build_service
-from resilience.observability.access import access_log_middleware
-from resilience.observability.correlation import correlation_middleware
-from resilience.observability.metrics import PolicyCollector, setup_metrics
-from resilience.policies.pipeline import downstream_policies
-from resilience.policies.window import Clock
-from resilience.rpc.signing import signer_for
-from resilience.rpc.transport import readiness_probe
-from resilience.runtime.lag import LoopLag
-from resilience.runtime.runner import run_main
-from resilience.runtime.web import CLOSE_ON_UNREAD_BODY, body_deadline, reply_budget
+from resilience import (
+    CLOSE_ON_UNREAD_BODY,
+    Clock,
+    EventBus,
+    EventDispatcher,
+    LoopLag,
+    PolicyCollector,
+    RpcProxy,
+    access_log_middleware,
+    body_deadline,
+    build_service,
+    correlation_middleware,
+    downstream_policies,
+    readiness_probe,
+    reply_budget,
+    run_main,
+    setup_metrics,
+    signer_for,
+)
 
 from .keys import LOOP_LAG, POLICIES, SERVICE, SETTINGS
 from .middlewares import failure, json_errors, shed_load

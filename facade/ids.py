@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import uuid
 
-from resilience.rpc.signing import derived_key
+from resilience import derived_key
 
 from .settings import FacadeSettings
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from resilience import CallPolicy
-from resilience.runtime.lag import LoopLag
+from resilience import CallPolicy, LoopLag
 
 from .service import FacadeService
 from .settings import FacadeSettings

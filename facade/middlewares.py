@@ -8,9 +8,7 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from resilience.observability.logs import get_logger
-from resilience.runtime.lag import LoopLag
-from resilience.runtime.web import BadRequest, Handler, json_response
+from resilience import BadRequest, Handler, LoopLag, get_logger, json_response
 
 log = get_logger("facade")
 

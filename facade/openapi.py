@@ -21,9 +21,7 @@ from aiohttp import web
 
 from logging_service.contract import MESSAGE_UUID, NOT_BLANK
 from logging_service.paging import MAX_PAGE
-from resilience.observability.correlation import HEADER as CORRELATION_HEADER
-from resilience.observability.correlation import TRACEPARENT, TRACESTATE, VALID_ID
-from resilience.runtime.web import json_response
+from resilience import CORRELATION_HEADER, TRACEPARENT, TRACESTATE, VALID_CORRELATION_ID, json_response
 
 from .keys import SETTINGS
 from .settings import FacadeSettings
@@ -38,7 +36,7 @@ DOCUMENT_FILE = "openapi.yaml"
 PLACEHOLDER = re.compile(r"\$\{([a-z_]+)\}")
 # The same expressions the facade checks with, anchored as JSON Schema wants them.
 IDEMPOTENCY_KEY_PATTERN = f"^{IDEMPOTENCY_KEY.pattern}$"
-CORRELATION_ID_PATTERN = f"^{VALID_ID.pattern}$"
+CORRELATION_ID_PATTERN = f"^{VALID_CORRELATION_ID.pattern}$"
 UUID_PATTERN = f"^{MESSAGE_UUID.pattern}$"
 
 

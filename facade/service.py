@@ -15,8 +15,8 @@ from resilience import (
     RemoteError,
     RpcProxy,
     ServiceUnavailable,
+    get_logger,
 )
-from resilience.observability.logs import get_logger
 
 log = get_logger("facade")
 

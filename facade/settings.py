@@ -4,14 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from resilience.settings import (
-    CallPolicySettings,
-    EventSettings,
-    ServerSettings,
-    SettingsError,
-    between,
-    is_http_url,
-)
+from resilience import CallPolicySettings, EventSettings, ServerSettings, SettingsError, between, is_http_url
 
 
 @dataclass(frozen=True)

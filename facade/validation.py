@@ -7,7 +7,7 @@ from typing import Any
 
 from logging_service.contract import text_problem
 from logging_service.paging import MAX_PAGE
-from resilience.runtime.web import BadRequest
+from resilience import BadRequest
 
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,128}")
 MAX_OFFSET = 1_000_000_000

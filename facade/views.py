@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from resilience import RemoteError, ServiceUnavailable
-from resilience.observability.logs import get_logger
-from resilience.runtime.web import json_response, read_json, retry_after_header
+from resilience import (
+    RemoteError,
+    ServiceUnavailable,
+    get_logger,
+    json_response,
+    read_json,
+    retry_after_header,
+)
 
 from .keys import SERVICE, SETTINGS
 from .middlewares import failure

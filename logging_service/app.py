@@ -6,9 +6,7 @@ import contextlib
 
 from aiohttp import web
 
-from resilience import ServiceUnavailable, build_service, rpc_app
-from resilience.observability.metrics import CountsCollector, ValueCollector
-from resilience.runtime.runner import run_main
+from resilience import CountsCollector, ServiceUnavailable, ValueCollector, build_service, rpc_app, run_main
 
 from .contract import ENVELOPE_BYTES
 from .service import LoggingService

@@ -7,8 +7,7 @@ from typing import Any
 
 from logging_service.contract import is_message_uuid, text_problem
 from logging_service.paging import MAX_PAGE, encode_page
-from resilience import Config, Conflict, Dependency, InvalidArgument, rpc
-from resilience.observability.logs import get_logger
+from resilience import Config, Conflict, Dependency, InvalidArgument, get_logger, rpc
 
 from .settings import LoggingSettings
 from .store import MemoryStore, MessageStore, UuidConflict

@@ -5,7 +5,7 @@ from __future__ import annotations
 import urllib.parse
 from dataclasses import dataclass
 
-from resilience.settings import ServerSettings, SettingsError, between
+from resilience import ServerSettings, SettingsError, between
 
 #: ``LOGGING_STORE`` for the in-memory store; anything else is a Redis URL of these schemes.
 MEMORY_STORE = "memory"

@@ -6,9 +6,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from resilience import EventBus, EventConsumer, ServiceUnavailable, build_service, event_handlers, rpc_app
-from resilience.observability.metrics import CountsCollector
-from resilience.runtime.runner import run_main
+from resilience import (
+    CountsCollector,
+    EventBus,
+    EventConsumer,
+    ServiceUnavailable,
+    build_service,
+    event_handlers,
+    rpc_app,
+    run_main,
+)
 
 from .service import MessagesService, StreamMessagesService
 from .settings import MessagesSettings

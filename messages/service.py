@@ -6,8 +6,16 @@ from typing import Any
 
 from logging_service.contract import is_message_uuid
 from logging_service.paging import MAX_PAGE, encode_page
-from resilience import BROADCAST, Config, Dependency, EventConsumer, InvalidArgument, event_handler, rpc
-from resilience.observability.logs import get_logger
+from resilience import (
+    BROADCAST,
+    Config,
+    Dependency,
+    EventConsumer,
+    InvalidArgument,
+    event_handler,
+    get_logger,
+    rpc,
+)
 
 from .settings import MessagesSettings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from resilience.settings import EventSettings, ServerSettings, between
+from resilience import EventSettings, ServerSettings, between
 
 
 @dataclass(frozen=True)

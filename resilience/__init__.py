@@ -28,15 +28,23 @@ from resilience.errors import (
     ServiceUnavailable,
 )
 from resilience.observability.access import access_log_middleware
-from resilience.observability.correlation import correlation_middleware
+from resilience.observability.correlation import (
+    CORRELATION_HEADER,
+    TRACEPARENT,
+    TRACESTATE,
+    VALID_CORRELATION_ID,
+    correlation_middleware,
+)
 from resilience.observability.logs import configure_logging, get_logger
-from resilience.observability.metrics import PolicyCollector, setup_metrics
+from resilience.observability.metrics import CountsCollector, PolicyCollector, ValueCollector, setup_metrics
 from resilience.policies.balancer import Balancer, Target
 from resilience.policies.breaker import AsyncCircuitBreaker, BreakerRule
 from resilience.policies.budget import RetryBudget
 from resilience.policies.hedging import Hedging, LatencyTracker
 from resilience.policies.limit import ConcurrencyLimit
 from resilience.policies.pipeline import CallPolicy, downstream_policies
+from resilience.policies.window import Clock
+from resilience.rpc.batching import Coalescer, Pending
 from resilience.rpc.events import (
     BROADCAST,
     SERVICE_POOL,
@@ -49,29 +57,53 @@ from resilience.rpc.events import (
 from resilience.rpc.proxy import RpcProxy
 from resilience.rpc.server import rpc_app
 from resilience.rpc.service import Config, Dependency, build_service, dispatch, rpc
+from resilience.rpc.signing import derived_key, signer_for
 from resilience.rpc.transport import readiness_probe
+from resilience.runtime.lag import LoopLag
 from resilience.runtime.runner import run_main
-from resilience.runtime.web import body_deadline, json_response, reply_budget
+from resilience.runtime.web import (
+    CLOSE_ON_UNREAD_BODY,
+    BadRequest,
+    Handler,
+    body_deadline,
+    json_response,
+    read_json,
+    reply_budget,
+    retry_after_header,
+)
 from resilience.settings import (
     CallPolicySettings,
     EnvSettings,
     EventSettings,
     ServerSettings,
     SettingsError,
+    at_least,
+    between,
+    is_http_url,
+    share,
 )
 
 __all__ = [
     "BROADCAST",
+    "CLOSE_ON_UNREAD_BODY",
+    "CORRELATION_HEADER",
     "SERVICE_POOL",
+    "TRACEPARENT",
+    "TRACESTATE",
+    "VALID_CORRELATION_ID",
     "AsyncCircuitBreaker",
+    "BadRequest",
     "Balancer",
     "BreakerRule",
     "CallPolicy",
     "CallPolicySettings",
     "CircuitOpen",
+    "Clock",
+    "Coalescer",
     "ConcurrencyLimit",
     "Config",
     "Conflict",
+    "CountsCollector",
     "Dependency",
     "EnvSettings",
     "EventBus",
@@ -79,11 +111,14 @@ __all__ = [
     "EventDispatcher",
     "EventSettings",
     "ExpectedError",
+    "Handler",
     "Hedging",
     "InvalidArgument",
     "LatencyTracker",
+    "LoopLag",
     "MethodNotFound",
     "Overloaded",
+    "Pending",
     "PolicyCollector",
     "RemoteError",
     "RetryBudget",
@@ -92,21 +127,30 @@ __all__ = [
     "ServiceUnavailable",
     "SettingsError",
     "Target",
+    "ValueCollector",
     "access_log_middleware",
+    "at_least",
+    "between",
     "body_deadline",
     "build_service",
     "configure_logging",
     "correlation_middleware",
+    "derived_key",
     "dispatch",
     "downstream_policies",
     "event_handler",
     "event_handlers",
     "get_logger",
+    "is_http_url",
     "json_response",
+    "read_json",
     "readiness_probe",
     "reply_budget",
+    "retry_after_header",
     "rpc",
     "rpc_app",
     "run_main",
     "setup_metrics",
+    "share",
+    "signer_for",
 ]

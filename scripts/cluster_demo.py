@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resilience.observability.correlation import HEADER
+from resilience.observability.correlation import CORRELATION_HEADER
 from resilience.testing.processes import poll_until
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
@@ -36,8 +36,8 @@ KILLED = ("logging1", "logging3")
 def request(method: str, url: str, correlation_id: str, body: Any = None) -> tuple[int, Any]:
     """One request to the facade, tagged with ``correlation_id``; its status and JSON body."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", HEADER: correlation_id})
+    headers = {"Content-Type": "application/json", CORRELATION_HEADER: correlation_id}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=10) as reply:
         return reply.status, json.loads(reply.read())
 

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from facade.settings import FacadeSettings
-from resilience.observability.correlation import HEADER
+from resilience.observability.correlation import CORRELATION_HEADER
 from resilience.policies.pipeline import breaker_rule
 from resilience.testing.faults import FaultProxy
 from resilience.testing.processes import wait_until_healthy
@@ -79,7 +79,7 @@ class Protocol:
                    headers: dict[str, str] | None = None) -> Exchange:
         """Send one request under the next correlation ID; record nothing."""
         self.correlation_ids.append(f"protocol-{len(self.correlation_ids) + 1:03d}")
-        hdrs = {HEADER: self.correlation_ids[-1], **(headers or {})}
+        hdrs = {CORRELATION_HEADER: self.correlation_ids[-1], **(headers or {})}
         curl = [f"curl -i -X {method} http://localhost:5000{path}"]
         curl += [f"-H '{k}: {v}'" for k, v in hdrs.items()]
         if body is not None:

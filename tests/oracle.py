@@ -20,7 +20,7 @@ from yarl import URL
 from facade.ids import KeyUuids
 from facade.openapi import CORRELATION_ID_PATTERN
 from logging_service.paging import MAX_PAGE
-from resilience.observability.correlation import HEADER
+from resilience.observability.correlation import CORRELATION_HEADER
 from tests.conftest import stored
 from tests.openapi_oracle import contract, reply_errors
 from tests.strategies import FuzzRequest
@@ -103,7 +103,7 @@ def check_reply(stack: Stack, req: FuzzRequest, reply: Reply, before: list[str])
         assert stored(stack.logging) == before
         return
     assert reply_errors(DOCUMENT, req.method, reply.url.path, reply.status, reply.headers, reply.body) == []
-    check_correlation_id(req.correlation_id, reply.headers[HEADER])
+    check_correlation_id(req.correlation_id, reply.headers[CORRELATION_HEADER])
     after = stored(stack.logging)
     if req.method == "POST" and reply.url.path == "/facade" and reply.status == 200:
         check_stored_once(stack, req, json.loads(reply.body)["uuid"], before, after)

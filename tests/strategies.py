@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from facade.openapi import CORRELATION_ID_PATTERN
 from facade.settings import FacadeSettings
-from resilience.observability.correlation import HEADER
+from resilience.observability.correlation import CORRELATION_HEADER
 
 # Examples per property; raise it for a longer campaign (FUZZ_EXAMPLES=5000 pytest tests/test_fuzz_*.py).
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "250"))
@@ -162,7 +162,7 @@ METHODS = weighted((6, st.sampled_from(["GET", "POST", "HEAD"])), (3, st.sampled
                    (1, TOKEN.map(str.upper)))
 EXTRA_HEADERS = st.dictionaries(
     TOKEN.filter(lambda name: name.lower() not in FRAMING_HEADERS | {"content-type", "idempotency-key",
-                                                                   HEADER.lower()}),
+                                                                   CORRELATION_HEADER.lower()}),
     weighted((9, HEADER_TEXT), (1, st.integers(8100, 8300).map(lambda n: "v" * n))),
     max_size=3,
 )
@@ -185,7 +185,7 @@ class FuzzRequest:
         """The headers to send, Content-Type included when set."""
         headers = dict(self.extra)
         for name, value in (("Content-Type", self.content_type), ("Idempotency-Key", self.idempotency_key),
-                            (HEADER, self.correlation_id)):
+                            (CORRELATION_HEADER, self.correlation_id)):
             if value is not None:
                 headers[name] = value
         return headers

@@ -13,7 +13,7 @@ from aiohttp.test_utils import BaseTestServer, TestServer
 from facade.ids import new_uuid
 from logging_service.app import create_app as create_logging
 from logging_service.settings import LoggingSettings
-from resilience.observability.correlation import HEADER
+from resilience.observability.correlation import CORRELATION_HEADER
 from resilience.observability.logs import configure_logging
 from tests.conftest import AiohttpServer, MakeFacade, stored
 from tests.rawhttp import Reply, exchange
@@ -38,7 +38,7 @@ def lines(out: io.StringIO) -> list[dict[str, object]]:
 
 def assert_replaced(reply: Reply, out: io.StringIO) -> None:
     """The reply carries a minted ID; the log says what was replaced, and holds no error."""
-    assert MINTED.fullmatch(reply.headers[HEADER.lower()])
+    assert MINTED.fullmatch(reply.headers[CORRELATION_HEADER.lower()])
     logged = lines(out)
     replaced = [line for line in logged if line["event"] == "client correlation ID replaced"]
     assert [line["refused"] for line in replaced] == ["caf\\xe9"]
@@ -47,7 +47,7 @@ def assert_replaced(reply: Reply, out: io.StringIO) -> None:
 
 async def post(server: BaseTestServer, path: str, body: object) -> Reply:
     """POST ``body`` as JSON with an X-Correlation-ID that is not UTF-8."""
-    return await exchange(server, path, {"Content-Type": "application/json", HEADER: NOT_UTF8},
+    return await exchange(server, path, {"Content-Type": "application/json", CORRELATION_HEADER: NOT_UTF8},
                           orjson.dumps(body))
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from facade.settings import FacadeSettings
-from resilience.observability.correlation import HEADER
+from resilience.observability.correlation import CORRELATION_HEADER
 from resilience.testing.processes import free_port, is_ready, poll_until, wait_until_healthy
 from scripts import REDIS_CONF
 from scripts.cluster import Cluster
@@ -206,7 +206,7 @@ async def test_logging_down_then_back(tmp_path: Path) -> None:
         assert first < FacadeSettings().retry_deadline + 1.0
 
         ids = [f"during-{i}" for i in range(1, 6)]
-        replies = [post_msg(cluster.facade_url, cid, {HEADER: cid}) for cid in ids]
+        replies = [post_msg(cluster.facade_url, cid, {CORRELATION_HEADER: cid}) for cid in ids]
         assert {status for status, _, _ in replies} == {503}
         messages = [body["message"] for _, body, _ in replies]
         opened = next(i for i, message in enumerate(messages) if "circuit breaker open" in message)

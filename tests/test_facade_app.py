@@ -17,7 +17,7 @@ from facade.ids import KeyUuids
 from facade.settings import FacadeSettings
 from logging_service.app import create_app as create_logging
 from logging_service.settings import LoggingSettings
-from resilience.observability.correlation import HEADER
+from resilience.observability.correlation import CORRELATION_HEADER
 from resilience.rpc.signing import Signer
 from tests.cases import BAD_BODIES
 from tests.conftest import AiohttpClient, AiohttpServer, stored
@@ -172,19 +172,20 @@ async def test_bad_paging_is_400(facade: Client, query: dict[str, str]) -> None:
 
 async def test_correlation_id_is_echoed_or_minted(facade: Client) -> None:
     """A client's X-Correlation-ID comes back as sent; without one (or a bad one) one is minted."""
-    resp = await facade.get("/facade", headers={HEADER: "trace-1"})
-    assert resp.headers[HEADER] == "trace-1"
-    minted = (await facade.get("/facade")).headers[HEADER]
+    resp = await facade.get("/facade", headers={CORRELATION_HEADER: "trace-1"})
+    assert resp.headers[CORRELATION_HEADER] == "trace-1"
+    minted = (await facade.get("/facade")).headers[CORRELATION_HEADER]
     assert len(minted) == 32
     for bad in ("has spaces", "x" * 129, "<script>"):
-        assert (await facade.get("/facade", headers={HEADER: bad})).headers[HEADER] != bad
+        resp = await facade.get("/facade", headers={CORRELATION_HEADER: bad})
+        assert resp.headers[CORRELATION_HEADER] != bad
 
 
 async def test_error_responses_carry_the_correlation_id(facade: Client) -> None:
     """Even a 404 or a 422 echoes the correlation ID, so failures can be traced too."""
-    for resp in (await facade.get("/nope", headers={HEADER: "t-404"}),
-                 await facade.post("/facade", json={}, headers={HEADER: "t-404"})):
-        assert resp.headers[HEADER] == "t-404"
+    for resp in (await facade.get("/nope", headers={CORRELATION_HEADER: "t-404"}),
+                 await facade.post("/facade", json={}, headers={CORRELATION_HEADER: "t-404"})):
+        assert resp.headers[CORRELATION_HEADER] == "t-404"
 
 
 async def test_health(facade: Client) -> None:

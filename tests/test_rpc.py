@@ -28,7 +28,7 @@ from resilience import (
     rpc_app,
 )
 from resilience.errors import ExpectedError, error_path, registered_error, remote_error
-from resilience.observability.correlation import HEADER, correlated
+from resilience.observability.correlation import CORRELATION_HEADER, correlated
 from resilience.policies.balancer import Balancer, Target
 from resilience.testing import FakeClock, call_entrypoint, worker_factory
 from tests.conftest import AiohttpServer, wait_for
@@ -282,7 +282,7 @@ async def test_proxy_forwards_the_correlation_id(
     seen: list[str | None] = []
 
     async def record(request: web.Request) -> web.Response:
-        seen.append(request.headers.get(HEADER))
+        seen.append(request.headers.get(CORRELATION_HEADER))
         return web.json_response({"result": None})
 
     app = web.Application()

@@ -14,7 +14,7 @@ import logging_service.app
 import messages.app
 from facade.service import FacadeService
 from facade.settings import FacadeSettings
-from resilience.observability.correlation import HEADER
+from resilience.observability.correlation import CORRELATION_HEADER
 from resilience.rpc.server import error_body
 from resilience.runtime.web import json_response
 from tests.conftest import MakeFacade, stored
@@ -81,7 +81,7 @@ async def test_message_length_limit_counts_characters(make_facade: MakeFacade, l
 
 @pytest.mark.parametrize("headers", [
     {"X-Big": "v" * 9000},
-    {HEADER: "c" * 9000},
+    {CORRELATION_HEADER: "c" * 9000},
     {"Idempotency-Key": "k" * 9000},
     {f"X-Many-{i}": "v" for i in range(200)},
 ], ids=["one long header", "long correlation id", "long idempotency key", "200 headers"])

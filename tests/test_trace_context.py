@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from resilience.observability.correlation import HEADER, Propagation, parse_traceparent, received
+from resilience.observability.correlation import CORRELATION_HEADER, Propagation, parse_traceparent, received
 from tests.conftest import AiohttpServer, MakeFacade
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -49,12 +49,12 @@ async def test_every_rpc_carries_the_trace_id_with_a_new_parent_id(
     resp = await facade.post("/facade", json={"msg": "traced"},
                              headers={"traceparent": PARENT, "tracestate": "a=1,b=2"})
     assert resp.status == 200
-    assert (resp.headers["traceparent"], resp.headers[HEADER]) == (PARENT, TRACE_ID)
+    assert (resp.headers["traceparent"], resp.headers[CORRELATION_HEADER]) == (PARENT, TRACE_ID)
     (rpc,) = seen
     version, trace_id, parent_id, flags = rpc["traceparent"].split("-")
     assert (version, trace_id, flags) == ("00", TRACE_ID, "01")
     assert parent_id != "00f067aa0ba902b7"
-    assert (rpc["tracestate"], rpc[HEADER]) == ("a=1,b=2", TRACE_ID)
+    assert (rpc["tracestate"], rpc[CORRELATION_HEADER]) == ("a=1,b=2", TRACE_ID)
 
 
 async def test_a_malformed_traceparent_is_ignored_not_fatal(
@@ -64,11 +64,12 @@ async def test_a_malformed_traceparent_is_ignored_not_fatal(
     server, seen = await recording_logging(aiohttp_server)
     facade = await make_facade(logging_url=str(server.make_url("")).rstrip("/"))
     resp = await facade.post("/facade", json={"msg": "x"},
-                             headers={"traceparent": "00-nothex-00f067aa0ba902b7-01", HEADER: "mine-1"})
+                             headers={"traceparent": "00-nothex-00f067aa0ba902b7-01",
+                                      CORRELATION_HEADER: "mine-1"})
     assert resp.status == 200
-    assert resp.headers[HEADER] == "mine-1"
+    assert resp.headers[CORRELATION_HEADER] == "mine-1"
     assert "traceparent" not in resp.headers
-    assert seen[0][HEADER] == "mine-1"
+    assert seen[0][CORRELATION_HEADER] == "mine-1"
     assert "traceparent" not in seen[0]  # "mine-1" is no trace-id: nothing to propagate
 
 
@@ -79,7 +80,7 @@ async def test_a_minted_id_is_a_trace_id_and_is_propagated(
     server, seen = await recording_logging(aiohttp_server)
     facade = await make_facade(logging_url=str(server.make_url("")).rstrip("/"))
     resp = await facade.post("/facade", json={"msg": "x"})
-    minted = resp.headers[HEADER]
+    minted = resp.headers[CORRELATION_HEADER]
     assert parse_traceparent(seen[0]["traceparent"]) == (minted, "00")
 
 
@@ -87,9 +88,10 @@ def test_what_an_event_or_request_carries_on_comes_from_its_headers() -> None:
     """A valid traceparent wins over the correlation header, and its tracestate is cut to 8 KiB,
     as a request's is (an event's headers go through the same rule); an invalid one is ignored."""
     parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    current, echoed = received({"traceparent": parent, HEADER: "other", "tracestate": "k=v," * 5000})
+    current, echoed = received({"traceparent": parent, CORRELATION_HEADER: "other",
+                                "tracestate": "k=v," * 5000})
     assert (current.correlation_id, current.flags, echoed) == (
         "4bf92f3577b34da6a3ce929d0e0e4736", "01", parent)
     assert current.tracestate is not None
     assert len(current.tracestate) == 8192
-    assert received({"traceparent": "garbage", HEADER: "cid-7"}) == (Propagation("cid-7"), None)
+    assert received({"traceparent": "garbage", CORRELATION_HEADER: "cid-7"}) == (Propagation("cid-7"), None)

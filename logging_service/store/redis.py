@@ -37,9 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from resilience import ServiceUnavailable
-from resilience.observability.logs import get_logger
-from resilience.rpc.batching import Coalescer, Pending
+from resilience import Coalescer, Pending, ServiceUnavailable, get_logger
 
 from .base import UuidConflict
 

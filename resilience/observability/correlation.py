@@ -36,10 +36,10 @@ from structlog.typing import EventDict, WrappedLogger
 
 from resilience.runtime.web import Handler
 
-HEADER = "X-Correlation-ID"
+CORRELATION_HEADER = "X-Correlation-ID"
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
-VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+VALID_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # version-trace_id-parent_id-flags; a future version may append fields after another "-".
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
@@ -71,7 +71,7 @@ def accept_or_mint(value: str | None) -> str:
     Minted IDs only need to be unique, not unguessable: 128 bits of the
     process's ``random`` (seeded by the system, again after a fork) will do.
     """
-    if value and VALID_ID.fullmatch(value):
+    if value and VALID_CORRELATION_ID.fullmatch(value):
         return value
     return _random_hex(128)
 
@@ -111,7 +111,7 @@ def propagation_headers(current: Propagation | None) -> dict[str, str]:
     if current is None:
         return {}
     cid = current.correlation_id
-    headers = {HEADER: cid}
+    headers = {CORRELATION_HEADER: cid}
     if _TRACE_ID.fullmatch(cid) and set(cid) != {"0"}:
         headers[TRACEPARENT] = f"00-{cid}-{_random_hex(64)}-{current.flags}"
         if current.tracestate:
@@ -130,7 +130,7 @@ def received(headers: Mapping[str, str]) -> tuple[Propagation, str | None]:
     traceparent = headers.get(TRACEPARENT)
     parent = parse_traceparent(traceparent)
     if parent is None:
-        return Propagation(accept_or_mint(headers.get(HEADER))), None
+        return Propagation(accept_or_mint(headers.get(CORRELATION_HEADER))), None
     tracestate = headers.get(TRACESTATE)
     return (Propagation(*parent, tracestate[:_MAX_TRACESTATE] if tracestate else None),
             traceparent)
@@ -155,7 +155,7 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
     access line go through ``access.note``, never the log context).
     """
     headers = request.headers
-    sent = headers.get(HEADER)
+    sent = headers.get(CORRELATION_HEADER)
     current, echoed_parent = received(headers)  # a traceparent is echoed only when it was valid
     cid = current.correlation_id
     with correlated(cid, current.flags, current.tracestate):
@@ -171,7 +171,7 @@ async def correlation_middleware(request: web.Request, handler: Handler) -> web.
 
 
 def _echo(headers: MutableMapping[str, str], cid: str, traceparent: str | None) -> None:
-    headers[HEADER] = cid
+    headers[CORRELATION_HEADER] = cid
     if traceparent is not None:
         headers[TRACEPARENT] = traceparent
 

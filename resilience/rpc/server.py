@@ -34,7 +34,7 @@ from prometheus_client.registry import Collector
 
 from resilience.errors import ExpectedError, InvalidArgument, ServiceUnavailable, error_path
 from resilience.observability.access import access_log_middleware
-from resilience.observability.correlation import VALID_ID, correlated, correlation_middleware
+from resilience.observability.correlation import VALID_CORRELATION_ID, correlated, correlation_middleware
 from resilience.observability.logs import get_logger
 from resilience.observability.metrics import setup_metrics
 from resilience.rpc import signing as auth
@@ -175,7 +175,7 @@ async def _batch_item(endpoint: Endpoint, item: Any) -> dict[str, Any]:
         return _item_error(error_body(
             InvalidArgument.__name__, 'each call must be {"method": ..., "kwargs": {...}}'), 400)
     cid = item.get("correlation_id")
-    with correlated(cid) if isinstance(cid, str) and VALID_ID.fullmatch(cid) else _UNCHANGED:
+    with correlated(cid) if isinstance(cid, str) and VALID_CORRELATION_ID.fullmatch(cid) else _UNCHANGED:
         try:
             return {"result": await dispatch(endpoint.service, item["method"], item.get("kwargs", {}),
                                              endpoint.table)}
