@@ -123,7 +123,7 @@ class ServerSettings(EnvSettings):
     # Shared by the services to authenticate RPC; empty: loopback only. Never in a repr.
     rpc_secret: str = field(default="", repr=False)
     # aiohttp waits this long for in-flight requests, then cancels their bodies and may
-    # wait as long again: twice it stays under honcho's 5 s grace before SIGKILL.
+    # wait as long again: twice it stays under a supervisor's grace before SIGKILL (honcho's: 5 s).
     shutdown_timeout: float = at_least(2.0, 0)
 
     def validate(self) -> None:

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from resilience.testing.nats_server import NatsCluster
-from resilience.testing.processes import is_ready
+from resilience.testing.processes import is_ready, poll_until
 from scripts.cluster import Cluster
 from scripts.stream_fault import course_fault_test, http
 from tests.conftest import wait_for
@@ -165,7 +165,8 @@ async def test_under_load_leader_consumer_and_all_of_nats_down_lose_and_double_n
         await asyncio.to_thread(cluster.kill, "messages1")
         await load.more(200)
         await asyncio.to_thread(cluster.start, "messages1")
-        await wait_for(lambda: is_ready(cluster.url("messages1")), 30)
+        await asyncio.to_thread(poll_until, lambda: is_ready(cluster.url("messages1")), 30,
+                                "messages1 ready")
         await load.more(200)
 
         refused_before = load.breaker_refusals()

@@ -1,12 +1,12 @@
 """Correlation IDs and W3C Trace Context: one ID per client request, through every service's logs.
 
-The first service a request reaches takes its ID from the client or mints one; every RPC forwards it;
-every service echoes it on its responses. The ID is held in one context
-variable, so every log line written while handling the request carries it
-(``add_correlation_id`` in the log configuration reads it). It is the same
-variable the RPCs read their headers from, so what a line says and what is
-forwarded cannot differ, as they could with a copy bound for structlog's
-``merge_contextvars``.
+The first service a request reaches takes its ID from the client or mints
+one; every RPC forwards it; every service echoes it on its responses. The
+ID is held in one context variable, so every log line written while
+handling the request carries it (``add_correlation_id`` in the log
+configuration reads it). It is the same variable the RPCs read their
+headers from, so what a line says and what is forwarded cannot differ, as
+they could with a copy bound for structlog's ``merge_contextvars``.
 
 Where the ID comes from, first match wins:
 
@@ -36,9 +36,12 @@ from structlog.typing import EventDict, WrappedLogger
 
 from resilience.runtime.web import Handler
 
+#: The header that carries a correlation ID on requests, replies and RPCs.
 CORRELATION_HEADER = "X-Correlation-ID"
+#: W3C Trace Context's headers.
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
+#: The correlation IDs a service keeps as they come (others are replaced by a minted one).
 VALID_CORRELATION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # version-trace_id-parent_id-flags; a future version may append fields after another "-".
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")

@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line under honcho, readable console lines on a terminal.
+"""Structured logs: one JSON object per line to a pipe or file, readable console lines on a terminal.
 
 Every line carries ``timestamp``, ``level``, ``service`` and ``event``, and,
 inside a request, its ``correlation_id``. Library logs that go through the
@@ -57,7 +57,7 @@ class _MalformedRequestsWithoutTraceback(logging.Filter):
 
 class LineWriter:
     """structlog's logger (and the standard library handler's stream) for one text stream: each
-    line written and flushed when it is logged, so "message stored" is out before its reply.
+    line written and flushed when it is logged, so a line is out before the reply it led to.
 
     Unlike structlog's ``WriteLogger``, a stream that cannot be written (its
     reader went away) is said once on stderr and its lines are dropped, as the

@@ -33,8 +33,8 @@ def setup_metrics(app: web.Application, collectors: Iterable[Collector] = (),
                   refresh: Callable[[], Awaitable[None]] | None = None) -> CollectorRegistry:
     """Give ``app`` a registry, request counts (from the access log middleware) and ``GET /metrics``.
 
-    ``refresh`` runs before each scrape, for values that take I/O to read (a
-    Redis store's size).
+    ``refresh`` runs before each scrape, for values that take I/O to read (the
+    size of a store on a server).
     """
     registry = CollectorRegistry()
     requests = Counter("http_requests", "HTTP requests answered, by route, method and status",

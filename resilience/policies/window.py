@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+#: A monotonic clock in seconds (``time.monotonic``; a fake one in tests).
 Clock = Callable[[], float]
 _NEVER = -(2**62)  # the slice an unused slot holds: older than any window
 #: The most slices a window keeps. Its ring (a list of counts per slice) is allocated whole

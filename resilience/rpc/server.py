@@ -54,6 +54,7 @@ log = get_logger("resilience.rpc.server")
 # A batch item without a valid correlation ID of its own logs under the batch request's.
 _UNCHANGED = contextlib.nullcontext()
 
+
 def error_body(error_type: str, message: str, args: list[Any] | None = None,
                path: str | None = None) -> dict[str, Any]:
     """The wire form of an error; ``path`` names a registered type the caller may re-raise."""
@@ -152,8 +153,8 @@ async def batch(request: web.Request) -> web.Response:
 
     The calls come from different callers (each one's own waits for its
     answer), so they have no order among them to keep; run together, a store
-    can group their round trips instead of adding them up (the Redis store
-    sends what comes together as one pipeline). A transient failure (a store
+    can group their round trips instead of adding them up (send what comes
+    together as one pipeline). A transient failure (a store
     that is down) fails the whole batch with 503 and cancels its calls still
     running, so the caller retries it whole (its calls must be safe to repeat).
     """

@@ -116,7 +116,7 @@ async def stop_stray_tasks(_app: web.Application | None = None,
 
     aiohttp cancels the tasks left at the end once and waits for them without a
     bound; a library task that swallows its cancellation (nats-py's, while its
-    servers stop too) would keep the process past honcho's grace, to its SIGKILL.
+    servers stop too) would keep the process past its supervisor's grace, to its SIGKILL.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
@@ -139,8 +139,9 @@ def serve(app: web.Application, *, name: str, host: str, port: int,
 
     aiohttp waits up to ``shutdown_timeout`` for in-flight requests, then
     cancels their request bodies and waits up to as long again before closing
-    the connections: twice the timeout must stay under honcho's 5 s grace
-    before SIGKILL. (A request whose calls run under a retry deadline ends within it anyway.)
+    the connections: twice the timeout must stay under the supervisor's grace
+    before SIGKILL (``SHUTDOWN_TIMEOUT``). A request whose calls run under a
+    retry deadline ends within it anyway.
     """
     try:
         import uvloop

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import http_exceptions, web
 from aiohttp.typedefs import Middleware
 
+#: What a handler or a middleware's ``handler`` is: a request in, a response out.
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 JSON_TYPES = ("application/json",)
 #: Methods whose body, if a client sends one, no handler here reads.
@@ -21,6 +22,7 @@ BODILESS_METHODS = frozenset({"GET", "HEAD"})
 # would make the kernel answer with a reset that can destroy the refusal before the client
 # reads it. aiohttp drains for 10 s by default; a second is enough to read a short reply.
 LINGER_AFTER_REFUSAL = 1.0
+#: ``handler_args`` of an app whose bodies are read by ``body_deadline``: drain a refused one briefly.
 CLOSE_ON_UNREAD_BODY = {"lingering_time": LINGER_AFTER_REFUSAL}
 
 

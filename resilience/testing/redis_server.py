@@ -4,7 +4,7 @@
 
     with RedisServer(tmp_path, config=Path("redis.conf")) as redis:
         redis.start()
-        open_store(redis.url)                # redis://127.0.0.1:<port>/0
+        redis.asyncio.from_url(redis.url)    # redis://127.0.0.1:<port>/0
         redis.kill(); redis.start()          # SIGKILL, then the same port and folder again
 
 It never uses Redis's default port 6379 unless told to, so it runs beside a
