@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resilience.observability.correlation import CORRELATION_HEADER
+from resilience import CORRELATION_HEADER
 from resilience.testing.processes import poll_until
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF

@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from facade.settings import FacadeSettings
-from resilience.observability.correlation import CORRELATION_HEADER
+from resilience import CORRELATION_HEADER
 from resilience.policies.pipeline import breaker_rule
 from resilience.testing.faults import FaultProxy
 from resilience.testing.processes import wait_until_healthy

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from facade.settings import FacadeSettings
 from logging_service.settings import LoggingSettings
-from resilience.settings import SettingsError
+from resilience import SettingsError
 
 #: The states the logging network path cycles through, each held for a random while.
 PHASES = ("clean", "refuse", "slow", "errors", "drops", "mixed")

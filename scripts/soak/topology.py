@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from logging_service.store.redis import BY_UUID
-from resilience.settings import EventSettings
+from resilience import EventSettings
 from resilience.testing.nats_server import NatsCluster
 from resilience.testing.processes import is_ready, poll_until
 from resilience.testing.redis_server import RedisServer
