@@ -306,12 +306,21 @@ class FakeJetStream:
     def __init__(self) -> None:
         self.deliver: list[Callable[[Any], Awaitable[None]]] = []
         self.starts: list[int | None] = []
+        # What the servers say of the consumer: events not yet delivered, delivered unacknowledged.
+        self.owed = SimpleNamespace(num_pending=0, num_ack_pending=0)
+        self.checks = 0
 
     async def subscribe(self, subject: str, *, cb: Callable[[Any], Awaitable[None]],
                         stream: str, config: Any, manual_ack: bool) -> Any:
         self.deliver.append(cb)
         self.starts.append(config.opt_start_seq)
-        return SimpleNamespace(consumer_info=AsyncMock(), unsubscribe=AsyncMock())
+        self.owed = SimpleNamespace(num_pending=0, num_ack_pending=0)  # a new consumer's
+        return SimpleNamespace(consumer_info=self.consumer_info, unsubscribe=AsyncMock(),
+                               pending_msgs=0)
+
+    async def consumer_info(self) -> Any:
+        self.checks += 1
+        return self.owed
 
 
 class FakeBus:
@@ -362,6 +371,64 @@ async def test_a_lost_delivery_starts_the_broadcast_subscription_again_from_it()
             await bus.js.deliver[1](delivery(stream_sequence, consumer_sequence))
         assert list(keeper.kept.values()) == ["m1", "m2", "m3", "m4", "m5"]
         assert consumer.tally == {("keep", "handled"): 5}
+    finally:
+        await consumer.aclose()
+
+
+async def test_a_broadcast_subscription_whose_deliveries_stall_starts_again() -> None:
+    """The servers owe the consumer an event (delivered, never acknowledged: lost with nothing
+    after it to show the gap) and no delivery comes for a whole check interval: a new
+    subscription starts from the first event not handled."""
+    bus, keeper = FakeBus(), Keeper()
+    consumer = EventConsumer(bus, "keeper", event_handlers(Keeper),  # type: ignore[arg-type]
+                             redelivery_delay=0.0, check_interval=0.0)
+    consumer.start(keeper)
+    try:
+        await wait_for(lambda: len(bus.js.deliver) == 1)
+        await bus.js.deliver[0](delivery(1, 1))
+        await bus.js.deliver[0](delivery(2, 2))
+        checks = bus.js.checks
+        await wait_for(lambda: bus.js.checks > checks + 2)  # owing nothing, it is left alone
+        assert bus.js.starts == [1]
+        bus.js.owed.num_ack_pending = 1  # event 3 went out and was lost
+        await wait_for(lambda: len(bus.js.deliver) == 2)
+        assert bus.js.starts == [1, 3]
+        await bus.js.deliver[1](delivery(3, 1))
+        assert list(keeper.kept.values()) == ["m1", "m2", "m3"]
+    finally:
+        await consumer.aclose()
+
+
+class SlowKeeper(Keeper):
+    """Keeps each message once it is let go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go_on = asyncio.Event()
+
+    @event_handler("front", "said", handler_type=BROADCAST)
+    async def keep(self, payload: dict[str, Any]) -> None:
+        await self.go_on.wait()
+        self.kept.setdefault(payload["uuid"], payload["msg"])
+
+
+async def test_a_slow_handler_is_no_stall() -> None:
+    """While the handler works on an event the servers still count it unacknowledged; however long
+    it takes, the subscription is kept."""
+    bus, keeper = FakeBus(), SlowKeeper()
+    consumer = EventConsumer(bus, "keeper", event_handlers(SlowKeeper),  # type: ignore[arg-type]
+                             redelivery_delay=0.0, check_interval=0.0)
+    consumer.start(keeper)
+    try:
+        await wait_for(lambda: len(bus.js.deliver) == 1)
+        bus.js.owed.num_ack_pending = 1
+        handling = asyncio.create_task(bus.js.deliver[0](delivery(1, 1)))
+        checks = bus.js.checks
+        await wait_for(lambda: bus.js.checks > checks + 5)
+        assert bus.js.starts == [1]
+        keeper.go_on.set()
+        await handling
+        assert keeper.kept == {"u1": "m1"}
     finally:
         await consumer.aclose()
 

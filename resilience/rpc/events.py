@@ -40,7 +40,7 @@ import contextlib
 import inspect
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import nats
@@ -319,6 +319,15 @@ class EventDispatcher:
         await self._batches.aclose()
 
 
+@dataclass
+class _Push:
+    """One push subscription of a ``BROADCAST`` handler, as its deliveries go."""
+
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    expected: int = 1  # the consumer sequence of the next delivery
+    busy: bool = False  # a delivery is being handled
+
+
 class EventConsumer:
     """Runs a service's ``@event_handler`` methods: a consumer and a task each.
 
@@ -386,10 +395,11 @@ class EventConsumer:
         is looked for every ``check_interval`` while no event comes).
 
         A ``BROADCAST`` handler's consumer is its own: the servers push its events, handled one
-        at a time as they come, in the stream's order. When the handler fails on one, or a
-        delivery is missing (the consumer numbers them), the rest of that subscription is left
-        alone and a new one starts from the first event not handled ``redelivery_delay`` later,
-        so the events are handled in order and none is skipped.
+        at a time as they come, in the stream's order. When the handler fails on one, a
+        delivery is missing (the consumer numbers them), or none has come for a whole
+        ``check_interval`` while the servers say they owe some, the rest of that subscription is
+        left alone and a new one starts from the first event not handled ``redelivery_delay``
+        later, so the events are handled in order and none is skipped or left waiting.
 
         A ``SERVICE_POOL`` handler pulls up to ``batch`` events when it is free, so a busy or
         stuck instance takes none the others could handle; an event it fails on comes again
@@ -402,32 +412,43 @@ class EventConsumer:
             try:
                 subject, config = await self._consumer(handler)
                 if handler.handler_type == BROADCAST:
-                    ended = asyncio.Event()
-                    expected = [1]  # the consumer sequence of the next delivery
+                    push = _Push()
 
-                    async def deliver(msg: Msg, ended: asyncio.Event = ended,
-                                      expected: list[int] = expected) -> None:
-                        if ended.is_set():
+                    async def deliver(msg: Msg, push: _Push = push) -> None:
+                        if push.ended.is_set():
                             return
-                        if msg.metadata.sequence.consumer != expected[0]:
-                            # A delivery lost on the way (its server went down): the servers
-                            # would send it again only after ack_wait, behind the ones after it.
-                            log.warning("event stream delivery lost, subscribing again from the "
-                                        "first event not handled", handler=handler.method,
-                                        sequence=self.handled[handler.method] + 1)
-                            ended.set()
-                        elif not await self._handle(service, handler, msg):
-                            ended.set()
-                        expected[0] += 1
+                        push.busy = True
+                        try:
+                            if msg.metadata.sequence.consumer != push.expected:
+                                # A delivery lost on the way (its server went down): the servers
+                                # would send it again only after ack_wait, behind later ones.
+                                self._subscribe_again(handler, push, "event stream delivery lost")
+                            elif not await self._handle(service, handler, msg):
+                                push.ended.set()
+                        finally:
+                            push.expected += 1
+                            push.busy = False
 
                     subscription = await self.bus.js.subscribe(
                         subject, cb=deliver, stream=self.bus.stream, config=config, manual_ack=True)
                     self._subscribed.add(handler.method)
-                    while not ended.is_set():
+                    quiet_at = 0  # push.expected when a check last found deliveries owed
+                    while not push.ended.is_set():
                         with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(ended.wait(), self.check_interval)
-                        if not ended.is_set():
-                            await subscription.consumer_info()  # NotFoundError for one that is gone
+                            await asyncio.wait_for(push.ended.wait(), self.check_interval)
+                        if push.ended.is_set():
+                            break
+                        info = await subscription.consumer_info()  # NotFoundError: gone
+                        owed = info.num_pending + info.num_ack_pending
+                        if push.busy or subscription.pending_msgs or not owed:
+                            quiet_at = 0
+                        elif quiet_at == push.expected:
+                            # The servers hold events for this consumer, yet none came for a
+                            # whole interval: its deliveries stalled (the last ones lost with
+                            # nothing after them to show the gap, or its server behind).
+                            self._subscribe_again(handler, push, "event stream deliveries stalled")
+                        else:
+                            quiet_at = push.expected
                     delay = self.redelivery_delay
                 else:
                     subscription = await self.bus.js.pull_subscribe(
@@ -453,6 +474,11 @@ class EventConsumer:
                 with contextlib.suppress(*_UNAVAILABLE):
                     await subscription.unsubscribe()
             await asyncio.sleep(delay)
+
+    def _subscribe_again(self, handler: EventHandler, push: _Push, why: str) -> None:
+        log.warning(f"{why}, subscribing again from the first event not handled",
+                    handler=handler.method, sequence=self.handled[handler.method] + 1)
+        push.ended.set()
 
     async def _consumer(self, handler: EventHandler) -> tuple[str, ConsumerConfig]:
         """The subject of ``handler``'s events, and the consumer that delivers them."""
