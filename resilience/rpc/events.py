@@ -397,7 +397,7 @@ class EventConsumer:
         A ``BROADCAST`` handler's consumer is its own: the servers push its events, handled one
         at a time as they come, in the stream's order. When the handler fails on one, a
         delivery is missing (the consumer numbers them), or none has come for a whole
-        ``check_interval`` while the servers say they owe some, the rest of that subscription is
+        ``check_interval`` while the servers owe some, the rest of that subscription is
         left alone and a new one starts from the first event not handled ``redelivery_delay``
         later, so the events are handled in order and none is skipped or left waiting.
 
@@ -439,13 +439,15 @@ class EventConsumer:
                         if push.ended.is_set():
                             break
                         info = await subscription.consumer_info()  # NotFoundError: gone
-                        owed = info.num_pending + info.num_ack_pending
+                        owed = (info.num_pending + info.num_ack_pending > 0
+                                or await self.bus.last_sequence(subject) > self.handled[handler.method])
                         if push.busy or subscription.pending_msgs or not owed:
                             quiet_at = 0
                         elif quiet_at == push.expected:
-                            # The servers hold events for this consumer, yet none came for a
-                            # whole interval: its deliveries stalled (the last ones lost with
-                            # nothing after them to show the gap, or its server behind).
+                            # The servers owe this consumer events, or the stream holds some it
+                            # has not handled, yet none came for a whole interval: its deliveries
+                            # stalled (the last ones lost with nothing after them to show the
+                            # gap, or its server behind the stream's leader).
                             self._subscribe_again(handler, push, "event stream deliveries stalled")
                         else:
                             quiet_at = push.expected
