@@ -351,16 +351,26 @@ def delivery(stream_sequence: int, consumer_sequence: int) -> Any:
                            term=AsyncMock())
 
 
+@contextlib.asynccontextmanager
+async def consuming(keeper: Keeper, check_interval: float) -> AsyncIterator[tuple[FakeBus, EventConsumer]]:
+    """``keeper``'s handler consuming from a FakeBus, once its first subscription is made."""
+    bus = FakeBus()
+    consumer = EventConsumer(bus, "keeper", event_handlers(type(keeper)),  # type: ignore[arg-type]
+                             redelivery_delay=0.0, check_interval=check_interval)
+    consumer.start(keeper)
+    try:
+        await wait_for(lambda: len(bus.js.deliver) == 1)
+        yield bus, consumer
+    finally:
+        await consumer.aclose()
+
+
 async def test_a_lost_delivery_starts_the_broadcast_subscription_again_from_it() -> None:
     """Deliveries are numbered by the consumer: when one never comes (its server went down),
     the events after it are left alone and a new subscription starts from the first event not
     handled, so none is skipped and the order holds."""
-    bus, keeper = FakeBus(), Keeper()
-    consumer = EventConsumer(bus, "keeper", event_handlers(Keeper),  # type: ignore[arg-type]
-                             redelivery_delay=0.0, check_interval=3600.0)
-    consumer.start(keeper)
-    try:
-        await wait_for(lambda: len(bus.js.deliver) == 1)
+    keeper = Keeper()
+    async with consuming(keeper, check_interval=3600.0) as (bus, consumer):
         first = bus.js.deliver[0]
         await first(delivery(1, 1))
         await first(delivery(2, 2))
@@ -372,8 +382,6 @@ async def test_a_lost_delivery_starts_the_broadcast_subscription_again_from_it()
             await bus.js.deliver[1](delivery(stream_sequence, consumer_sequence))
         assert list(keeper.kept.values()) == ["m1", "m2", "m3", "m4", "m5"]
         assert consumer.tally == {("keep", "handled"): 5}
-    finally:
-        await consumer.aclose()
 
 
 @pytest.mark.parametrize("owing", ["consumer", "stream"])
@@ -382,12 +390,8 @@ async def test_a_broadcast_subscription_whose_deliveries_stall_starts_again(owin
     starts from the first event not handled. Owed by the consumer (delivered, never
     acknowledged: lost with nothing after it to show the gap), or by the stream (its leader
     holds it, the consumer's server is behind)."""
-    bus, keeper = FakeBus(), Keeper()
-    consumer = EventConsumer(bus, "keeper", event_handlers(Keeper),  # type: ignore[arg-type]
-                             redelivery_delay=0.0, check_interval=0.0)
-    consumer.start(keeper)
-    try:
-        await wait_for(lambda: len(bus.js.deliver) == 1)
+    keeper = Keeper()
+    async with consuming(keeper, check_interval=0.0) as (bus, _):
         await bus.js.deliver[0](delivery(1, 1))
         await bus.js.deliver[0](delivery(2, 2))
         checks = bus.js.checks
@@ -402,8 +406,6 @@ async def test_a_broadcast_subscription_whose_deliveries_stall_starts_again(owin
         assert (bus.js.starts[0], set(bus.js.starts[1:])) == (1, {3})
         await bus.js.deliver[-1](delivery(3, 1))
         assert list(keeper.kept.values()) == ["m1", "m2", "m3"]
-    finally:
-        await consumer.aclose()
 
 
 class SlowKeeper(Keeper):
@@ -422,12 +424,8 @@ class SlowKeeper(Keeper):
 async def test_a_slow_handler_is_no_stall() -> None:
     """While the handler works on an event the servers still count it unacknowledged; however long
     it takes, the subscription is kept."""
-    bus, keeper = FakeBus(), SlowKeeper()
-    consumer = EventConsumer(bus, "keeper", event_handlers(SlowKeeper),  # type: ignore[arg-type]
-                             redelivery_delay=0.0, check_interval=0.0)
-    consumer.start(keeper)
-    try:
-        await wait_for(lambda: len(bus.js.deliver) == 1)
+    keeper = SlowKeeper()
+    async with consuming(keeper, check_interval=0.0) as (bus, _):
         bus.js.owed.num_ack_pending = 1
         handling = asyncio.create_task(bus.js.deliver[0](delivery(1, 1)))
         checks = bus.js.checks
@@ -436,8 +434,6 @@ async def test_a_slow_handler_is_no_stall() -> None:
         keeper.go_on.set()
         await handling
         assert keeper.kept == {"u1": "m1"}
-    finally:
-        await consumer.aclose()
 
 
 class Stuck:
