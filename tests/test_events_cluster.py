@@ -43,19 +43,27 @@ async def post_until_acknowledged(cluster: Cluster, text: str) -> None:
     await wait_for(lambda: http("POST", cluster.facade_url + "/facade", {"msg": text}, key)[0] == 200, 30)
 
 
-def read_all(cluster: Cluster) -> tuple[list[str], list[str]]:
-    """Every message GET /facade lists, page after page, in logs and in messages."""
+async def read_all(cluster: Cluster) -> tuple[list[str], list[str]]:
+    """Every message GET /facade lists, page after page, in logs and in messages (each page
+    asked again while it comes without messages: the instances catching up with the stream after
+    NATS came back, which a read says rather than answer short)."""
     logs: list[str] = []
     messages: list[str] = []
-    offset: int | None = 0
-    while offset is not None:
+    pages: list[dict[str, Any]] = []
+
+    def whole(offset: int) -> bool:
         status, page = http("GET", f"{cluster.facade_url}/facade?offset={offset}&limit=10000")
         assert status == 200, page
-        assert "unavailable" not in page, page
-        logs += page["logs"]
-        messages += page["messages"]
+        pages.append(page)
+        return "unavailable" not in page
+
+    offset: int | None = 0
+    while offset is not None:
+        await wait_for(functools.partial(whole, offset), 30)
+        logs += pages[-1]["logs"]
+        messages += pages[-1]["messages"]
         # Logging may hold more than messages: what was stored for a POST whose publish failed.
-        offset = page.get("next_offset", page.get("messages_next_offset"))
+        offset = pages[-1].get("next_offset", pages[-1].get("messages_next_offset"))
     return logs, messages
 
 
@@ -181,7 +189,7 @@ async def test_under_load_leader_consumer_and_all_of_nats_down_lose_and_double_n
 
     assert not [r for r in load.refused if not r.startswith("503")], load.refused
     await wait_for(lambda: all(is_ready(cluster.url(name)) for name in cluster.messages_instances), 30)
-    logs, messages = read_all(cluster)
+    logs, messages = await read_all(cluster)
     assert_once_each(load.acknowledged, logs, "logging")
     assert_once_each(load.acknowledged, messages, "GET's messages")
     for name in cluster.messages_instances:
