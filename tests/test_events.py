@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any
 from unittest.mock import AsyncMock
 
+import nats.errors
 import pytest
 
 from facade.ids import new_uuid
@@ -248,6 +249,50 @@ async def test_the_handler_logs_under_the_publishers_correlation_id(
                if line["event"] == "event handled"]
     assert [(line["correlation_id"], line["handler"]) for line in handled] == [
         ("4bf92f3577b34da6a3ce929d0e0e4736", "keep")]
+
+
+class Unsettled:
+    """JetStream after its servers restarted: no metadata leader until ``elected`` is set."""
+
+    def __init__(self) -> None:
+        self.elected = asyncio.Event()
+        self.published: list[str] = []
+
+    async def account_info(self) -> Any:
+        if not self.elected.is_set():
+            raise nats.errors.TimeoutError
+        return SimpleNamespace()
+
+    async def stream_info(self, stream: str) -> Any:
+        return SimpleNamespace(cluster=SimpleNamespace(leader="nats2"))
+
+    async def publish_async(self, subject: str, body: bytes, headers: Any) -> Any:
+        self.published.append(subject)
+        acked: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        acked.set_result(SimpleNamespace(stream="events"))
+        return acked
+
+
+async def test_after_a_reconnection_events_wait_for_a_metadata_leader() -> None:
+    """Once reconnected, the bus refuses events and fails its probe until JetStream has a
+    metadata leader again, whatever the stream's leader would take meanwhile."""
+    bus = EventBus(["nats://127.0.0.1:1"], "events", retry_interval=0.0)
+    unsettled = Unsettled()
+    bus._nc = SimpleNamespace(is_connected=True, connected_url=None)  # type: ignore[assignment]
+    bus._js = unsettled  # type: ignore[assignment]
+    bus._whole.set()  # as it was before the servers went away
+    event = [(bus.subject("front", "said"), b"{}", {})]
+
+    await bus._on_reconnected()
+
+    with pytest.raises(ServiceUnavailable, match="recovering after a reconnection"):
+        await bus.publish(event, 1.0)
+    assert await bus.probe() is False
+    unsettled.elected.set()
+    await wait_for(bus._whole.is_set)
+    await bus.publish(event, 1.0)
+    assert unsettled.published == ["events.front.said"]
+    assert await bus.probe() is True
 
 
 async def test_publishing_to_servers_that_are_all_down_fails_as_unavailable(

@@ -117,6 +117,12 @@ class EventBus:
     JetStream can hold the stream; ``ready`` is set then. NATS reconnects on
     its own afterwards, to any server of ``servers``. An outage is one warning
     when it starts and one line when it ends, however long it lasts.
+
+    After a reconnection, events are refused (``ServiceUnavailable``) until
+    JetStream is whole again: a metadata leader answers and the stream has a
+    leader. A stream leader elected while the servers have no metadata leader
+    yet takes events it may lose once one is elected (seen with nats-server
+    2.9 after all its servers restarted).
     """
 
     def __init__(self, servers: Sequence[str], stream: str, *, replicas: int = 3,
@@ -133,6 +139,7 @@ class EventBus:
         self._js: JetStreamContext | None = None
         self._task: asyncio.Task[None] | None = None
         self._outage = False
+        self._whole = asyncio.Event()  # JetStream can be trusted with events
 
     @classmethod
     def from_settings(cls, settings: EventSettings, name: str) -> EventBus:
@@ -174,10 +181,13 @@ class EventBus:
                 await asyncio.sleep(self.retry_interval)
         self._outage = False
         log.info("event stream ready", stream=self.stream, replicas=self.replicas)
+        self._whole.set()
         self.ready.set()
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
-        """Make the stream if it is missing; return once it has a leader to take events."""
+        """Make the stream if it is missing; return once the servers have a metadata leader (it
+        answers account information) and the stream a leader to take events."""
+        await js.account_info()
         try:
             info = await js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
@@ -203,11 +213,28 @@ class EventBus:
         self._outage = False
         url = self._nc.connected_url if self._nc is not None else None
         log.info("NATS reconnected", server=None if url is None else url.netloc)
+        if self._whole.is_set() and self._js is not None:
+            self._whole.clear()
+            self._task = asyncio.create_task(self._until_whole(self._js))
+
+    async def _until_whole(self, js: JetStreamContext) -> None:
+        while True:
+            try:
+                await self._ensure_stream(js)
+            except (*_UNAVAILABLE, nats.js.errors.APIError) as exc:
+                self._warn("event stream not whole yet, refusing events", error=repr(exc))
+                await asyncio.sleep(self.retry_interval)
+            else:
+                break
+        self._outage = False
+        self._whole.set()
 
     async def publish(self, events: Sequence[tuple[str, bytes, dict[str, str]]],
                       timeout: float) -> None:
         """Publish ``events`` (subject, body, headers) pipelined on the connection and wait for
         the stream to acknowledge each; ``ServiceUnavailable`` if one did not in ``timeout``."""
+        if not self._whole.is_set():
+            raise ServiceUnavailable("events", "event stream recovering after a reconnection")
         acks: list[asyncio.Future[PubAck]] = []
         try:
             async with asyncio.timeout(timeout):
@@ -231,6 +258,8 @@ class EventBus:
 
     async def probe(self) -> bool:
         """Whether the stream answers now (an open breaker's health probe)."""
+        if not self._whole.is_set():
+            return False
         try:
             await self.js.stream_info(self.stream)
         except (*_UNAVAILABLE, nats.js.errors.APIError, ServiceUnavailable):
