@@ -171,17 +171,8 @@ class EventBus:
                 await asyncio.sleep(self.retry_interval)
         self._outage = False
         self._js = self._nc.jetstream(timeout=2.0)
-        while True:
-            try:
-                await self._ensure_stream(self._js)
-                break
-            except (*_UNAVAILABLE, nats.js.errors.APIError) as exc:
-                self._warn("event stream not available yet, trying again", stream=self.stream,
-                           error=repr(exc))
-                await asyncio.sleep(self.retry_interval)
-        self._outage = False
+        await self._until_whole(self._js, "event stream not available yet, trying again")
         log.info("event stream ready", stream=self.stream, replicas=self.replicas)
-        self._whole.set()
         self.ready.set()
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
@@ -215,14 +206,16 @@ class EventBus:
         log.info("NATS reconnected", server=None if url is None else url.netloc)
         if self._whole.is_set() and self._js is not None:
             self._whole.clear()
-            self._task = asyncio.create_task(self._until_whole(self._js))
+            self._task = asyncio.create_task(
+                self._until_whole(self._js, "event stream not whole yet, refusing events"))
 
-    async def _until_whole(self, js: JetStreamContext) -> None:
+    async def _until_whole(self, js: JetStreamContext, warning: str) -> None:
+        """Try ``_ensure_stream`` until it succeeds (``warning`` once meanwhile), then take events."""
         while True:
             try:
                 await self._ensure_stream(js)
             except (*_UNAVAILABLE, nats.js.errors.APIError) as exc:
-                self._warn("event stream not whole yet, refusing events", error=repr(exc))
+                self._warn(warning, stream=self.stream, error=repr(exc))
                 await asyncio.sleep(self.retry_interval)
             else:
                 break
