@@ -120,6 +120,18 @@ class NatsCluster:
                         return str(leader)
         raise LookupError(f"no running server knows a leader of stream {stream!r}")
 
+    def stream_whole(self, stream: str) -> bool:
+        """Whether ``stream`` has a leader, and every replica has caught up with it as the leader
+        sees them (the others' view of their peers is not kept current)."""
+        for name in self.running():
+            info = self._get(name, "/jsz?streams=true")
+            for account in (info or {}).get("account_details") or []:
+                for detail in account.get("stream_detail") or []:
+                    cluster = detail.get("cluster") or {}
+                    if detail.get("name") == stream and cluster.get("leader") == name:
+                        return all(replica.get("current") for replica in cluster.get("replicas") or [])
+        return False
+
     def running(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is None]
 
