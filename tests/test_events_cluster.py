@@ -158,9 +158,10 @@ async def test_under_load_leader_consumer_and_all_of_nats_down_lose_and_double_n
     All three are stopped, not SIGKILLed: JetStream writes a stream to disk every two minutes
     by default, and three servers killed at once can come back without what they had not
     written, then give the same sequence numbers to other events. The clients POST while the
-    servers are down, then wait while they start again, until the stream has a leader and every
-    replica has caught up: events written while the three recover together can be given
-    sequence numbers that a replica holds for another event (nats-server 2.9, docs/events.md)."""
+    servers are down, then wait while they start again, until the stream has a leader, every
+    replica has caught up and both instances are subscribed again: events written while the three
+    recover together can be given sequence numbers that a replica holds for another event
+    (nats-server 2.9, docs/events.md)."""
     nats, cluster = system
     await post_until_acknowledged(cluster, "first")
     load = Load(cluster.facade_url)
@@ -190,6 +191,8 @@ async def test_under_load_leader_consumer_and_all_of_nats_down_lose_and_double_n
         load.posting.clear()  # not while the servers recover together: see the docstring
         await asyncio.to_thread(nats.start_all)
         await asyncio.to_thread(poll_until, lambda: nats.stream_whole("events"), 60, "events whole")
+        await asyncio.to_thread(poll_until, lambda: all(
+            is_ready(cluster.url(name)) for name in cluster.messages_instances), 60, "consumers")
         load.posting.set()
         await load.more(200, timeout=60)
 
