@@ -40,8 +40,8 @@ import psutil
 import uvloop
 
 from logging_service.settings import MEMORY_STORE
-from resilience.testing import nats_server
-from resilience.testing.nats_server import NatsCluster
+from resilience.testing.nats_server import ABSENT as NATS_ABSENT
+from resilience.testing.nats_server import NatsCluster, server_binary
 from resilience.testing.processes import is_ready, poll_until
 from resilience.testing.redis_server import RedisServer
 from scripts import REDIS_CONF
@@ -71,7 +71,6 @@ DRAIN_SECONDS = 1.0
 # Long enough for an open breaker (5 s by default) to admit its trial call again.
 READY_TIMEOUT = 20.0
 REDIS_ABSENT = "redis-server is not on PATH (Debian: apt-get install redis-server)"
-
 
 Say = Callable[[str], None]
 Load = dict[tuple[str, str], LoadResult]
@@ -199,7 +198,7 @@ def on_redis(plan: Plan, log_dir: Path, say: Say) -> tuple[Load, RedisResult]:
     cpu: Cpu = {}
     stored: dict[int, int] = {}
     per_message: dict[int, float] = {}
-    events_skipped = None if nats_server.server_binary() else nats_server.ABSENT
+    events_skipped = None if server_binary() else NATS_ABSENT
     with RedisServer(log_dir / "redis", config=REDIS_CONF, host=HOST) as redis:
         redis.start()
         version = str(redis.info("server")["redis_version"])
