@@ -13,7 +13,7 @@
 4. With redis-server on PATH, on one redis-server (the shipped ``redis.conf``),
    emptied after each: the facade over 1, 2 and 3 logging replicas, each
    driven by the same ``throughput`` in turn with a fresh bare handler, and
-   Redis's memory per message stored. Then, with nats-server on PATH, the
+   Redis's memory per message stored. Then, with nats-server installed, the
    facade over 1 replica with events on (three NATS servers, two messages
    instances on the stream), the same way; with and without events, the CPU
    each process spends per request.

@@ -206,9 +206,9 @@ def test_the_events_run_says_what_an_event_costs_or_why_it_did_not_run() -> None
 
     assert ["POST /facade", "facade, 1 replica on Redis, events on"] in cells
     assert "An event costs 149 µs of CPU per POST over the whole cluster" in text
-    skipped = fabricated(events_skipped="nats-server is not on PATH")
+    skipped = fabricated(events_skipped="nats-server is not installed")
     assert checks(skipped)[-1].verdict == "NOT RUN"
-    assert "Events run skipped: nats-server is not on PATH." in tables(skipped)
+    assert "Events run skipped: nats-server is not installed." in tables(skipped)
 
 
 def test_throughput_table_is_a_pipe_table_with_numbers_right_aligned() -> None:
