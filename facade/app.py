@@ -88,7 +88,7 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
         # Reads and writes to logging have a breaker each: a heavy read that times out
         # must not refuse writes.
         # Each logging replica has a breaker of its own.
-        probe = functools.partial(readiness_probe, session, signer, settings.breaker_probe_interval)
+        probe = functools.partial(readiness_probe, session, settings.breaker_probe_interval)
         logging_policies = downstream_policies("logging", settings.logging_replicas(), settings,
                                                ("write", "read"), clock=clock, probe=probe)
         # GET answers without messages when it is down: one attempt, no retry (with several
@@ -100,7 +100,7 @@ async def downstream_clients(app: web.Application, clock: Clock) -> AsyncIterato
         # Writes are group-committed; reads with the same arguments share the next request.
         logging_rpc = RpcProxy(session, "logging", logging_policies["read"],
                                method_policies={"log": logging_policies["write"]}, signer=signer,
-                               batched={"log"}, shared={"messages", "count"},
+                               batched={"log"}, shared={"messages"},
                                max_batch_calls=settings.rpc_batch_max_calls,
                                max_batch_bytes=settings.rpc_batch_max_bytes,
                                lane_requests=settings.rpc_lane_requests)

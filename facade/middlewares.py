@@ -52,8 +52,7 @@ def _kept_headers(exc: web.HTTPException) -> dict[str, str]:
     return {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
 
 
-def shed_load(limit: int, on_shed: Callable[[], object] = lambda: None,
-              lag: LoopLag | None = None) -> Middleware:
+def shed_load(limit: int, on_shed: Callable[[], object], lag: LoopLag) -> Middleware:
     """A middleware that answers 503 with Retry-After at once past ``limit`` requests in flight,
     or while the event loop has been overloaded (``lag``, see ``resilience/runtime/lag.py``).
 
@@ -74,7 +73,7 @@ def shed_load(limit: int, on_shed: Callable[[], object] = lambda: None,
         if request.path not in UNSHED_PATHS:
             if in_flight >= limit:
                 return _shed(on_shed, f"at its limit of {limit} requests in flight")
-            if lag is not None and lag.overloaded:
+            if lag.overloaded:
                 return _shed(on_shed, f"{lag.late:.2f} s behind (over {lag.target:g} s "
                                       f"for {lag.window:g} s)")
         in_flight += 1

@@ -16,6 +16,7 @@ from resilience import (
     RpcProxy,
     ServiceUnavailable,
     get_logger,
+    is_refusal,
 )
 
 log = get_logger("facade")
@@ -38,11 +39,6 @@ def refused(service: str, exc: ExpectedError) -> RemoteError:
     answered 502, never the client's 4xx.
     """
     return RemoteError(service, type(exc).__name__, str(exc), exc.status)
-
-
-def is_misconfiguration(exc: RemoteError) -> bool:
-    """Whether the downstream refused the call (a 4xx) rather than failed doing it."""
-    return 400 <= exc.status < 500
 
 
 class FacadeService:
@@ -109,7 +105,7 @@ class FacadeService:
         if isinstance(part, ExpectedError):
             part = refused("messages", part)
         if isinstance(part, (ServiceUnavailable, RemoteError)):
-            misconfigured = isinstance(part, RemoteError) and is_misconfiguration(part)
+            misconfigured = is_refusal(part)
             (log.error if misconfigured else log.warning)(
                 "messages service unavailable, answering without it", error=str(part),
                 misconfiguration=misconfigured)

@@ -8,6 +8,7 @@ from resilience import (
     RemoteError,
     ServiceUnavailable,
     get_logger,
+    is_refusal,
     json_response,
     read_json,
     retry_after_header,
@@ -15,7 +16,7 @@ from resilience import (
 
 from .keys import SERVICE, SETTINGS
 from .middlewares import failure
-from .service import IdempotencyKeyReused, is_misconfiguration
+from .service import IdempotencyKeyReused
 from .validation import idempotency_key_from, message_from, page_from
 
 log = get_logger("facade")
@@ -37,8 +38,8 @@ async def post_message(request: web.Request) -> web.Response:
 
 
 async def get_messages(request: web.Request) -> web.Response:
-    """GET /facade[?offset=&limit=] -> {"logs": [...], "message": "not implemented yet"}
-    (plus ``"next_offset"`` when more messages follow the page)."""
+    """GET /facade[?offset=&limit=] -> logging's page and the messages service's answer, as
+    ``FacadeService.get_messages`` joins them (``"next_offset"`` when more follow)."""
     offset, limit = page_from(request.query)
     try:
         body = await request.app[SERVICE].get_messages(offset, limit)
@@ -64,7 +65,7 @@ def downstream_failure(exc: ServiceUnavailable | RemoteError) -> web.Response:
         headers = retry_after_header(exc.retry_after)
         return failure(503, f"{exc.service} service unavailable ({exc.reason}); "
                             f"retry in {headers['Retry-After']} s", headers)
-    if is_misconfiguration(exc):
+    if is_refusal(exc):
         log.error("downstream refused the call: the services are misconfigured",
                   downstream=exc.service, error_type=exc.error_type, error=str(exc))
         return failure(502, f"{exc.service} service refused the call ({exc.error_type}): "

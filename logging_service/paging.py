@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from resilience import InvalidArgument
+
 #: The most messages one page holds (and the largest ``limit`` a client may ask for).
 MAX_PAGE = 10_000
 _LOGS_START = b'{"logs":['
@@ -31,6 +33,14 @@ _LOGS_START = b'{"logs":['
 
 class MalformedPage(ValueError):
     """Bytes that are not a page as ``encode_page`` builds it."""
+
+
+def check_page(offset: int, limit: int) -> None:
+    """``InvalidArgument`` unless ``offset`` is 0 or more and ``limit`` 0 to ``MAX_PAGE``."""
+    if offset < 0:
+        raise InvalidArgument("offset must be 0 or more")
+    if not 0 <= limit <= MAX_PAGE:
+        raise InvalidArgument(f"limit must be between 0 and {MAX_PAGE}")
 
 
 def encode_page(messages: Sequence[str], offset: int, limit: int, max_bytes: int,

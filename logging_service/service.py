@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from logging_service.contract import is_message_uuid, text_problem
-from logging_service.paging import MAX_PAGE, encode_page
+from logging_service.paging import MAX_PAGE, check_page, encode_page
 from resilience import Config, Conflict, Dependency, InvalidArgument, get_logger, rpc
 
 from .settings import LoggingSettings
@@ -65,10 +65,7 @@ class LoggingService:
         is ever larger than that however large the store; ``next_offset`` is
         there while messages remain (see ``logging_service/paging.py``).
         """
-        if offset < 0:
-            raise InvalidArgument("offset must be 0 or more")
-        if not 0 <= limit <= MAX_PAGE:
-            raise InvalidArgument(f"limit must be between 0 and {MAX_PAGE}")
+        check_page(offset, limit)
         window = await self.store.messages(offset, limit)
         return encode_page(window, offset, limit, self.config.max_page_bytes,
                            await self.store.count())

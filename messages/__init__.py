@@ -1,1 +1,1 @@
-"""The messages service: a stub that answers "not implemented yet"."""
+"""The messages service: task 1's stub, and on the cluster the messages of the event stream."""

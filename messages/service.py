@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from logging_service.contract import is_message_uuid
-from logging_service.paging import MAX_PAGE, encode_page
+from logging_service.paging import MAX_PAGE, check_page, encode_page
 from resilience import (
     BROADCAST,
     Config,
@@ -69,10 +69,7 @@ class StreamMessagesService(MessagesService):
     async def messages(self, offset: int = 0, limit: int = MAX_PAGE) -> dict[str, Any]:
         """The page of kept messages from ``offset``, once every event the stream held when asked
         is handled: ``{"logs": [...], "next_offset": N}``, as logging's pages."""
-        if offset < 0:
-            raise InvalidArgument("offset must be 0 or more")
-        if not 0 <= limit <= MAX_PAGE:
-            raise InvalidArgument(f"limit must be between 0 and {MAX_PAGE}")
+        check_page(offset, limit)
         await self.events.caught_up("keep", self.config.messages_catch_up_timeout)
         return encode_page(self.texts[offset:offset + limit], offset, limit,
                            self.config.max_page_bytes, len(self.texts))

@@ -26,6 +26,7 @@ from resilience.errors import (
     Overloaded,
     RemoteError,
     ServiceUnavailable,
+    is_refusal,
 )
 from resilience.observability.access import access_log_middleware
 from resilience.observability.correlation import (
@@ -142,6 +143,7 @@ __all__ = [
     "event_handlers",
     "get_logger",
     "is_http_url",
+    "is_refusal",
     "json_response",
     "read_json",
     "readiness_probe",

@@ -77,6 +77,12 @@ class RemoteError(Exception):
         self.status = status
 
 
+def is_refusal(exc: BaseException | None) -> bool:
+    """Whether the downstream answered and refused the call (a 4xx: a signature, a method, an
+    argument it does not take). It is up; the services disagree, which no waiting will mend."""
+    return isinstance(exc, RemoteError) and 400 <= exc.status < 500
+
+
 class ServiceUnavailable(Exception):
     """A downstream service could not be reached or answered 502/503/504.
 

@@ -11,7 +11,7 @@ both on a Redis Cluster too:
 Dedup and append are one Lua script, which Redis runs atomically: of two
 replicas that send the same UUID at the same moment, one stores it and the
 other is told it is a duplicate. Each text is held twice (hash and list), so
-that reads never touch the hash; the README gives the memory per message.
+that reads never touch the hash; docs/redis.md gives the memory per message.
 
 Adds are group-committed (``resilience.rpc.batching``): the adds made in one
 turn of the loop (an RPC batch's, which the server runs together) go to Redis

@@ -66,8 +66,8 @@ class Balancer:
         raise refusal
 
     def ready(self) -> bool:
-        """Whether some replica's breaker would admit a call now (asking lets open ones probe)."""
-        return not all([target.breaker.refusing() for target in self.targets])
+        """Whether some replica's breaker would admit a call now."""
+        return any(not target.breaker.refusing() for target in self.targets)
 
     def refuse(self) -> CircuitOpen:
         """A call not attempted because no breaker admits it: counted as not permitted by each."""

@@ -38,7 +38,7 @@ from typing import Any
 
 import pybreaker
 
-from resilience.errors import CircuitOpen, ExpectedError, Overloaded, RemoteError
+from resilience.errors import CircuitOpen, ExpectedError, Overloaded, is_refusal
 from resilience.observability.logs import get_logger
 from resilience.policies.window import Clock, SlidingWindow
 
@@ -144,12 +144,6 @@ def wilson_lower_bound(hits: int, calls: int, z: float = FAST_WINDOW_Z) -> float
     centre = p + z2 / (2 * n)
     spread = z * math.sqrt(max(0.0, p * (1 - p) / n + z2 / (4 * n * n)))
     return (centre - spread) / (1 + z2 / n)
-
-
-def is_refusal(exc: BaseException | None) -> bool:
-    """Whether the downstream answered and refused the call (a 4xx: a signature, a method, an
-    argument it does not take). It is up; the services disagree, which no waiting will mend."""
-    return isinstance(exc, RemoteError) and 400 <= exc.status < 500
 
 
 class AsyncCircuitBreaker:

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 from resilience.policies.window import Clock, SlidingWindow
 
-_CALLS, _RETRIES = 0, 1
-
 
 @dataclass
 class RetryBudget:

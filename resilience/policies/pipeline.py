@@ -122,6 +122,11 @@ class CallPolicy:
         retried = retrying.statistics.get("attempt_number", 1) > 1
         self.outcomes[f"{outcome}_with_retry" if retried else f"{outcome}_without_retry"] += 1
 
+    def max_queued(self, per_request: int) -> int:
+        """How many coalesced calls may wait for this policy: what the requests its concurrency
+        limit lets out at once could carry, ``per_request`` each."""
+        return (self.limit.limit if self.limit is not None else 1 << 16) * per_request
+
     def late_after(self) -> float:
         """How long an attempt may take before it is late (the hedge delay; the timeout unhedged)."""
         return self.timeout if self.hedging is None else self.hedging.delay()

@@ -107,7 +107,7 @@ class Coalescer(Generic[K]):
         self._lanes: dict[K, _Lane] = {}
         self._drains: set[asyncio.Task[None]] = set()
         self.pending = 0  # calls sent or queued, not yet answered
-        self.requests = 0  # requests sent, for tests and metrics
+        self.requests = 0  # requests sent, for tests
         self.calls = 0
 
     async def submit(self, key: K, payload: Any, timeout: float | None = None) -> Any:

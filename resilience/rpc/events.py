@@ -307,9 +307,8 @@ class EventDispatcher:
         self.bus = bus
         self.source_service = source_service
         self.policy = policy
-        limit = policy.limit.limit if policy.limit is not None else 1 << 16
         self._batches: Coalescer[str] = Coalescer(
-            self._send, max_pending=limit * max_batch, max_items=max_batch,
+            self._send, max_pending=policy.max_queued(max_batch), max_items=max_batch,
             refuse=lambda: Overloaded("events", "too many events waiting", retry_after=1.0),
             max_in_flight=lane_requests, late_after=lambda _: policy.late_after())
 

@@ -88,8 +88,7 @@ class RpcProxy:
         # on the wire carries up to max_batch_calls of them: bound the queue to what the
         # limit's requests could carry. Bounding it to the limit itself would refuse callers
         # a batch has room for: under overload the caller would spend its loop refusing them.
-        limit = policy.limit.limit if policy.limit is not None else 1 << 16
-        max_pending = limit * max_batch_calls
+        max_pending = policy.max_queued(max_batch_calls)
         # A late request (past its policy's hedge delay) lets the calls queued behind it leave.
         self.writes: Coalescer[str] = Coalescer(
             self._send_batch, max_pending=max_pending, refuse=self._overloaded, take=self._batch_size,

@@ -17,8 +17,8 @@ answered 503 with ``Retry-After``: transient, so the caller may retry.
 
 Every body must arrive within ``BODY_READ_TIMEOUT`` (408 past it) and fit
 ``MAX_BODY_BYTES`` plus the service's ``envelope_bytes`` (413 past it);
-with ``RPC_SECRET`` set every path but ``/health`` needs a good signature
-(401 without one; see ``signing.py``).
+with ``RPC_SECRET`` set every path but ``OPEN_PATHS`` (``/health``, ``/ready``,
+``/metrics``) needs a good signature (401 without one; see ``signing.py``).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ exactly-once rule), for a read it returns what the eavesdropper already saw.
 So there is no nonce store to keep. Confidentiality is not provided: the
 messages themselves still travel in clear (use a private network or TLS).
 
-Without a secret the services stay as they were, but only on loopback: an
-RPC port bound to any other address without a secret refuses to start, as
+Without a secret requests are unsigned, so the services run only on loopback:
+an RPC port bound to any other address without a secret refuses to start, as
 Redis's protected mode does.
 """
 

@@ -104,17 +104,15 @@ class Transport:
                            status)
 
 
-def readiness_probe(session: aiohttp.ClientSession, signer: Signer | None, timeout: float,
+def readiness_probe(session: aiohttp.ClientSession, timeout: float,
                     url: str) -> Callable[[], Awaitable[bool]]:
     """The health probe of an open breaker: whether ``url``'s ``GET /ready`` answers 200 within
-    ``timeout`` (signed with ``signer``, as every RPC path but ``/health`` must be)."""
+    ``timeout`` (``/ready`` needs no signature: ``signing.OPEN_PATHS``)."""
     ready = URL(url.rstrip("/") + "/ready")
 
     async def probe() -> bool:
-        headers = signer.headers(ready.path, b"") if signer is not None else None
         try:
-            async with session.get(ready, headers=headers,
-                                   timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            async with session.get(ready, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 return resp.status == 200
         except (TimeoutError, aiohttp.ClientError):
             return False

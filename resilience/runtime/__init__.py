@@ -1,2 +1,2 @@
 """The HTTP runtime every service shares: bodies read in time, JSON in and out, bounded replies,
-load shedding and loop lag, and the process runner."""
+loop lag, and the process runner."""

@@ -169,7 +169,7 @@ def reply_budget(max_bytes: int, send_timeout: float,
         size = response.content_length or 0 if isinstance(response, web.Response) else 0
         if size and writing + size > max_bytes and writing:
             return refuse(503, "too many replies are waiting for their clients to read them; "
-                               "retry in 1 s", {"Retry-After": "1"})
+                               "retry in 1 s", retry_after_header(1))
         writing += size
         try:
             async with asyncio.timeout(send_timeout):

