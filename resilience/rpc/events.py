@@ -120,7 +120,7 @@ class EventBus:
 
     After a reconnection, events are refused (``ServiceUnavailable``) until
     JetStream is whole again: a metadata leader answers and the stream has a
-    leader: a stream leader elected while the servers have no metadata leader
+    leader. A stream leader elected while the servers have no metadata leader
     yet could take events and lose them once one is elected.
     """
 
