@@ -370,6 +370,7 @@ class EventConsumer:
         self.handled = dict.fromkeys(self.handlers, 0)  # the last stream sequence each acknowledged
         self._replayed_to: dict[str, int] = {}  # the stream's end when each handler subscribed
         self._subscribed: set[str] = set()  # the handlers whose subscription is working
+        self._following: dict[str, Any] = {}  # each handler's subscription, left when it ends
         self._progress = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -413,78 +414,14 @@ class EventConsumer:
         """Keep ``handler`` subscribed, and subscribe again from its next event when the
         subscription fails or its consumer is gone (one the servers dropped sends nothing, so it
         is looked for every ``check_interval`` while no event comes).
-
-        A ``BROADCAST`` handler's consumer is its own: the servers push its events, handled one
-        at a time as they come, in the stream's order. When the handler fails on one, a
-        delivery is missing (the consumer numbers them), or none has come for a whole
-        ``check_interval`` while the servers owe some, the rest of that subscription is
-        left alone and a new one starts from the first event not handled ``redelivery_delay``
-        later, so the events are handled in order and none is skipped or left waiting.
-
-        A ``SERVICE_POOL`` handler pulls up to ``batch`` events when it is free, so a busy or
-        stuck instance takes none the others could handle; an event it fails on comes again
-        ``redelivery_delay`` later, to whichever instance is free.
         """
         await self.bus.ready.wait()
+        follow = self._follow_push if handler.handler_type == BROADCAST else self._follow_pull
         while True:
-            subscription: Any = None
             delay = self.bus.retry_interval
             try:
-                subject, config = await self._consumer(handler)
-                if handler.handler_type == BROADCAST:
-                    push = _Push()
-
-                    async def deliver(msg: Msg, push: _Push = push) -> None:
-                        if push.ended.is_set():
-                            return
-                        push.busy = True
-                        try:
-                            if msg.metadata.sequence.consumer != push.expected:
-                                # A delivery lost on the way (its server went down): the servers
-                                # would send it again only after ack_wait, behind later ones.
-                                self._subscribe_again(handler, push, "event stream delivery lost")
-                            elif not await self._handle(service, handler, msg):
-                                push.ended.set()
-                        finally:
-                            push.expected += 1
-                            push.busy = False
-
-                    subscription = await self.bus.js.subscribe(
-                        subject, cb=deliver, stream=self.bus.stream, config=config, manual_ack=True)
-                    self._subscribed.add(handler.method)
-                    quiet_at = 0  # push.expected when a check last found deliveries owed
-                    while not push.ended.is_set():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(push.ended.wait(), self.check_interval)
-                        if push.ended.is_set():
-                            break
-                        info = await subscription.consumer_info()  # NotFoundError: gone
-                        owed = (info.num_pending + info.num_ack_pending > 0
-                                or await self.bus.last_sequence(subject) > self.handled[handler.method])
-                        if push.busy or subscription.pending_msgs or not owed:
-                            quiet_at = 0
-                        elif quiet_at == push.expected:
-                            # The servers owe this consumer events, or the stream holds some it
-                            # has not handled, yet none came for a whole interval: its deliveries
-                            # stalled (the last ones lost with nothing after them to show the
-                            # gap, or its server behind the stream's leader).
-                            self._subscribe_again(handler, push, "event stream deliveries stalled")
-                        else:
-                            quiet_at = push.expected
-                    delay = self.redelivery_delay
-                else:
-                    subscription = await self.bus.js.pull_subscribe(
-                        subject, durable=config.durable_name, stream=self.bus.stream, config=config)
-                    self._subscribed.add(handler.method)
-                    while True:
-                        try:
-                            messages = await subscription.fetch(self.batch,
-                                                                timeout=self.check_interval)
-                        except nats.errors.TimeoutError:
-                            await subscription.consumer_info()
-                            continue
-                        for msg in messages:
-                            await self._handle(service, handler, msg)
+                await follow(service, handler)
+                delay = self.redelivery_delay  # it ended to start again from an event not handled
             except (*_UNAVAILABLE, nats.js.errors.APIError, ServiceUnavailable) as exc:
                 log.warning("event consumer interrupted, subscribing again",
                             handler=handler.method, error=repr(exc))
@@ -492,10 +429,84 @@ class EventConsumer:
             except Exception:  # a bug here must not end the consumer without a word
                 log.exception("event consumer failed, subscribing again", handler=handler.method)
                 self._subscribed.discard(handler.method)
+            subscription = self._following.pop(handler.method, None)
             if subscription is not None:
                 with contextlib.suppress(*_UNAVAILABLE):
                     await subscription.unsubscribe()
             await asyncio.sleep(delay)
+
+    async def _follow_push(self, service: object, handler: EventHandler) -> None:
+        """Follow a ``BROADCAST`` handler's own consumer until it must start again.
+
+        The servers push its events, handled one at a time as they come, in the stream's
+        order. When the handler fails on one, a delivery is missing (the consumer numbers
+        them), or none has come for a whole ``check_interval`` while the servers owe some,
+        the rest of this subscription is left alone and ``_run`` starts a new one from the
+        first event not handled ``redelivery_delay`` later, so the events are handled in
+        order and none is skipped or left waiting.
+        """
+        subject, config = await self._consumer(handler)
+        push = _Push()
+
+        async def deliver(msg: Msg) -> None:
+            if push.ended.is_set():
+                return
+            push.busy = True
+            try:
+                if msg.metadata.sequence.consumer != push.expected:
+                    # A delivery lost on the way (its server went down): the servers would
+                    # send it again only after ack_wait, behind later ones.
+                    self._subscribe_again(handler, push, "event stream delivery lost")
+                elif not await self._handle(service, handler, msg):
+                    push.ended.set()
+            finally:
+                push.expected += 1
+                push.busy = False
+
+        subscription = await self.bus.js.subscribe(
+            subject, cb=deliver, stream=self.bus.stream, config=config, manual_ack=True)
+        self._following[handler.method] = subscription
+        self._subscribed.add(handler.method)
+        quiet_at = 0  # push.expected when a check last found deliveries owed
+        while not push.ended.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(push.ended.wait(), self.check_interval)
+            if push.ended.is_set():
+                return
+            info = await subscription.consumer_info()  # NotFoundError: gone
+            owed = ((info.num_pending or 0) + (info.num_ack_pending or 0) > 0
+                    or await self.bus.last_sequence(subject) > self.handled[handler.method])
+            if push.busy or subscription.pending_msgs or not owed:
+                quiet_at = 0
+            elif quiet_at == push.expected:
+                # The servers owe this consumer events, or the stream holds some it has not
+                # handled, yet none came for a whole interval: its deliveries stalled (the
+                # last ones lost with nothing after them to show the gap, or its server
+                # behind the stream's leader).
+                self._subscribe_again(handler, push, "event stream deliveries stalled")
+            else:
+                quiet_at = push.expected
+
+    async def _follow_pull(self, service: object, handler: EventHandler) -> None:
+        """Follow a ``SERVICE_POOL`` handler's durable consumer, shared by the service's instances.
+
+        It pulls up to ``batch`` events when it is free, so a busy or stuck instance takes
+        none the others could handle; an event it fails on comes again ``redelivery_delay``
+        later, to whichever instance is free.
+        """
+        subject, config = await self._consumer(handler)
+        subscription = await self.bus.js.pull_subscribe(
+            subject, durable=config.durable_name, stream=self.bus.stream, config=config)
+        self._following[handler.method] = subscription
+        self._subscribed.add(handler.method)
+        while True:
+            try:
+                messages = await subscription.fetch(self.batch, timeout=self.check_interval)
+            except nats.errors.TimeoutError:
+                await subscription.consumer_info()  # NotFoundError: gone
+                continue
+            for msg in messages:
+                await self._handle(service, handler, msg)
 
     def _subscribe_again(self, handler: EventHandler, push: _Push, why: str) -> None:
         log.warning(f"{why}, subscribing again from the first event not handled",
