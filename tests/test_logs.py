@@ -139,21 +139,40 @@ def test_a_stream_that_cannot_be_written_drops_lines_and_says_so_once(
 
 def test_a_traceback_is_data_in_the_json_line() -> None:
     """``log.exception`` inside ``except`` gives one JSON line whose ``exception`` names the
-    error and where it was raised; a line without one has no such field."""
+    error and where it was raised, without the frames' local variables; a line without one
+    has no such field."""
     out = io.StringIO()
     configure_logging("facade", "json", "info", stream=out)
     log = logs.get_logger("tests.traceback")
+    secret = "Bearer do-not-log-me"
     try:
         raise ValueError("broken on purpose")
     except ValueError:
         log.exception("request failed")
     log.info("fine")
+    assert secret not in out.getvalue()
     failed, fine = map(json.loads, out.getvalue().splitlines())
     (error,) = failed["exception"]
     assert (error["exc_type"], error["exc_value"]) == ("ValueError", "broken on purpose")
     assert error["frames"][-1]["name"] == "test_a_traceback_is_data_in_the_json_line"
+    assert "locals" not in error["frames"][-1]
     assert failed["level"] == "error"
     assert set(fine) == {"event", "level", "timestamp", "service"}
+
+
+def test_a_console_traceback_shows_no_local_variables() -> None:
+    """On the console a traceback is Python's own, without the frames' local variables."""
+    out = io.StringIO()
+    configure_logging("facade", "console", "info", stream=out)
+    secret = "Bearer do-not-log-me"
+    try:
+        raise ValueError("broken on purpose")
+    except ValueError:
+        logs.get_logger("tests.traceback").exception("request failed")
+    text = out.getvalue()
+    assert "Traceback (most recent call last)" in text
+    assert "ValueError: broken on purpose" in text
+    assert secret not in text
 
 
 def test_a_line_carries_the_correlation_id_of_the_request_it_is_written_in() -> None:

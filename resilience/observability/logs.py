@@ -23,6 +23,7 @@ import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import RequestPayloadError
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from resilience.observability.correlation import add_correlation_id
@@ -114,10 +115,14 @@ def configure_logging(
         add_service,
         add_correlation_id,
     ]
+    # A traceback names its frames but never their local variables: those hold request headers
+    # and secrets, and would make one failure a line of tens of kilobytes.
     tail: list[Processor] = (
-        [structlog.processors.dict_tracebacks,
+        [structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
          structlog.processors.JSONRenderer(serializer=orjson.dumps)]
-        if log_format == "json" else [structlog.dev.ConsoleRenderer(colors=out.isatty())])
+        if log_format == "json" else
+        [structlog.dev.ConsoleRenderer(colors=out.isatty(),
+                                       exception_formatter=structlog.dev.plain_traceback)])
 
     structlog.configure(
         processors=[*shared, *tail],
