@@ -27,6 +27,7 @@ from resilience.errors import (
     RemoteError,
     ServiceUnavailable,
     is_refusal,
+    remote_error,
 )
 from resilience.observability.access import access_log_middleware
 from resilience.observability.correlation import (
@@ -147,6 +148,7 @@ __all__ = [
     "json_response",
     "read_json",
     "readiness_probe",
+    "remote_error",
     "reply_budget",
     "retry_after_header",
     "rpc",

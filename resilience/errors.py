@@ -9,11 +9,13 @@ by a circuit breaker. Everything else a remote method raises arrives as
 A type crosses the wire only if it was registered with ``@remote_error``,
 under its qualified path (``module.QualName``), as nameko's
 ``deserialize_to_instance`` does: two classes of the same name in different
-modules never replace each other.
+modules never replace each other. So it lives in a module both sides import
+(the server's interface), and the caller rebuilds it from its message alone.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import ClassVar, TypeVar
 
 E = TypeVar("E", bound="type[ExpectedError]")
@@ -27,10 +29,22 @@ def error_path(cls: type[BaseException]) -> str:
 
 
 def remote_error(cls: E) -> E:
-    """Register ``cls`` so a proxy re-raises it as its own type; a path registered twice is a bug."""
+    """Register ``cls`` so a proxy re-raises it as its own type, as ``cls(message)``.
+
+    Raises ``TypeError`` when its constructor cannot take the message alone
+    (say what the caller needs in the message), or when another class holds
+    its path already.
+    """
     path = error_path(cls)
     if path in _REGISTRY and _REGISTRY[path] is not cls:
         raise TypeError(f"an error type is already registered as {path}")
+    try:
+        inspect.signature(cls).bind("message")
+    except ValueError:  # no signature in Python: BaseException's own, which takes any arguments
+        pass
+    except TypeError:
+        raise TypeError(f"{path} cannot be rebuilt from its message: a remote error's "
+                        "constructor must take the message as its one argument") from None
     _REGISTRY[path] = cls
     return cls
 

@@ -214,6 +214,13 @@ async def test_proxy_calls_methods_and_reraises_declared_errors(
         await proxy.echo(text=1)
 
 
+async def test_proxy_calls_take_keyword_arguments_only(session: aiohttp.ClientSession) -> None:
+    """A positional argument is refused before any request, saying why."""
+    proxy = proxy_for(session, "http://127.0.0.1:9")
+    with pytest.raises(TypeError, match=r"echo\.echo\(\) takes keyword arguments only"):
+        await proxy.echo("x")
+
+
 class Shadow:
     """Holds an error class named like a registered one, to show names alone do not match."""
 
@@ -250,6 +257,19 @@ def test_registry_is_keyed_by_qualified_path_and_refuses_a_second_class() -> Non
     with pytest.raises(TypeError, match="already registered"):
         remote_error(impostor)
     assert registered_error("resilience.errors.Conflict") is Conflict
+
+
+def test_a_remote_error_must_be_rebuildable_from_its_message() -> None:
+    """The caller rebuilds a registered error as ``cls(message)``: a constructor that needs more
+    is refused at registration, where a caller would otherwise fail on every reply."""
+
+    class OutOfStock(ExpectedError):
+        def __init__(self, item: str, have: int) -> None:
+            super().__init__(f"only {have} {item} left")
+
+    with pytest.raises(TypeError, match="cannot be rebuilt from its message"):
+        remote_error(OutOfStock)
+    assert registered_error(error_path(OutOfStock)) is None
 
 
 async def test_proxy_reraises_only_registered_types(
