@@ -17,6 +17,7 @@ from facade.app import create_app
 from facade.settings import FacadeSettings
 from logging_service.app import create_app as create_logging
 from logging_service.settings import LoggingSettings
+from resilience import PolicyCollector
 from resilience.testing import FakeClock
 from resilience.testing.faults import FaultProxy
 from tests.conftest import AiohttpClient
@@ -117,3 +118,11 @@ async def test_logging_counts_what_it_stored(aiohttp_client: AiohttpClient) -> N
     assert value(samples, "logging_store_messages") == 1
     assert value(samples, "http_requests_total", route="/rpc/{method}", method="POST",
                  status="409") == 1
+
+
+def test_a_policy_collector_takes_a_function_not_the_policies_themselves() -> None:
+    """Policies given as a list (read at every scrape) are refused when the collector is made,
+    not at the first scrape."""
+    with pytest.raises(TypeError, match=r"PolicyCollector\(lambda: policies\)"):
+        PolicyCollector([])  # type: ignore[arg-type]
+    assert list(PolicyCollector(list).collect())

@@ -203,6 +203,17 @@ def test_downstream_policies_use_every_setting() -> None:
                                attempts=1)["read"].attempts == 1
 
 
+async def test_downstream_policies_take_a_fake_clock_and_its_sleep() -> None:
+    """With ``FakeClock``'s clock and sleep, a retried call's backoff moves the fake clock and no
+    real time passes."""
+    clock = FakeClock()
+    policy = downstream_policies("logging", ["http://logging"], FacadeSettings(), ("write",),
+                                 clock=clock, sleep=clock.sleep)["write"]
+    assert await policy.call(Flaky(down(), down())) == "ok"
+    assert len(clock.sleeps) == 2
+    assert clock.now == pytest.approx(1000.0 + sum(clock.sleeps))
+
+
 async def test_a_spent_retry_budget_ends_the_call_with_the_attempts_error() -> None:
     """With no budget to spend (no ratio, no floor), a transient failure is not retried."""
     clock = FakeClock()

@@ -67,6 +67,9 @@ class PolicyCollector(Collector):
     """The breakers, retries, budgets and limits of a service's call policies, read at scrape time."""
 
     def __init__(self, policies: Callable[[], Iterable[CallPolicy]]) -> None:
+        if not callable(policies):  # a list given here would fail only at the first scrape
+            raise TypeError("PolicyCollector takes a function returning the policies, "
+                            "as PolicyCollector(lambda: policies)")
         self._policies = policies
 
     def collect(self) -> Iterator[Metric]:

@@ -199,6 +199,7 @@ def breaker_rule(settings: CallPolicySettings) -> BreakerRule:
 def downstream_policies(service: str, urls: Sequence[str], settings: CallPolicySettings,
                         kinds: tuple[str, ...], *, attempts: int | None = None,
                         clock: Clock = time.monotonic,
+                        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                         probe: Callable[[str], Callable[[], Awaitable[bool]]] | None = None,
                         ) -> dict[str, CallPolicy]:
     """A policy per kind of call to ``service`` at ``urls`` (its replicas), as configured: a
@@ -207,7 +208,8 @@ def downstream_policies(service: str, urls: Sequence[str], settings: CallPolicyS
     limit, one retry budget and one hedge budget for all.
 
     ``attempts`` overrides the retry count (1: no retry); ``probe(url)`` makes the health probe
-    an open breaker of that replica sends.
+    an open breaker of that replica sends; ``clock`` and ``sleep`` drive the backoff, the
+    deadlines, the breakers and their probes (a test passes ``FakeClock``'s).
     """
     limit = ConcurrencyLimit(service, settings.max_calls_in_flight)
     budget = RetryBudget(settings.retry_budget_ratio, settings.retry_budget_floor,
@@ -220,7 +222,7 @@ def downstream_policies(service: str, urls: Sequence[str], settings: CallPolicyS
         name = f"{service}.{kind}" if len(urls) == 1 else f"{service}.{kind}@{URL(url).authority}"
         return AsyncCircuitBreaker(name, service=service, rule=rule, clock=clock,
                                    probe=None if probe is None else probe(url),
-                                   probe_interval=settings.breaker_probe_interval)
+                                   probe_interval=settings.breaker_probe_interval, sleep=sleep)
 
     def hedging() -> Hedging | None:
         if settings.hedge_max == 0:
@@ -240,6 +242,7 @@ def downstream_policies(service: str, urls: Sequence[str], settings: CallPolicyS
             backoff_base=settings.retry_backoff_base,
             backoff_max=settings.retry_backoff_max,
             clock=clock,
+            sleep=sleep,
             hedging=hedging(),
             name=f"{service}.{kind}",
         )

@@ -101,7 +101,10 @@ class RpcProxy:
         if method.startswith("_"):
             raise AttributeError(method)
 
-        async def call(**kwargs: Any) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if args:
+                raise TypeError(f"{self.service}.{method}() takes keyword arguments only, "
+                                "as an RPC body is a JSON object of them")
             return await self.call(method, kwargs)
 
         return call

@@ -111,8 +111,8 @@ async def read_json(request: web.Request, *, require_content_type: bool) -> Any:
     """Parse the request body as JSON, or raise ``BadRequest`` saying what is wrong with it.
 
     Without ``require_content_type``, a body sent with no Content-Type is still
-    read as JSON (as curl sends it with ``-d`` and no ``-H``); a declared type
-    other than JSON is refused either way. The body itself was read (and its
+    read as JSON; a declared type other than JSON (as curl's ``-d`` declares
+    a form unless told otherwise) is refused either way, with 415. The body itself was read (and its
     size limited to the app's ``client_max_size``) by ``body_deadline``.
     """
     ctype = request.headers.get("Content-Type")
