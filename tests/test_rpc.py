@@ -61,6 +61,10 @@ class EchoService:
         raise ZeroDivisionError("secret internals")
 
     @rpc
+    def counts(self, counts: dict[str, int]) -> object:
+        return counts
+
+    @rpc
     def maybe(self, value: int | None = None, items: list[str] | None = None) -> object:
         return [value, items]
 
@@ -112,11 +116,17 @@ async def test_call_entrypoint_checks_arguments_like_the_server() -> None:
 
 
 async def test_optional_and_generic_annotations_are_checked() -> None:
-    """``X | None`` admits null; ``list[str]`` admits any list."""
+    """``X | None`` admits null; ``list[str]`` a list of strings, ``dict[str, int]`` an object
+    of whole numbers."""
     service = worker_factory(EchoService)
     assert await call_entrypoint(service, "maybe", value=None, items=["a"]) == [None, ["a"]]
-    with pytest.raises(InvalidArgument, match="value must be"):
+    with pytest.raises(InvalidArgument, match=r"value must be int \| None"):
         await call_entrypoint(service, "maybe", value="3")
+    with pytest.raises(InvalidArgument, match=r"items must be list\[str\] \| None"):
+        await call_entrypoint(service, "maybe", items=["a", 1])
+    assert await call_entrypoint(service, "counts", counts={"a": 1}) == {"a": 1}
+    with pytest.raises(InvalidArgument, match=r"counts must be dict\[str, int\]"):
+        await call_entrypoint(service, "counts", counts={"a": "1"})
 
 
 async def test_only_rpc_methods_are_reachable() -> None:

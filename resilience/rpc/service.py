@@ -191,16 +191,23 @@ def _check_arguments(entry: Entrypoint, kwargs: dict[str, Any]) -> None:
 
 def _checker(hint: Any) -> Check | None:
     """A test of whether a JSON value fits a simple annotation (str, int, float, bool, list,
-    dict, X | None, list[str], ...); ``None`` when the annotation admits anything."""
+    dict, X | None, and the items of list[X] and dict[str, X]); ``None`` when the annotation
+    admits anything."""
     origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        parts = [_checker(arg) for arg in typing.get_args(hint)]
+        parts = [_checker(arg) for arg in args]
         if any(part is None for part in parts):
             return None
         tests = [part for part in parts if part is not None]
         return lambda value: any(test(value) for test in tests)
     if hint is None or hint is type(None):
         return lambda value: value is None
+    item = _checker(args[-1]) if origin in (list, dict) and args else None
+    if origin is list and item is not None:
+        return lambda value: isinstance(value, list) and all(item(v) for v in value)
+    if origin is dict and item is not None:
+        return lambda value: isinstance(value, dict) and all(item(v) for v in value.values())
     if origin is not None:
         hint = origin
     if hint is Any or not isinstance(hint, type):
@@ -214,4 +221,6 @@ def _checker(hint: Any) -> Check | None:
 
 
 def _describe(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("NoneType", "null")
+    if typing.get_origin(hint) is None and isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("NoneType", "null")
