@@ -112,8 +112,9 @@ async def read_json(request: web.Request, *, require_content_type: bool) -> Any:
 
     Without ``require_content_type``, a body sent with no Content-Type is still
     read as JSON; a declared type other than JSON (as curl's ``-d`` declares
-    a form unless told otherwise) is refused either way, with 415. The body itself was read (and its
-    size limited to the app's ``client_max_size``) by ``body_deadline``.
+    a form unless told otherwise) is refused either way, with 415. The body
+    itself was read (and its size limited to the app's ``client_max_size``)
+    by ``body_deadline``.
     """
     ctype = request.headers.get("Content-Type")
     if (ctype is not None or require_content_type) and not _is_json(request.content_type):
